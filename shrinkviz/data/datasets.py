@@ -1,0 +1,230 @@
+"""The dataset registry: whole splits held as uint8 tensors, with a fixed seeded validation split.
+
+Example:
+    >>> from shrinkviz.data import load_dataset
+    >>> ds = load_dataset("digits")
+    >>> ds.input_shape, ds.num_classes, len(ds.train) + len(ds.val) + len(ds.test)
+    ((1, 8, 8), 10, 1797)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shrinkviz.data import formats, sources
+
+VAL_SPLIT_SEED = 0
+"""The validation split is carved with this seed, independent of any training seed, so every run of
+a dataset sees the same train/val partition."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: uint8 images (N x C x H x W) and int64 labels (N)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 N x C x H x W, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"labels shape {tuple(self.labels.shape)} does not match {self.images.shape[0]} images")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def head(self, n: int | None) -> Split:
+        """The first ``n`` examples (all when ``n`` is None)."""
+        return self if n is None or n >= len(self) else Split(self.images[:n], self.labels[:n])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset as tensors: train / val (carved from the official train split) / test.
+
+    The test split is for reporting only; model selection uses ``val``.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...] = ()
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width)."""
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, train: int | None = None, val: int | None = None, test: int | None = None) -> Dataset:
+        """The first ``train`` / ``val`` / ``test`` examples of each split (normalisation unchanged).
+
+        Example:
+            >>> from shrinkviz.data import load_dataset
+            >>> len(load_dataset("digits").subset(train=100).train)
+            100
+        """
+        for field_name, n in (("train", train), ("val", val), ("test", test)):
+            if n is not None and n < 1:
+                raise ValueError(f"subset {field_name}={n}: must be a positive count or None")
+        return replace(self, train=self.train.head(train), val=self.val.head(val), test=self.test.head(test))
+
+
+def _carve_validation(images: torch.Tensor, labels: torch.Tensor, val_fraction: float) -> tuple[Split, Split]:
+    n_val = int(round(len(labels) * val_fraction))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+    val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+    return Split(images[train_idx], labels[train_idx]), Split(images[val_idx], labels[val_idx])
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    x = images.to(torch.float64) / 255.0
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3))
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(max(v, 1e-3), 4) for v in std.tolist())
+
+
+def _assemble(name: str, train_x, train_y, test_x, test_y, num_classes: int, val_fraction: float,
+              classes: tuple[str, ...] = ()) -> Dataset:
+    train, val = _carve_validation(train_x, train_y, val_fraction)
+    mean, std = _channel_stats(train.images)
+    return Dataset(name, train, val, Split(test_x, test_y), num_classes, mean, std, classes)
+
+
+def _load_idx(name: str, cache: Path | None, download: bool, val_fraction: float, classes) -> Dataset:
+    root = sources.resolve(name, cache, download)
+    read = lambda f: formats.read_idx(root / f)  # noqa: E731
+    train_x, train_y = read("train-images-idx3-ubyte.gz"), read("train-labels-idx1-ubyte.gz")
+    test_x, test_y = read("t10k-images-idx3-ubyte.gz"), read("t10k-labels-idx1-ubyte.gz")
+    return _assemble(name, train_x.unsqueeze(1), train_y.long(), test_x.unsqueeze(1), test_y.long(), 10,
+                     val_fraction, classes)
+
+
+def _load_cifar(name: str, cache: Path | None, download: bool, val_fraction: float) -> Dataset:
+    root = sources.resolve(name, cache, download)
+    if name == "cifar10":
+        folder, key, n_classes = root / "cifar-10-batches-py", "labels", 10
+        train_parts = [formats.read_cifar_batch(folder / f"data_batch_{i}", key) for i in range(1, 6)]
+        test_x, test_y = formats.read_cifar_batch(folder / "test_batch", key)
+    else:
+        folder, key, n_classes = root / "cifar-100-python", "fine_labels", 100
+        train_parts = [formats.read_cifar_batch(folder / "train", key)]
+        test_x, test_y = formats.read_cifar_batch(folder / "test", key)
+    train_x = torch.cat([p[0] for p in train_parts])
+    train_y = torch.cat([p[1] for p in train_parts])
+    return _assemble(name, train_x, train_y, test_x, test_y, n_classes, val_fraction)
+
+
+def _load_digits(val_fraction: float) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    # digits has no official test split: hold out a fixed, seeded 20% once.
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED + 1))
+    n_test = int(round(0.2 * len(labels)))
+    test_idx, train_idx = order[:n_test].sort().values, order[n_test:].sort().values
+    return _assemble("digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], 10,
+                     val_fraction, tuple(str(i) for i in range(10)))
+
+
+def _load_image_folder(path: str | Path, image_size: int, val_fraction: float) -> Dataset:
+    """ImageNet-style folder: ``path/train/<class>/*`` and ``path/val/<class>/*`` (or ``test``), images
+    resized to ``image_size`` squares and held in memory (suits ImageNet subsets such as Imagenette, not
+    the full 1.2M-image set)."""
+    from PIL import Image
+
+    root = Path(path)
+    test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise sources.DatasetNotFoundError(
+            f"image folder {root} must contain train/<class>/ and val/<class>/ (or test/<class>/) folders")
+    classes = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
+    if not classes:
+        raise sources.DatasetNotFoundError(f"{root / 'train'} has no class folders")
+
+    def read(split_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = [], []
+        for label, cls in enumerate(classes):
+            for file in sorted((split_dir / cls).glob("*")) if (split_dir / cls).is_dir() else []:
+                with Image.open(file) as img:
+                    img = img.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+                    images.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
+                    labels.append(label)
+        if not images:
+            raise sources.DatasetNotFoundError(f"no images found under {split_dir}")
+        return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+    train_x, train_y = read(root / "train")
+    test_x, test_y = read(test_dir)
+    return _assemble(f"imagefolder:{root.name}", train_x, train_y, test_x, test_y, len(classes), val_fraction,
+                     classes)
+
+
+_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                    "Bag", "Ankle boot")
+
+_LOADERS: dict[str, Callable[..., Dataset]] = {
+    "digits": lambda cache, download, val_fraction: _load_digits(val_fraction),
+    "fashion_mnist": lambda cache, download, val_fraction: _load_idx(
+        "fashion_mnist", cache, download, val_fraction, _FASHION_CLASSES),
+    "mnist": lambda cache, download, val_fraction: _load_idx(
+        "mnist", cache, download, val_fraction, tuple(str(i) for i in range(10))),
+    "cifar10": lambda cache, download, val_fraction: _load_cifar("cifar10", cache, download, val_fraction),
+    "cifar100": lambda cache, download, val_fraction: _load_cifar("cifar100", cache, download, val_fraction),
+}
+
+DEFAULT_DATASET = "fashion_mnist"
+
+
+def available_datasets() -> list[str]:
+    """Registry names accepted by :func:`load_dataset` (plus ``imagefolder`` with a ``path``)."""
+    return sorted(_LOADERS) + ["imagefolder"]
+
+
+def load_dataset(name: str = DEFAULT_DATASET, *, path: str | Path | None = None, image_size: int = 64,
+                 cache: str | Path | None = None, download: bool = True, val_fraction: float = 0.1) -> Dataset:
+    """Load a registered dataset as tensors (cached in memory per process).
+
+    Args:
+        name: one of :func:`available_datasets`.
+        path: folder of an ``imagefolder`` dataset.
+        image_size: side of the square images of an ``imagefolder`` dataset.
+        cache: cache root (default ``shrinkviz.io.cache_root()``).
+        download: try official mirrors when files are missing locally.
+        val_fraction: share of the official train split held out (fixed seed) for validation.
+
+    Raises:
+        ValueError: unknown name (listing the valid ones) or bad fraction.
+        DatasetNotFoundError: files missing offline (naming the three ways to provide them).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction={val_fraction}: must be strictly between 0 and 1")
+    if name == "imagefolder":
+        if path is None:
+            raise ValueError("dataset 'imagefolder' needs path=<folder with train/ and val/ subfolders>")
+        return _load_cached_folder(str(Path(path).resolve()), image_size, val_fraction)
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(available_datasets())}")
+    return _load_cached(name, str(cache) if cache else None, download, val_fraction)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(name: str, cache: str | None, download: bool, val_fraction: float) -> Dataset:
+    return _LOADERS[name](Path(cache) if cache else None, download, val_fraction)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached_folder(path: str, image_size: int, val_fraction: float) -> Dataset:
+    return _load_image_folder(path, image_size, val_fraction)

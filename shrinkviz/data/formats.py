@@ -1,0 +1,95 @@
+"""Parsers and writers for the official dataset file formats: IDX (MNIST, Fashion-MNIST) and the CIFAR
+python pickles. Writers exist so that tests (and users converting their own data) can produce
+byte-exact official-format files.
+
+Example:
+    >>> import torch, tempfile, pathlib
+    >>> from shrinkviz.data.formats import write_idx, read_idx
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "labels-idx1-ubyte.gz"
+    >>> _ = write_idx(p, torch.tensor([3, 1, 4], dtype=torch.uint8))
+    >>> read_idx(p).tolist()
+    [3, 1, 4]
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shrinkviz.io import atomic_write_bytes
+
+_IDX_UBYTE = 0x08
+
+
+class DataFormatError(ValueError):
+    """A dataset file does not follow its official format."""
+
+
+def _open_maybe_gzip(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+
+
+def read_idx(path: str | Path) -> torch.Tensor:
+    """Read an IDX file of unsigned bytes (gzip-compressed or not) into a uint8 tensor."""
+    path = Path(path)
+    data = _open_maybe_gzip(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DataFormatError(f"{path} is not an IDX file (bad magic number)")
+    if data[2] != _IDX_UBYTE:
+        raise DataFormatError(f"{path}: IDX element type 0x{data[2]:02x} is not unsigned byte (0x08)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    expected = int(np.prod(dims)) if dims else 0
+    if len(data) - header != expected:
+        raise DataFormatError(
+            f"{path}: header announces {dims} = {expected} bytes but the file holds {len(data) - header}"
+        )
+    array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    return torch.from_numpy(array.copy())
+
+
+def write_idx(path: str | Path, tensor: torch.Tensor, compress: bool | None = None) -> Path:
+    """Write a uint8 tensor as an IDX file (gzip when the name ends in .gz or ``compress`` is True)."""
+    path = Path(path)
+    if tensor.dtype != torch.uint8:
+        raise ValueError(f"write_idx needs a uint8 tensor, got {tensor.dtype}")
+    header = bytes([0, 0, _IDX_UBYTE, tensor.dim()]) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
+    payload = header + tensor.contiguous().numpy().tobytes()
+    if compress if compress is not None else path.suffix == ".gz":
+        payload = gzip.compress(payload, mtime=0)
+    return atomic_write_bytes(path, payload)
+
+
+def read_cifar_batch(path: str | Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one CIFAR python pickle batch into (uint8 N x 3 x 32 x 32 images, int64 labels)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            entry = pickle.load(fh, encoding="latin1")  # noqa: S301 - official CIFAR format is a pickle
+    except (pickle.UnpicklingError, EOFError) as exc:
+        raise DataFormatError(f"{path} is not a CIFAR python pickle: {exc}") from exc
+    if "data" not in entry or label_key not in entry:
+        raise DataFormatError(f"{path} lacks the 'data' or '{label_key}' entry of the CIFAR format")
+    images = np.asarray(entry["data"], dtype=np.uint8)
+    if images.ndim != 2 or images.shape[1] != 3 * 32 * 32:
+        raise DataFormatError(f"{path}: 'data' has shape {images.shape}, expected (N, 3072)")
+    labels = torch.as_tensor(np.asarray(entry[label_key]), dtype=torch.int64)
+    return torch.from_numpy(images.reshape(-1, 3, 32, 32).copy()), labels
+
+
+def write_cifar_batch(path: str | Path, images: torch.Tensor, labels: torch.Tensor, label_key: str) -> Path:
+    """Write (uint8 N x 3 x 32 x 32, labels) as a CIFAR python pickle batch."""
+    entry = {
+        "batch_label": Path(path).name,
+        "data": images.reshape(images.shape[0], -1).numpy(),
+        label_key: labels.tolist(),
+        "filenames": [f"{i}.png" for i in range(images.shape[0])],
+    }
+    return atomic_write_bytes(path, pickle.dumps(entry, protocol=2))
