@@ -164,7 +164,7 @@ def curves(runs: pd.DataFrame, x: str = "compression_ratio", y: str = "top1", co
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty.")
     require_columns(runs, [x, y, color, group], "curves")
-    ok, note = usable(runs, [x, y])
+    ok, note = usable(runs, [y, x])
     if ok.empty:
         return empty_figure(title, f"No runs with a value for {x} and {y}.", note)
     fig = go.Figure()
@@ -236,7 +236,7 @@ def baseline_confounder(runs: pd.DataFrame, by: str = "baseline_recipe", x: str 
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty.")
     require_columns(runs, [by, x, y, group, "strategy" if strategy is not None else None], "baseline_confounder")
-    ok, note = usable(runs, [x, y])
+    ok, note = usable(runs, [y, x])
     if strategy is not None:
         ok = ok.loc[(ok["strategy"] == strategy).to_numpy(dtype=bool, na_value=False)]
         title = f"{title} ({strategy})"

@@ -1,0 +1,114 @@
+"""Static export: standalone HTML files that open offline (plotly.js embedded), written atomically.
+
+Example:
+    >>> import plotly.graph_objects as go
+    >>> path = to_html(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])), "/tmp/fig.html")  # doctest: +SKIP
+    >>> path = report_html([("Curves", fig), ("Runs", runs_df)], "report.html", "Sweep")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from shrinkviz.io import atomic_write_text
+
+__all__ = ["report_html", "to_html"]
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; padding: 0 1em; }
+h1 { font-weight: 600; } h2 { font-weight: 500; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table.dataframe { border-collapse: collapse; font-size: 13px; margin: 1em 0; }
+table.dataframe th, table.dataframe td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+table.dataframe th { background: #f5f5f5; }
+.section-text { white-space: pre-wrap; }
+"""
+
+
+def _figure_div(fig: go.Figure) -> str:
+    return go.Figure(fig).to_html(include_plotlyjs=False, full_html=False, config={"responsive": True})
+
+
+def _section_html(obj: Any) -> str:
+    if isinstance(obj, go.Figure):
+        return _figure_div(obj)
+    if isinstance(obj, pd.DataFrame):
+        return obj.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:.6g}")
+    if hasattr(obj, "snapshot"):
+        return "\n".join(_titled(name, item, level=3) for name, item in obj.snapshot())
+    if isinstance(obj, str):
+        return f"<p class='section-text'>{html.escape(obj)}</p>"
+    raise TypeError(f"report_html: cannot render a section of type {type(obj).__name__} "
+                    "(expected a plotly Figure, a DataFrame, an explorer or a str)")
+
+
+def _titled(name: str | None, obj: Any, level: int = 2) -> str:
+    head = f"<h{level}>{html.escape(str(name))}</h{level}>\n" if name else ""
+    return f"<section>{head}{_section_html(obj)}</section>"
+
+
+def report_html(sections: Iterable[Any] | Mapping[str, Any], path: str | os.PathLike[str],
+                title: str = "shrinkviz report") -> Path:
+    """Assemble figures, tables and text into ONE standalone HTML page with plotly.js embedded once.
+
+    Args:
+        sections: items, each a ``go.Figure`` (or FigureWidget), a ``DataFrame`` (rendered with
+            ``DataFrame.to_html``), an explorer (its ``snapshot()``), or a ``str`` (an escaped paragraph);
+            or ``(heading, item)`` pairs; or a mapping heading -> item.
+        path: output file; parent directories are created; written atomically.
+        title: page title and top heading.
+
+    Returns:
+        The path written.
+
+    Raises:
+        TypeError: a section of an unsupported type.
+
+    Example:
+        >>> report_html({"Curves": curves(runs), "Runs": runs}, "data_cache/report.html")  # doctest: +SKIP
+    """
+    items = sections.items() if isinstance(sections, Mapping) else sections
+    body = []
+    for item in items:
+        name, obj = item if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) else (None, item)
+        body.append(_titled(name, obj))
+    page = (
+        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script>\n</head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
+    return atomic_write_text(path, page)
+
+
+def to_html(fig_or_explorer: Any, path: str | os.PathLike[str], title: str | None = None) -> Path:
+    """Write one figure, or an explorer's current view, as a standalone offline HTML file.
+
+    Args:
+        fig_or_explorer: a ``go.Figure`` / ``FigureWidget``, or an object with ``snapshot()`` (the
+            explorers), whose current figures and readouts are exported.
+        path: output file (written atomically).
+        title: page title (default: the figure's title, or the explorer's class name).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> to_html(curves(runs), "curves.html")  # doctest: +SKIP
+    """
+    if isinstance(fig_or_explorer, go.Figure):
+        fig = go.Figure(fig_or_explorer)
+        if title:
+            fig.update_layout(title={"text": title})
+        return atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
+    if hasattr(fig_or_explorer, "snapshot"):
+        return report_html(fig_or_explorer.snapshot(), path, title or type(fig_or_explorer).__name__)
+    raise TypeError(f"to_html: expected a plotly Figure or an explorer, got {type(fig_or_explorer).__name__}")
