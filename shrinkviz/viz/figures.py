@@ -255,8 +255,9 @@ def baseline_confounder(runs: pd.DataFrame, by: str = "baseline_recipe", x: str 
                                       log_x=x in LOG2_COLUMNS):
             pts.append((cx, cy, f"{la} × {lb}"))
     pts.sort()
-    fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name="crossings",
-                             showlegend=bool(pts), customdata=[p[2] for p in pts],
+    fig.add_trace(go.Scatter(x=np.array([p[0] for p in pts], dtype=float), y=np.array([p[1] for p in pts], dtype=float),
+                             mode="markers", name="crossings", showlegend=bool(pts),
+                             customdata=np.array([p[2] for p in pts], dtype=object),
                              marker={"symbol": "x", "size": 12, "color": "#111", "line": {"width": 1}},
                              hovertemplate="curves cross: %{customdata}<br>" + f"{x}: %{{x:.3g}}<br>{y}: %{{y:.4g}}"
                              + "<extra></extra>"))

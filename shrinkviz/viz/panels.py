@@ -49,7 +49,7 @@ def frontier_parts(runs: pd.DataFrame, x: str = "latency_ms_p50", y: str = "top1
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty."), runs.iloc[0:0]
     require_columns(runs, [x, y, size, color], "frontier")
-    metrics = [m for m in (x, y, size) if m]
+    metrics = list(dict.fromkeys(m for m in (y, x, size) if m))
     ok, note = usable(runs, metrics)
     if ok.empty:
         return empty_figure(title, f"No runs with a value for {', '.join(metrics)}.", note), ok
