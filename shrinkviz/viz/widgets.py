@@ -289,7 +289,8 @@ class FrontierExplorer(widgets.VBox):
             for name, col in (("x", x), ("y", y), ("size", size)):
                 if col is not None and col not in numeric:
                     raise ValueError(f"FrontierExplorer: {name}={col!r} is not a numeric column")
-        numeric = numeric or list(dict.fromkeys(c for c in (x, y, size) if c))
+        else:
+            numeric = list(dict.fromkeys(c for c in (x, y, size) if c))
         self.x_picker = widgets.Dropdown(options=numeric, value=x, description="x")
         self.y_picker = widgets.Dropdown(options=numeric, value=y, description="y")
         self.size_picker = widgets.Dropdown(options=[("(none)", None), *((c, c) for c in numeric)], value=size,
