@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from shrinkviz.data import Normalizer, Split
+from shrinkviz.models import create_model
+from shrinkviz.train import PRESETS, Callback, TrainConfig, count_correct, evaluate, fit, lr_factor
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("lr", -0.1, "TrainConfig.lr=-0.1"),
+    ("lr", float("nan"), "TrainConfig.lr=nan"),
+    ("epochs", 0, "TrainConfig.epochs=0"),
+    ("optimizer", "lion", "TrainConfig.optimizer='lion': unknown optimizer; valid: sgd, adam, adamw"),
+    ("schedule", "linear", "TrainConfig.schedule='linear'"),
+    ("weight_decay", -1.0, "TrainConfig.weight_decay=-1.0"),
+    ("augment", "mixup", "TrainConfig.augment='mixup'"),
+])
+def test_invalid_hyperparameters_name_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TrainConfig(**{field: value})
+
+
+def test_shrinkbench_preset_is_their_default():
+    cfg = TrainConfig.shrinkbench()
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.schedule, cfg.epochs,
+            cfg.batch_size) == ("sgd", 1e-3, 0.9, True, 0.0, "constant", 30, 128)
+    with pytest.raises(ValueError, match="unknown training preset 'nope'; valid: "):
+        TrainConfig.preset("nope")
+
+
+def test_config_round_trips_through_dict():
+    for cfg in PRESETS.values():
+        assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown fields"):
+        TrainConfig.from_dict({"epochs": 1, "lr_max": 2})
+
+
+def test_lr_schedules():
+    cos = TrainConfig(epochs=2, schedule="cosine")
+    assert lr_factor(cos, 0, 10) == 1.0 and lr_factor(cos, 10, 10) == pytest.approx(0.5)
+    assert lr_factor(cos, 20, 10) == pytest.approx(0.0, abs=1e-12)
+    step = TrainConfig(epochs=4, schedule="step", milestones=(2, 3), gamma=0.5)
+    assert [lr_factor(step, s * 10, 10) for s in range(4)] == [1.0, 1.0, 0.5, 0.25]
+    warm = TrainConfig(epochs=3, schedule="constant", warmup_epochs=1)
+    assert lr_factor(warm, 0, 4) == 0.25 and lr_factor(warm, 3, 4) == 1.0 and lr_factor(warm, 4, 4) == 1.0
+
+
+class _FixedLogits(nn.Module):
+    """Returns pre-set logits in order, so accuracy can be checked by hand."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+        self.pos = 0
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        out = self.logits[self.pos:self.pos + x.shape[0]]
+        self.pos += x.shape[0]
+        return out
+
+
+def test_exact_top1_top5_on_a_hand_checked_batch():
+    # 7 examples, 6 classes, evaluated in batches of 3 (last batch partial: ShrinkBench divided by 3 there)
+    logits = torch.tensor([
+        [9, 1, 2, 3, 4, 5],   # y=0 top1 hit
+        [1, 9, 2, 3, 4, 5],   # y=0 miss; 0 is rank 6 -> top5 miss
+        [1, 2, 9, 3, 4, 5],   # y=5 miss top1; rank 2 -> top5 hit
+        [6, 5, 4, 3, 2, 1],   # y=4 rank 5 -> top5 hit
+        [1, 2, 3, 4, 5, 9],   # y=5 hit
+        [1, 2, 3, 4, 9, 5],   # y=0 rank 6 -> miss
+        [5, 4, 3, 2, 1, 9],   # y=5 hit
+    ], dtype=torch.float32)
+    labels = torch.tensor([0, 0, 5, 4, 5, 0, 5])
+    split = Split(torch.zeros(7, 1, 2, 2, dtype=torch.uint8), labels)
+    result = evaluate(_FixedLogits(logits), split, Normalizer((0.5,), (0.5,)), batch_size=3, device="cpu")
+    assert result["top1"] == 3 / 7 and result["top5"] == 5 / 7 and result["n"] == 7
+    expected_loss = nn.functional.cross_entropy(logits, labels).item()
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-6)
+    assert count_correct(logits[:2], labels[:2], 10) == 2  # k capped at the class count
+
+
+def test_training_is_deterministic_for_a_seed(digits):
+    data = digits.subset(train=300, val=100)
+    cfg = TrainConfig.preset("adam_fast").replace(epochs=2, augment="crop_flip", batch_size=32)
+    runs = []
+    for _ in range(2):
+        model = create_model("tiny_cnn", dataset=data, seed=3)
+        history = fit(model, data, cfg, seed=11, progress=False, device="cpu")
+        runs.append(([(r["train_loss"], r["val_top1"], r["val_loss"]) for r in history], model.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    for key in runs[0][1]:
+        torch.testing.assert_close(runs[0][1][key], runs[1][1][key], rtol=0, atol=0)
+    other = create_model("tiny_cnn", dataset=data, seed=3)
+    fit(other, data, cfg, seed=12, progress=False, device="cpu")
+    assert not torch.equal(other.classifier.weight, runs[0][1]["classifier.weight"])
+
+
+def test_fit_learns_and_reports_history(digits):
+    model = create_model("tiny_mlp", dataset=digits, seed=0)
+    history = fit(model, digits, TrainConfig.preset("adam_fast").replace(epochs=5), progress=False)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
+    assert set(history[0]) >= {"stage", "lr", "train_loss", "task_loss", "kd_loss", "train_top1", "val_loss",
+                               "val_top1", "val_top5", "epoch_s"}
+    assert math.isnan(history[0]["kd_loss"])
+    assert history[-1]["val_top1"] > 0.85 and history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_callbacks_plug_into_the_one_loop(digits):
+    data = digits.subset(train=64, val=32)
+    calls = []
+
+    class Recorder(Callback):
+        def fit_start(self, model, optimizer):
+            calls.append("fit_start")
+
+        def epoch_start(self, model, epoch):
+            calls.append(f"epoch_start{epoch}")
+
+        def loss(self, model, inputs, logits, targets, task_loss):
+            return task_loss * 2, {"kd_loss": torch.tensor(1.5)}
+
+        def after_step(self, model):
+            calls.append("step")
+
+        def epoch_end(self, model, epoch, row):
+            row["extra"] = epoch
+
+        def fit_end(self, model):
+            calls.append("fit_end")
+
+    history = fit(create_model("tiny_mlp", dataset=data), data, TrainConfig(epochs=2, batch_size=32, lr=0.01),
+                  callbacks=[Recorder()], progress=False)
+    assert calls == ["fit_start", "epoch_start1", "step", "step", "epoch_start2", "step", "step", "fit_end"]
+    assert history[0]["kd_loss"] == pytest.approx(1.5) and history[1]["extra"] == 2
+    assert history[0]["train_loss"] == pytest.approx(2 * history[0]["task_loss"], rel=1e-5)
+
+
+def test_best_val_selection_restores_best_epoch(digits):
+    data = digits.subset(train=200, val=100)
+    model = create_model("tiny_mlp", dataset=data, seed=0)
+    history = fit(model, data, TrainConfig.preset("adam_fast").replace(epochs=3, select="best_val"),
+                  progress=False)
+    best = max(r["val_top1"] for r in history)
+    assert evaluate(model, data.val, Normalizer(data.mean, data.std))["top1"] == best
+
+
+def test_divergence_is_reported(digits):
+    data = digits.subset(train=64, val=32)
+    with pytest.raises(FloatingPointError, match="lower TrainConfig.lr"):
+        fit(create_model("tiny_mlp", dataset=data), data, TrainConfig(epochs=1, lr=1e30, schedule="constant"),
+            progress=False)
