@@ -1,0 +1,160 @@
+"""Experiment configs: validation naming field paths, JSON round-trip, stable run ids, dotted updates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from shrinkviz.experiment import (
+    ALIASES,
+    DataSpec,
+    Experiment,
+    FinetuneSpec,
+    LatencySpec,
+    PipelineSpec,
+    PruneSpec,
+)
+
+BASE = Experiment(model="tiny_mlp", data="digits")
+PRUNED = BASE.replace(strategy="random", compression=4)
+PQD = Experiment(model="tiny_cnn", data="digits", prune=PruneSpec("random", 8), quant="qat",
+                 distill={"enabled": True}, pipeline=PipelineSpec("PQD", (1, 2, 3)))
+
+
+def test_defaults_and_friendly_sections():
+    exp = Experiment()
+    assert (exp.model, exp.data.name, exp.baseline.recipe, exp.finetune.preset) == (
+        "mnistnet", "fashion_mnist", "default", "shrinkbench")
+    assert Experiment(model="tiny_mlp", data="digits").data == DataSpec("digits")
+    assert Experiment(model="tiny_mlp", data={"name": "digits", "train": 100}).data.train == 100
+    assert Experiment(model="tiny_mlp", data="digits", finetune="adam_fast").finetune == FinetuneSpec("adam_fast")
+
+
+def test_method_is_derived():
+    assert BASE.method == "baseline"
+    assert PRUNED.method == "prune"
+    assert BASE.replace(quantization="qat").method == "quant"
+    assert BASE.replace(**{"distill.enabled": True}).method == "distill"
+    assert PQD.method == "pipeline"
+
+
+@pytest.mark.parametrize(("changes", "path", "allowed"), [
+    ({"prune.compression": 0.5}, "Experiment.prune.compression=0.5", "must be >= 1"),
+    ({"compression": 4}, "Experiment.prune.compression=4.0", "needs Experiment.prune.strategy"),
+    ({"quant.method": "int4"}, "Experiment.quant.method='int4'", "'none', 'qat', 'ptq'"),
+    ({"finetune.preset": "nope"}, "Experiment.finetune.preset='nope'", "'adam_fast'"),
+    ({"finetune.epochs": 0}, "Experiment.finetune.epochs=0", "must be >= 1"),
+    ({"finetune.epochs": 1.5}, "Experiment.finetune.epochs=1.5", "whole number"),
+    ({"baseline.recipe": "x"}, "Experiment.baseline.recipe='x'", "'default'"),
+    ({"baseline.seed": -1}, "Experiment.baseline.seed=-1", "must be >= 0"),
+    ({"data.name": "imagenet9"}, "Experiment.data.name='imagenet9'", "'fashion_mnist'"),
+    ({"data.train": 0}, "Experiment.data.train=0", "must be >= 1"),
+    ({"model": "resnet9000"}, "Experiment.model='resnet9000'", "'tiny_mlp'"),
+    ({"seed": True}, "Experiment.seed=True", "whole number"),
+    ({"distill.alpha": 1.5}, "Experiment.distill.alpha=1.5", "in [0, 1]"),
+    ({"distill.temperature": 0}, "Experiment.distill.temperature=0", "> 0"),
+    ({"distill.enabled": "yes"}, "Experiment.distill.enabled='yes'", "True, False"),
+    ({"latency.runtimes": ["eager", "tpu"]}, "Experiment.latency.runtimes='tpu'", "'onnxruntime'"),
+    ({"latency.threads": 0}, "Experiment.latency.threads=0", "must be >= 1"),
+    ({"pipeline.order": "PXD"}, "Experiment.pipeline.order='PXD'", "letters of 'PQD'"),
+    ({"pipeline.order": "P"}, "Experiment.pipeline.order='P'", "single technique"),
+])
+def test_invalid_values_name_the_field_path_and_allowed_values(changes, path, allowed):
+    with pytest.raises(ValueError) as err:
+        BASE.replace(**changes)
+    assert str(err.value).startswith(path)
+    assert allowed in str(err.value)
+
+
+def test_strategy_validated_against_the_registry_when_it_exists():
+    try:
+        from shrinkviz.prune import available_strategies
+    except ImportError:
+        pytest.skip("shrinkviz.prune has not landed")
+    with pytest.raises(ValueError, match=r"^Experiment\.prune\.strategy='magic'.*'random'"):
+        BASE.replace(strategy="magic", compression=2)
+    assert set(available_strategies()) >= {"random"}
+
+
+def test_techniques_combine_only_through_a_pipeline_order():
+    with pytest.raises(ValueError, match=r"^Experiment\.pipeline\.order='': prune.strategy='random' and "
+                                         r"quant.method='qat' are set together.*'PQ'"):
+        PRUNED.replace(quantization="qat")
+    with pytest.raises(ValueError, match=r"^Experiment\.pipeline\.order='PQD': distill.enabled is off"):
+        PQD.replace(**{"distill.enabled": False})
+    with pytest.raises(ValueError, match=r"^Experiment\.pipeline\.epochs=\(20, 40, 40\): needs one entry per stage"):
+        PRUNED.replace(quantization="qat", order="PQ")
+    both = PRUNED.replace(quantization="qat", order="QP", stage_epochs=[3, 4])
+    assert (both.method, both.pipeline.epochs) == ("pipeline", (3, 4))
+
+
+def test_json_round_trip_and_unknown_fields_rejected():
+    for exp in (BASE, PRUNED, PQD, PQD.replace(**{"latency.runtimes": [], "data.test": 50})):
+        text = exp.to_json()
+        back = Experiment.from_json(text)
+        assert back == exp and back.run_id == exp.run_id
+        assert json.loads(text) == exp.to_dict()
+    bad = json.loads(PRUNED.to_json())
+    bad["prune"]["sparsity"] = 0.9
+    with pytest.raises(ValueError, match=r"unknown field\(s\) Experiment\.prune\.sparsity; valid fields: strategy, "):
+        Experiment.from_dict(bad)
+    with pytest.raises(ValueError, match=r"unknown field\(s\) Experiment\.epochs"):
+        Experiment.from_dict({"model": "tiny_mlp", "epochs": 3})
+    partial = Experiment.from_dict({"model": "tiny_mlp", "data": {"name": "digits"}, "prune": {"strategy": "random",
+                                                                                               "compression": 2}})
+    assert partial == BASE.replace(strategy="random", compression=2)
+
+
+def test_run_id_is_stable_normalised_and_sensitive():
+    # numerically equal configs hash equally (8 == 8.0, float noise below 12 significant digits)
+    a = BASE.replace(strategy="random", compression=8)
+    assert a.run_id == BASE.replace(strategy="random", compression=8.0).run_id
+    assert a.run_id == BASE.replace(strategy="random", compression=8.000000000000001).run_id
+    assert len(a.run_id) == 16 and int(a.run_id, 16) >= 0
+    # any change gives a new id
+    ids = {BASE.run_id, a.run_id, a.replace(seed=1).run_id, a.replace(compression=16).run_id,
+           a.replace(**{"latency.rounds": 10}).run_id, a.replace(**{"data.train": 10}).run_id,
+           a.replace(recipe="adam_lr1e-3").run_id}
+    assert len(ids) == 7
+    # same id in a fresh interpreter (no dependence on hash seeds or process state)
+    code = ("from shrinkviz.experiment import Experiment;"
+            f"print(Experiment.from_json({a.to_json()!r}).run_id)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == a.run_id
+
+
+def test_run_id_pins_the_canonical_form():
+    """The id is sha256 of the sorted-keys compact JSON; pin one value so the form never drifts silently."""
+    import hashlib
+
+    canonical = PRUNED.canonical_json()
+    assert canonical == json.dumps(json.loads(canonical), sort_keys=True, separators=(",", ":"))
+    assert '"compression":4.0' in canonical and '"epochs":[20,40,40]' in canonical
+    assert PRUNED.run_id == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def test_dotted_replace_aliases_and_section_updates():
+    sub = Experiment(model="tiny_mlp", data={"name": "digits", "train": 64, "test": 32})
+    moved = sub.replace(data="fashion_mnist")  # a string sets the section's main field, keeps the rest
+    assert moved.data == DataSpec("fashion_mnist", train=64, test=32)
+    assert sub.replace(data={"val": 16}).data == DataSpec("digits", train=64, val=16, test=32)
+    assert sub.replace(data=DataSpec("digits")).data == DataSpec("digits")
+    assert sub.replace(**{"latency.runtimes": ["eager", "compiled"]}).latency == LatencySpec(("eager", "compiled"))
+    for alias, path in ALIASES.items():
+        assert path in Experiment.paths(), alias
+    with pytest.raises(ValueError, match=r"Experiment has no field 'prune\.sparsity'; valid: model, seed"):
+        sub.replace(**{"prune.sparsity": 0.5})
+    assert sub.replace(seed=3).seed == 3 and sub.seed == 0  # frozen: a copy
+    with pytest.raises(AttributeError):
+        sub.seed = 1  # type: ignore[misc]
+
+
+def test_factors_and_label():
+    assert PQD.factors() == {"dataset": "digits", "model": "tiny_cnn", "baseline_recipe": "default",
+                             "baseline_seed": 0, "method": "pipeline", "strategy": "random", "compression": 8.0,
+                             "finetune": "shrinkbench", "order": "PQD", "quantization": "qat", "seed": 0}
+    assert PRUNED.label == "tiny_mlp/digits prune random x4 s0"
