@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.basedatatypes import BaseFigure
 from plotly.offline import get_plotlyjs
 
 from shrinkviz.io import atomic_write_text
@@ -33,12 +34,12 @@ table.dataframe th { background: #f5f5f5; }
 """
 
 
-def _figure_div(fig: go.Figure) -> str:
+def _figure_div(fig: BaseFigure) -> str:
     return go.Figure(fig).to_html(include_plotlyjs=False, full_html=False, config={"responsive": True})
 
 
 def _section_html(obj: Any) -> str:
-    if isinstance(obj, go.Figure):
+    if isinstance(obj, BaseFigure):
         return _figure_div(obj)
     if isinstance(obj, pd.DataFrame):
         return obj.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:.6g}")
@@ -104,7 +105,7 @@ def to_html(fig_or_explorer: Any, path: str | os.PathLike[str], title: str | Non
     Example:
         >>> to_html(curves(runs), "curves.html")  # doctest: +SKIP
     """
-    if isinstance(fig_or_explorer, go.Figure):
+    if isinstance(fig_or_explorer, BaseFigure):
         fig = go.Figure(fig_or_explorer)
         if title:
             fig.update_layout(title={"text": title})
