@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import pytest
 from shrinkviz.schema import HISTORY_COLUMNS, LAYER_COLUMNS, RUN_COLUMNS
 from shrinkviz.store import SchemaError, Store
 
-ROW_CODE = '''
+
 def make_row(run_id, top1=0.5, status="ok"):
     row = {"run_id": run_id, "status": status, "error": "" if status == "ok" else "RuntimeError: boom",
            "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:00:01+00:00",
@@ -34,8 +35,9 @@ def make_row(run_id, top1=0.5, status="ok"):
                     "latency_ms_p50": 0.05, "latency_ms_p90": 0.07, "latency_runtime": "eager",
                     "latency_threads": 1, "latency_batch": 1, "cpu_model": "test cpu"})
     return row
-'''
-exec(ROW_CODE)  # defines make_row here and in the subprocesses below
+
+
+ROW_CODE = inspect.getsource(make_row)  # the subprocesses below define the same helper
 
 HISTORY = [{"stage": "finetune", "epoch": e, "lr": 1e-3, "train_loss": 1.0 / e, "task_loss": 1.0 / e,
             "kd_loss": math.nan, "train_top1": 0.5, "val_loss": 1.0, "val_top1": 0.5 + e / 10, "val_top5": 0.9,
