@@ -43,16 +43,31 @@ PALETTE: dict[str, str] = {
     "onnxruntime": "#00cc96",
 }
 _FALLBACK = (
-    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
-    "#a6cee3", "#fb9a99", "#b2df8a", "#fdbf6f", "#cab2d6", "#6a3d9a", "#b15928", "#1f78b4",
+    "#1b9e77",
+    "#d95f02",
+    "#7570b3",
+    "#e7298a",
+    "#66a61e",
+    "#e6ab02",
+    "#a6761d",
+    "#666666",
+    "#a6cee3",
+    "#fb9a99",
+    "#b2df8a",
+    "#fdbf6f",
+    "#cab2d6",
+    "#6a3d9a",
+    "#b15928",
+    "#1f78b4",
 )
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 #: Axes drawn in log2 (ratios of sizes or speeds).
 LOG2_COLUMNS = frozenset({"compression", "compression_ratio", "speedup_theoretical"})
 #: Columns where larger is better; every other numeric column is a cost.
-MAXIMIZE_COLUMNS = frozenset({"top1", "top5", "val_top1", "baseline_top1", "compression_ratio",
-                              "speedup_theoretical", "compression"})
+MAXIMIZE_COLUMNS = frozenset(
+    {"top1", "top5", "val_top1", "baseline_top1", "compression_ratio", "speedup_theoretical", "compression"}
+)
 _TITLES = {
     "top1": "top-1 accuracy",
     "top5": "top-5 accuracy",
@@ -70,8 +85,20 @@ _TITLES = {
     "sparsity": "sparsity",
 }
 #: Config columns shown in hover text when present, in this order.
-HOVER_COLUMNS = ("strategy", "compression", "seed", "method", "order", "quantization", "finetune",
-                 "baseline_recipe", "baseline_seed", "model", "dataset", "run_id")
+HOVER_COLUMNS = (
+    "strategy",
+    "compression",
+    "seed",
+    "method",
+    "order",
+    "quantization",
+    "finetune",
+    "baseline_recipe",
+    "baseline_seed",
+    "model",
+    "dataset",
+    "run_id",
+)
 
 
 def display_label(value: object) -> str:
@@ -193,9 +220,18 @@ def finish(fig: go.Figure, title: str, notes: Iterable[str | None] = ()) -> go.F
     fig.update_layout(template=TEMPLATE, title={"text": title}, hovermode="closest")
     notes = [n for n in notes if n]
     for i, note in enumerate(notes):
-        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.18 - 0.06 * i,
-                           xanchor="left", yanchor="top", showarrow=False, font={"size": 11, "color": "#666"},
-                           name="note")
+        fig.add_annotation(
+            text=note,
+            xref="paper",
+            yref="paper",
+            x=0,
+            y=-0.18 - 0.06 * i,
+            xanchor="left",
+            yanchor="top",
+            showarrow=False,
+            font={"size": 11, "color": "#666"},
+            name="note",
+        )
     if notes:
         fig.update_layout(margin={"b": 90 + 20 * len(notes)})
     return fig
@@ -204,8 +240,16 @@ def finish(fig: go.Figure, title: str, notes: Iterable[str | None] = ()) -> go.F
 def empty_figure(title: str, message: str, note: str | None = None) -> go.Figure:
     """A figure without data that says why (empty input, nothing left after filtering)."""
     fig = go.Figure()
-    fig.add_annotation(text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
-                       font={"size": 14}, name="empty")
+    fig.add_annotation(
+        text=message,
+        xref="paper",
+        yref="paper",
+        x=0.5,
+        y=0.5,
+        showarrow=False,
+        font={"size": 14},
+        name="empty",
+    )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return finish(fig, title, [note])
@@ -226,7 +270,11 @@ def run_hover(df: pd.DataFrame, x: str, y: str, extra: Sequence[str] = ()) -> tu
 
 def technique(df: pd.DataFrame) -> pd.Series:
     """What was done to a run: its pipeline order when it has one, else its method ('prune', ...)."""
-    method = df["method"].astype("string").fillna("") if "method" in df.columns else pd.Series("run", index=df.index)
+    method = (
+        df["method"].astype("string").fillna("")
+        if "method" in df.columns
+        else pd.Series("run", index=df.index)
+    )
     if "order" not in df.columns:
         return method.astype(object)
     order = df["order"].astype("string").fillna("")

@@ -47,8 +47,10 @@ def _section_html(obj: Any) -> str:
         return "\n".join(_titled(name, item, level=3) for name, item in obj.snapshot())
     if isinstance(obj, str):
         return f"<p class='section-text'>{html.escape(obj)}</p>"
-    raise TypeError(f"report_html: cannot render a section of type {type(obj).__name__} "
-                    "(expected a plotly Figure, a DataFrame, an explorer or a str)")
+    raise TypeError(
+        f"report_html: cannot render a section of type {type(obj).__name__} "
+        "(expected a plotly Figure, a DataFrame, an explorer or a str)"
+    )
 
 
 def _titled(name: str | None, obj: Any, level: int = 2) -> str:
@@ -56,8 +58,9 @@ def _titled(name: str | None, obj: Any, level: int = 2) -> str:
     return f"<section>{head}{_section_html(obj)}</section>"
 
 
-def report_html(sections: Iterable[Any] | Mapping[str, Any], path: str | os.PathLike[str],
-                title: str = "shrinkviz report") -> Path:
+def report_html(
+    sections: Iterable[Any] | Mapping[str, Any], path: str | os.PathLike[str], title: str = "shrinkviz report"
+) -> Path:
     """Assemble figures, tables and text into ONE standalone HTML page with plotly.js embedded once.
 
     Args:
@@ -79,7 +82,9 @@ def report_html(sections: Iterable[Any] | Mapping[str, Any], path: str | os.Path
     items = sections.items() if isinstance(sections, Mapping) else sections
     body = []
     for item in items:
-        name, obj = item if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) else (None, item)
+        name, obj = (
+            item if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) else (None, item)
+        )
         body.append(_titled(name, obj))
     page = (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"

@@ -42,15 +42,24 @@ from shrinkviz.viz._style import (
 from shrinkviz.viz.panels import frontier, latency_by_runtime, layer_sparsity, ordering_ablation
 from shrinkviz.viz.stats import aggregate, curve_crossings
 
-__all__ = ["baseline_confounder", "curves", "frontier", "latency_by_runtime", "layer_sparsity",
-           "ordering_ablation", "shrinkbench_views"]
+__all__ = [
+    "baseline_confounder",
+    "curves",
+    "frontier",
+    "latency_by_runtime",
+    "layer_sparsity",
+    "ordering_ablation",
+    "shrinkbench_views",
+]
 
 CONTEXT_COLUMNS = ("dataset", "model")
 
 
 def _context(df: pd.DataFrame, exclude: Sequence[str]) -> list[str]:
     """Context columns that vary in the table: curves must not average across them."""
-    return [c for c in CONTEXT_COLUMNS if c in df.columns and c not in exclude and df[c].nunique(dropna=False) > 1]
+    return [
+        c for c in CONTEXT_COLUMNS if c in df.columns and c not in exclude and df[c].nunique(dropna=False) > 1
+    ]
 
 
 def curve_table(ok: pd.DataFrame, x: str, y: str, keys: list[str], group: str | None) -> pd.DataFrame:
@@ -73,39 +82,99 @@ def curve_table(ok: pd.DataFrame, x: str, y: str, keys: list[str], group: str | 
 def _lines(table: pd.DataFrame, keys: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
     if not keys:
         return [((), table)]
-    return [(k if isinstance(k, tuple) else (k,), sub) for k, sub in table.groupby(keys, dropna=False, sort=True)]
+    return [
+        (k if isinstance(k, tuple) else (k,), sub) for k, sub in table.groupby(keys, dropna=False, sort=True)
+    ]
 
 
-def _line_traces(sub: pd.DataFrame, runs: pd.DataFrame, label: str, x: str, y: str, group: str | None,
-                 color: str, dash: str, legend: bool) -> list[go.Scatter]:
+def _line_traces(
+    sub: pd.DataFrame,
+    runs: pd.DataFrame,
+    label: str,
+    x: str,
+    y: str,
+    group: str | None,
+    color: str,
+    dash: str,
+    legend: bool,
+) -> list[go.Scatter]:
     """CI band, mean line and faint per-run markers of one curve."""
     g = group or x
     xs = sub[f"{x}_mean"].to_numpy()
     lo, hi = sub[f"{y}_ci95_low"].to_numpy(), sub[f"{y}_ci95_high"].to_numpy()
-    band = go.Scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
-                      fillcolor=rgba(color, 0.18), line={"width": 0}, mode="lines", hoverinfo="skip",
-                      name=f"{label} 95% CI", legendgroup=label, showlegend=False)
-    custom = np.column_stack([np.full(len(sub), label, dtype=object), sub[g].map(display_label).to_numpy(),
-                              sub[f"{y}_n"].to_numpy(), lo, hi, sub["seeds"].to_numpy(), sub["run_ids"].to_numpy()])
+    band = go.Scatter(
+        x=np.concatenate([xs, xs[::-1]]),
+        y=np.concatenate([hi, lo[::-1]]),
+        fill="toself",
+        fillcolor=rgba(color, 0.18),
+        line={"width": 0},
+        mode="lines",
+        hoverinfo="skip",
+        name=f"{label} 95% CI",
+        legendgroup=label,
+        showlegend=False,
+    )
+    custom = np.column_stack(
+        [
+            np.full(len(sub), label, dtype=object),
+            sub[g].map(display_label).to_numpy(),
+            sub[f"{y}_n"].to_numpy(),
+            lo,
+            hi,
+            sub["seeds"].to_numpy(),
+            sub["run_ids"].to_numpy(),
+        ]
+    )
     fmt = ":.2%" if y in {"top1", "top5", "val_top1"} else ":.4g"
-    template = ("<b>%{customdata[0]}</b><br>" + f"{g}: %{{customdata[1]}}<br>"
-                + f"{y}: %{{y{fmt}}} (95% CI %{{customdata[3]{fmt}}} to %{{customdata[4]{fmt}}}, "
-                + "n=%{customdata[2]})<br>" + f"{x}: %{{x:.4g}}<br>"
-                + "seeds: %{customdata[5]}<br>runs: %{customdata[6]}<extra></extra>")
-    line = go.Scatter(x=xs, y=sub[f"{y}_mean"].to_numpy(), mode="lines+markers", name=label, legendgroup=label,
-                      showlegend=legend, line={"color": color, "dash": dash, "width": 2},
-                      marker={"size": 7, "color": color}, customdata=custom, hovertemplate=template)
+    template = (
+        "<b>%{customdata[0]}</b><br>"
+        + f"{g}: %{{customdata[1]}}<br>"
+        + f"{y}: %{{y{fmt}}} (95% CI %{{customdata[3]{fmt}}} to %{{customdata[4]{fmt}}}, "
+        + "n=%{customdata[2]})<br>"
+        + f"{x}: %{{x:.4g}}<br>"
+        + "seeds: %{customdata[5]}<br>runs: %{customdata[6]}<extra></extra>"
+    )
+    line = go.Scatter(
+        x=xs,
+        y=sub[f"{y}_mean"].to_numpy(),
+        mode="lines+markers",
+        name=label,
+        legendgroup=label,
+        showlegend=legend,
+        line={"color": color, "dash": dash, "width": 2},
+        marker={"size": 7, "color": color},
+        customdata=custom,
+        hovertemplate=template,
+    )
     data, run_template = run_hover(runs, x, y)
-    points = go.Scatter(x=runs[x].to_numpy(), y=runs[y].to_numpy(), mode="markers", name=f"{label} runs",
-                        legendgroup=label, showlegend=False, opacity=0.45,
-                        marker={"size": 5, "color": color, "symbol": "circle-open"},
-                        customdata=data, hovertemplate=run_template)
+    points = go.Scatter(
+        x=runs[x].to_numpy(),
+        y=runs[y].to_numpy(),
+        mode="markers",
+        name=f"{label} runs",
+        legendgroup=label,
+        showlegend=False,
+        opacity=0.45,
+        marker={"size": 5, "color": color, "symbol": "circle-open"},
+        customdata=data,
+        hovertemplate=run_template,
+    )
     return [band, line, points]
 
 
-def _add_curves(fig: go.Figure, ok: pd.DataFrame, x: str, y: str, keys: list[str], group: str | None, *,
-                prefix: str = "", legend: bool = True, row: int | None = None,
-                col: int | None = None) -> list[tuple[tuple, str, pd.DataFrame]]:
+def _add_curves(
+    fig: go.Figure,
+    ok: pd.DataFrame,
+    x: str,
+    y: str,
+    keys: list[str],
+    group: str | None,
+    *,
+    prefix: str = "",
+    legend: bool = True,
+    row: int | None = None,
+    col: int | None = None,
+) -> list[tuple[tuple, str, pd.DataFrame]]:
     """Add all curves (colour by the first key, dash by the rest); return (key, label, table) per line."""
     table = curve_table(ok, x, y, keys, group)
     lines = _lines(table, keys)
@@ -119,7 +188,9 @@ def _add_curves(fig: go.Figure, ok: pd.DataFrame, x: str, y: str, keys: list[str
         dash = DASHES[rests.index(tuple(map(display_label, key[1:]))) % len(DASHES)]
         mask = np.ones(len(ok), dtype=bool)
         for k, v in zip(keys, key, strict=True):
-            mask &= ok[k].isna().to_numpy() if pd.isna(v) else (ok[k] == v).to_numpy(dtype=bool, na_value=False)
+            mask &= (
+                ok[k].isna().to_numpy() if pd.isna(v) else (ok[k] == v).to_numpy(dtype=bool, na_value=False)
+            )
         for trace in _line_traces(sub, ok.loc[mask], label, x, y, group, colour, dash, legend):
             fig.add_trace(trace, row=row, col=col)
         out.append((key, label, sub))
@@ -132,12 +203,24 @@ def _baseline_line(fig: go.Figure, ok: pd.DataFrame, y: str, keys_vary: bool, **
         return
     b = pd.to_numeric(ok["baseline_top1"], errors="coerce").mean()
     if np.isfinite(b):
-        fig.add_hline(y=float(b), line={"dash": "dot", "color": "#222", "width": 1}, name="baseline",
-                      annotation_text=f"dense baseline {b:.2%}", annotation_position="bottom left", **where)
+        fig.add_hline(
+            y=float(b),
+            line={"dash": "dot", "color": "#222", "width": 1},
+            name="baseline",
+            annotation_text=f"dense baseline {b:.2%}",
+            annotation_position="bottom left",
+            **where,
+        )
 
 
-def curves(runs: pd.DataFrame, x: str = "compression_ratio", y: str = "top1", color: str = "strategy",
-           group: str | None = "compression", title: str | None = None) -> go.Figure:
+def curves(
+    runs: pd.DataFrame,
+    x: str = "compression_ratio",
+    y: str = "top1",
+    color: str = "strategy",
+    group: str | None = "compression",
+    title: str | None = None,
+) -> go.Figure:
     """Accuracy (or any metric) against compression or speedup: one line per ``color`` value.
 
     Runs of one line are grouped into operating points by ``group`` (the target compression, so the
@@ -177,8 +260,13 @@ def curves(runs: pd.DataFrame, x: str = "compression_ratio", y: str = "top1", co
     return finish(fig, title, [note])
 
 
-def shrinkbench_views(runs: pd.DataFrame, y: str = "top1", color: str = "strategy",
-                      group: str | None = "compression", title: str | None = None) -> go.Figure:
+def shrinkbench_views(
+    runs: pd.DataFrame,
+    y: str = "top1",
+    color: str = "strategy",
+    group: str | None = "compression",
+    title: str | None = None,
+) -> go.Figure:
     """ShrinkBench's two views side by side: y vs compression ratio and y vs theoretical speedup.
 
     Same statistics as :func:`curves`. A run needs both ``compression_ratio`` and
@@ -198,8 +286,13 @@ def shrinkbench_views(runs: pd.DataFrame, y: str = "top1", color: str = "strateg
     ok, note = usable(runs, [y, *xs])
     if ok.empty:
         return empty_figure(title, f"No runs with a value for {y}, {xs[0]} and {xs[1]}.", note)
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.05,
-                        subplot_titles=("accuracy vs compression ratio", "accuracy vs theoretical speedup"))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        horizontal_spacing=0.05,
+        subplot_titles=("accuracy vs compression ratio", "accuracy vs theoretical speedup"),
+    )
     ctx = _context(ok, [color])
     for col, x in enumerate(xs, start=1):
         _add_curves(fig, ok, x, y, [color, *ctx], group, legend=col == 1, row=1, col=col)
@@ -211,9 +304,15 @@ def shrinkbench_views(runs: pd.DataFrame, y: str = "top1", color: str = "strateg
     return finish(fig, title, [note])
 
 
-def baseline_confounder(runs: pd.DataFrame, by: str = "baseline_recipe", x: str = "compression_ratio",
-                        y: str = "top1", strategy: str | None = None, group: str | None = "compression",
-                        title: str | None = None) -> go.Figure:
+def baseline_confounder(
+    runs: pd.DataFrame,
+    by: str = "baseline_recipe",
+    x: str = "compression_ratio",
+    y: str = "top1",
+    strategy: str | None = None,
+    group: str | None = "compression",
+    title: str | None = None,
+) -> go.Figure:
     """The same method's curve from different baselines or finetuning presets, overlaid, with crossings.
 
     One curve (mean and 95% CI over seeds, as in :func:`curves`) per value of ``by``; colour encodes
@@ -235,7 +334,9 @@ def baseline_confounder(runs: pd.DataFrame, by: str = "baseline_recipe", x: str 
     title = title or f"{axis_title(y)} vs {axis_title(x)} by {by}"
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty.")
-    require_columns(runs, [by, x, y, group, "strategy" if strategy is not None else None], "baseline_confounder")
+    require_columns(
+        runs, [by, x, y, group, "strategy" if strategy is not None else None], "baseline_confounder"
+    )
     ok, note = usable(runs, [y, x])
     if strategy is not None:
         ok = ok.loc[(ok["strategy"] == strategy).to_numpy(dtype=bool, na_value=False)]
@@ -243,7 +344,9 @@ def baseline_confounder(runs: pd.DataFrame, by: str = "baseline_recipe", x: str 
     if ok.empty:
         why = f"No runs of strategy {strategy!r}." if strategy is not None else f"No runs with {x} and {y}."
         return empty_figure(title, why, note)
-    rest = ["strategy"] if "strategy" in ok.columns and by != "strategy" and ok["strategy"].nunique() > 1 else []
+    rest = (
+        ["strategy"] if "strategy" in ok.columns and by != "strategy" and ok["strategy"].nunique() > 1 else []
+    )
     rest += _context(ok, [by, *rest])
     fig = go.Figure()
     lines = _add_curves(fig, ok, x, y, [by, *rest], group, prefix=f"{by}=")
@@ -251,18 +354,30 @@ def baseline_confounder(runs: pd.DataFrame, by: str = "baseline_recipe", x: str 
     for (ka, la, a), (kb, lb, b) in itertools.combinations(lines, 2):
         if tuple(map(display_label, ka[1:])) != tuple(map(display_label, kb[1:])):
             continue
-        for cx, cy in curve_crossings(a[f"{x}_mean"], a[f"{y}_mean"], b[f"{x}_mean"], b[f"{y}_mean"],
-                                      log_x=x in LOG2_COLUMNS):
+        for cx, cy in curve_crossings(
+            a[f"{x}_mean"], a[f"{y}_mean"], b[f"{x}_mean"], b[f"{y}_mean"], log_x=x in LOG2_COLUMNS
+        ):
             pts.append((cx, cy, f"{la} × {lb}"))
     pts.sort()
-    fig.add_trace(go.Scatter(x=np.array([p[0] for p in pts], dtype=float), y=np.array([p[1] for p in pts], dtype=float),
-                             mode="markers", name="crossings", showlegend=bool(pts),
-                             customdata=np.array([p[2] for p in pts], dtype=object),
-                             marker={"symbol": "x", "size": 12, "color": "#111", "line": {"width": 1}},
-                             hovertemplate="curves cross: %{customdata}<br>" + f"{x}: %{{x:.3g}}<br>{y}: %{{y:.4g}}"
-                             + "<extra></extra>"))
-    crossing_note = (f"{len(pts)} crossing{'s' if len(pts) != 1 else ''}: which {by} looks better depends on {x}"
-                     if pts else None)
+    fig.add_trace(
+        go.Scatter(
+            x=np.array([p[0] for p in pts], dtype=float),
+            y=np.array([p[1] for p in pts], dtype=float),
+            mode="markers",
+            name="crossings",
+            showlegend=bool(pts),
+            customdata=np.array([p[2] for p in pts], dtype=object),
+            marker={"symbol": "x", "size": 12, "color": "#111", "line": {"width": 1}},
+            hovertemplate="curves cross: %{customdata}<br>"
+            + f"{x}: %{{x:.3g}}<br>{y}: %{{y:.4g}}"
+            + "<extra></extra>",
+        )
+    )
+    crossing_note = (
+        f"{len(pts)} crossing{'s' if len(pts) != 1 else ''}: which {by} looks better depends on {x}"
+        if pts
+        else None
+    )
     fig.update_xaxes(**axis_props(x))
     fig.update_yaxes(**axis_props(y))
     fig.update_layout(legend_title_text=by)

@@ -41,9 +41,15 @@ SINGLES = ("prune", "quant", "distill")
 RUNTIMES = ("eager", "compiled", "onnxruntime")
 
 
-def frontier_parts(runs: pd.DataFrame, x: str = "latency_ms_p50", y: str = "top1",
-                   size: str | None = "size_bytes_gzip", color: str | None = None, pareto: bool = True,
-                   title: str | None = None) -> tuple[go.Figure, pd.DataFrame]:
+def frontier_parts(
+    runs: pd.DataFrame,
+    x: str = "latency_ms_p50",
+    y: str = "top1",
+    size: str | None = "size_bytes_gzip",
+    color: str | None = None,
+    pareto: bool = True,
+    title: str | None = None,
+) -> tuple[go.Figure, pd.DataFrame]:
     """:func:`frontier` plus the plotted rows (with a boolean ``pareto`` column) for widgets and tests."""
     title = title or f"{axis_title(y)} vs {axis_title(x)}" + (f", marker area ~ {size}" if size else "")
     if len(runs) == 0:
@@ -57,8 +63,11 @@ def frontier_parts(runs: pd.DataFrame, x: str = "latency_ms_p50", y: str = "top1
     labels = ok[color].map(display_label) if color else technique(ok).map(display_label)
     ok = ok.assign(**{"__label": labels.to_numpy()})
     objectives = list(dict.fromkeys(metrics))
-    ok["pareto"] = pareto_mask(ok, maximize=[m for m in objectives if m in MAXIMIZE_COLUMNS],
-                               minimize=[m for m in objectives if m not in MAXIMIZE_COLUMNS])
+    ok["pareto"] = pareto_mask(
+        ok,
+        maximize=[m for m in objectives if m in MAXIMIZE_COLUMNS],
+        minimize=[m for m in objectives if m not in MAXIMIZE_COLUMNS],
+    )
     if size:
         smax = float(ok[size].abs().max()) or 1.0
         sizes = 8.0 + 22.0 * np.sqrt(ok[size].abs().to_numpy() / smax)
@@ -70,29 +79,56 @@ def frontier_parts(runs: pd.DataFrame, x: str = "latency_ms_p50", y: str = "top1
     extra = [c for c in (size, "technique") if c] if not color else [c for c in (size, color) if c]
     for label, sub in ok.groupby("__label", sort=True):
         data, template = run_hover(sub.assign(technique=sub["__label"]), x, y, extra)
-        fig.add_trace(go.Scatter(x=sub[x].to_numpy(), y=sub[y].to_numpy(), mode="markers", name=str(label),
-                                 marker={"color": colours[str(label)], "size": sub["__size"].to_numpy(),
-                                         "opacity": 0.8, "line": {"width": 0.5, "color": "white"}},
-                                 customdata=data, hovertemplate=template))
+        fig.add_trace(
+            go.Scatter(
+                x=sub[x].to_numpy(),
+                y=sub[y].to_numpy(),
+                mode="markers",
+                name=str(label),
+                marker={
+                    "color": colours[str(label)],
+                    "size": sub["__size"].to_numpy(),
+                    "opacity": 0.8,
+                    "line": {"width": 0.5, "color": "white"},
+                },
+                customdata=data,
+                hovertemplate=template,
+            )
+        )
     if pareto:
         front = ok.loc[ok["pareto"]].sort_values([x, y], kind="stable")
-        fig.add_trace(go.Scatter(
-            x=front[x].to_numpy(), y=front[y].to_numpy(), name=f"Pareto-optimal ({len(front)})",
-            mode="markers" if size else "lines+markers",
-            line={"color": "#111", "width": 1, "dash": "dot", "shape": "hv"},
-            marker={"size": front["__size"].to_numpy() + 6, "color": "rgba(0,0,0,0)", "symbol": "circle",
-                    "line": {"width": 2, "color": "#111"}},
-            customdata=front["run_id"].to_numpy() if "run_id" in front.columns else None,
-            hovertemplate="Pareto-optimal<br>run: %{customdata}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=front[x].to_numpy(),
+                y=front[y].to_numpy(),
+                name=f"Pareto-optimal ({len(front)})",
+                mode="markers" if size else "lines+markers",
+                line={"color": "#111", "width": 1, "dash": "dot", "shape": "hv"},
+                marker={
+                    "size": front["__size"].to_numpy() + 6,
+                    "color": "rgba(0,0,0,0)",
+                    "symbol": "circle",
+                    "line": {"width": 2, "color": "#111"},
+                },
+                customdata=front["run_id"].to_numpy() if "run_id" in front.columns else None,
+                hovertemplate="Pareto-optimal<br>run: %{customdata}<extra></extra>",
+            )
+        )
     fig.update_xaxes(**axis_props(x))
     fig.update_yaxes(**axis_props(y))
     fig.update_layout(legend_title_text=label_col)
     return finish(fig, title, [note]), ok.drop(columns=["__label", "__size"])
 
 
-def frontier(runs: pd.DataFrame, x: str = "latency_ms_p50", y: str = "top1",
-             size: str | None = "size_bytes_gzip", color: str | None = None, pareto: bool = True,
-             title: str | None = None) -> go.Figure:
+def frontier(
+    runs: pd.DataFrame,
+    x: str = "latency_ms_p50",
+    y: str = "top1",
+    size: str | None = "size_bytes_gzip",
+    color: str | None = None,
+    pareto: bool = True,
+    title: str | None = None,
+) -> go.Figure:
     """Accuracy-size-latency frontier: one marker per run, Pareto-optimal runs circled.
 
     The Pareto set is computed over x, y and size (when given) with :func:`pareto_mask`: accuracies,
@@ -122,7 +158,9 @@ def _ablation_labels(ok: pd.DataFrame) -> pd.Series:
         if col not in ok.columns:
             continue
         varies = ok.groupby(base)[col].transform(lambda s: s.nunique(dropna=False) > 1).astype(bool)
-        labels = labels.where(~varies, labels + " " + ok[col].map(display_label) + ("×" if col == "compression" else ""))
+        labels = labels.where(
+            ~varies, labels + " " + ok[col].map(display_label) + ("×" if col == "compression" else "")
+        )
     return labels
 
 
@@ -137,8 +175,13 @@ def _bar_order(label: str) -> tuple[int, str]:
     return (100, label)
 
 
-def ordering_ablation(runs: pd.DataFrame, y: str = "top1", cost: str = "latency_ms_p50",
-                      include_baseline: bool = True, title: str | None = None) -> go.Figure:
+def ordering_ablation(
+    runs: pd.DataFrame,
+    y: str = "top1",
+    cost: str = "latency_ms_p50",
+    include_baseline: bool = True,
+    title: str | None = None,
+) -> go.Figure:
     """The six P/Q/D orders against the single techniques: y and cost as bars with 95% CI error bars.
 
     Rows kept: those with a pipeline ``order`` (``PQD`` ...), those with ``method`` in
@@ -174,18 +217,34 @@ def ordering_ablation(runs: pd.DataFrame, y: str = "top1", cost: str = "latency_
     agg = agg.iloc[sorted(range(len(agg)), key=lambda i: _bar_order(agg["bar"].iloc[i]))]
     bars = agg["bar"].tolist()
     colours = [color_for(b.split(" ")[0]) for b in bars]
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(axis_title(y), axis_title(cost)))
+    fig = make_subplots(
+        rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(axis_title(y), axis_title(cost))
+    )
     for col, m in enumerate((y, cost), start=1):
         mean = agg[f"{m}_mean"].to_numpy()
         custom = np.column_stack([agg[f"{m}_n"].to_numpy(), agg[f"{m}_ci95_low"], agg[f"{m}_ci95_high"]])
         fmt = ":.2%" if m in {"top1", "top5", "val_top1"} else ":.4g"
-        fig.add_trace(go.Bar(
-            x=bars, y=mean, name=m, marker_color=colours, showlegend=False, customdata=custom,
-            error_y={"type": "data", "symmetric": False, "color": "#333",
-                     "array": agg[f"{m}_ci95_high"].to_numpy() - mean,
-                     "arrayminus": mean - agg[f"{m}_ci95_low"].to_numpy()},
-            hovertemplate=f"<b>%{{x}}</b><br>{m}: %{{y{fmt}}}<br>95% CI %{{customdata[1]{fmt}}} to "
-                          f"%{{customdata[2]{fmt}}}<br>seeds: %{{customdata[0]}}<extra></extra>"), row=1, col=col)
+        fig.add_trace(
+            go.Bar(
+                x=bars,
+                y=mean,
+                name=m,
+                marker_color=colours,
+                showlegend=False,
+                customdata=custom,
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "color": "#333",
+                    "array": agg[f"{m}_ci95_high"].to_numpy() - mean,
+                    "arrayminus": mean - agg[f"{m}_ci95_low"].to_numpy(),
+                },
+                hovertemplate=f"<b>%{{x}}</b><br>{m}: %{{y{fmt}}}<br>95% CI %{{customdata[1]{fmt}}} to "
+                f"%{{customdata[2]{fmt}}}<br>seeds: %{{customdata[0]}}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
         props = axis_props(m)
         props["title"] = {"text": axis_title(m)}
         fig.update_yaxes(**props, row=1, col=col)
@@ -220,25 +279,42 @@ def layer_sparsity(layers: pd.DataFrame, run_id: str, title: str | None = None) 
     fig = go.Figure()
     cols = [c for c in ("kind", "shape", "params", "nonzero") if c in ok.columns]
     custom = ok[cols].astype(object).to_numpy() if cols else None
-    template = "<b>%{x}</b><br>sparsity: %{y:.2%}" + "".join(
-        f"<br>{c}: %{{customdata[{i}]}}" for i, c in enumerate(cols)) + "<extra></extra>"
+    template = (
+        "<b>%{x}</b><br>sparsity: %{y:.2%}"
+        + "".join(f"<br>{c}: %{{customdata[{i}]}}" for i, c in enumerate(cols))
+        + "<extra></extra>"
+    )
     kinds = ok["kind"].map(display_label) if "kind" in ok.columns else pd.Series("layer", index=ok.index)
     kind_colours = {"Conv2d": "#4c72b0", "Linear": "#dd8452"}
-    fig.add_trace(go.Bar(x=ok["layer"].astype(str).to_numpy(), y=ok["sparsity"].to_numpy(), name="sparsity",
-                         marker_color=[kind_colours.get(k, "#8c8c8c") for k in kinds], customdata=custom,
-                         hovertemplate=template))
+    fig.add_trace(
+        go.Bar(
+            x=ok["layer"].astype(str).to_numpy(),
+            y=ok["sparsity"].to_numpy(),
+            name="sparsity",
+            marker_color=[kind_colours.get(k, "#8c8c8c") for k in kinds],
+            customdata=custom,
+            hovertemplate=template,
+        )
+    )
     if {"params", "nonzero"} <= set(ok.columns):
         total = numeric(ok, "params").sum()
         if total > 0:
             overall = 1.0 - numeric(ok, "nonzero").sum() / total
-            fig.add_hline(y=float(overall), line={"dash": "dot", "color": "#222", "width": 1}, name="overall",
-                          annotation_text=f"overall {overall:.1%}", annotation_position="top left")
+            fig.add_hline(
+                y=float(overall),
+                line={"dash": "dot", "color": "#222", "width": 1},
+                name="overall",
+                annotation_text=f"overall {overall:.1%}",
+                annotation_position="top left",
+            )
     fig.update_yaxes(range=[0, 1], tickformat=".0%", title_text="sparsity (fraction of weights = 0)")
     fig.update_xaxes(title_text="layer", tickangle=-45)
     return finish(fig, title, [note])
 
 
-def latency_by_runtime(latency_df: pd.DataFrame, label: str | None = None, title: str | None = None) -> go.Figure:
+def latency_by_runtime(
+    latency_df: pd.DataFrame, label: str | None = None, title: str | None = None
+) -> go.Figure:
     """Measured latency per model (or label) and runtime: grouped bars of p50, whiskers up to p90.
 
     Args:
@@ -265,8 +341,10 @@ def latency_by_runtime(latency_df: pd.DataFrame, label: str | None = None, title
     ok, note = usable(latency_df, ["latency_ms_p50"])
     if ok.empty:
         return empty_figure(title, "No rows with a value for latency_ms_p50.", note)
-    ok = ok.assign(__label=ok[label].map(display_label).to_numpy(),
-                   __rt=ok["latency_runtime"].map(display_label).to_numpy())
+    ok = ok.assign(
+        __label=ok[label].map(display_label).to_numpy(),
+        __rt=ok["latency_runtime"].map(display_label).to_numpy(),
+    )
     if "latency_ms_p90" in ok.columns:
         ok["latency_ms_p90"] = numeric(ok, "latency_ms_p90")
     metrics = ["latency_ms_p50"] + (["latency_ms_p90"] if "latency_ms_p90" in ok.columns else [])
@@ -281,11 +359,28 @@ def latency_by_runtime(latency_df: pd.DataFrame, label: str | None = None, title
         err = None
         if "latency_ms_p90" in sub.columns:
             up = np.nan_to_num(sub["latency_ms_p90"].to_numpy() - p50, nan=0.0)
-            err = {"type": "data", "symmetric": False, "array": up, "arrayminus": np.zeros_like(up), "color": "#333"}
-        fig.add_trace(go.Bar(x=sub.index.to_list(), y=p50, name=rt, marker_color=color_for(rt), error_y=err,
-                             customdata=sub["latency_ms_p90"].to_numpy() if "latency_ms_p90" in sub else None,
-                             hovertemplate="<b>%{x}</b> " + rt + "<br>p50: %{y:.3g} ms"
-                             + ("<br>p90: %{customdata:.3g} ms" if "latency_ms_p90" in sub else "") + "<extra></extra>"))
+            err = {
+                "type": "data",
+                "symmetric": False,
+                "array": up,
+                "arrayminus": np.zeros_like(up),
+                "color": "#333",
+            }
+        fig.add_trace(
+            go.Bar(
+                x=sub.index.to_list(),
+                y=p50,
+                name=rt,
+                marker_color=color_for(rt),
+                error_y=err,
+                customdata=sub["latency_ms_p90"].to_numpy() if "latency_ms_p90" in sub else None,
+                hovertemplate="<b>%{x}</b> "
+                + rt
+                + "<br>p50: %{y:.3g} ms"
+                + ("<br>p90: %{customdata:.3g} ms" if "latency_ms_p90" in sub else "")
+                + "<extra></extra>",
+            )
+        )
     fig.update_layout(barmode="group", legend_title_text="runtime")
     fig.update_xaxes(title_text=label, categoryorder="array", categoryarray=labels)
     fig.update_yaxes(title_text=axis_title("latency_ms_p50"), rangemode="tozero")

@@ -200,8 +200,9 @@ def pareto_mask(
         >>> pareto_mask(t, maximize=["top1"], minimize=["latency_ms_p50"]).tolist()
         [True, True, False]
     """
-    maximize, minimize = [maximize] if isinstance(maximize, str) else list(maximize), (
-        [minimize] if isinstance(minimize, str) else list(minimize)
+    maximize, minimize = (
+        [maximize] if isinstance(maximize, str) else list(maximize),
+        ([minimize] if isinstance(minimize, str) else list(minimize)),
     )
     if not maximize and not minimize:
         raise ValueError("pareto_mask() needs at least one column to maximize or minimize")
@@ -262,4 +263,4 @@ def curve_crossings(
                 if not any(abs(pt[0] - f[0]) <= 1e-9 and abs(pt[1] - f[1]) <= 1e-9 for f in found):
                     found.append((float(pt[0]), float(pt[1])))
     found.sort()
-    return [(float(2.0 ** x) if log_x else x, y) for x, y in found]
+    return [(float(2.0**x) if log_x else x, y) for x, y in found]

@@ -3,7 +3,8 @@
 Both explorers are ``ipywidgets.VBox`` subclasses (display them as the last expression of a cell),
 accept a runs DataFrame or a store (anything with ``.runs()`` / ``.layers()`` methods or ``runs`` /
 ``layers`` DataFrame attributes, such as a sweep result), and expose their controls and a ``state``
-dict so notebooks and tests can drive and check them from code.
+dict so notebooks and tests can drive and check them from code. :class:`FrontierExplorer` lives in
+:mod:`shrinkviz.viz.frontier_explorer` and is re-exported here.
 
 Example:
     >>> explorer = CompressionExplorer(store)  # doctest: +SKIP
@@ -18,51 +19,26 @@ import math
 from typing import Any
 
 import ipywidgets as widgets
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from shrinkviz.schema import FACTOR_COLUMNS, METRIC_COLUMNS
-from shrinkviz.viz._style import TEMPLATE, display_label, require_columns, technique, usable
+from shrinkviz.viz._source import one_context, py_scalar, resolve_source
+from shrinkviz.viz._style import TEMPLATE, display_label, require_columns, usable
 from shrinkviz.viz.figures import curves
-from shrinkviz.viz.panels import frontier_parts, layer_sparsity
+from shrinkviz.viz.frontier_explorer import FrontierExplorer
+from shrinkviz.viz.panels import layer_sparsity
 from shrinkviz.viz.stats import aggregate
 
 __all__ = ["CompressionExplorer", "FrontierExplorer", "resolve_source"]
 
-READOUT_COLUMNS = ("top1", "size_bytes_raw", "size_bytes_gzip", "latency_ms_p50", "speedup_theoretical",
-                   "compression_ratio")
-
-
-def resolve_source(source: Any, func: str = "explorer") -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(runs, layers) from a runs DataFrame or a store-like object (``.runs()`` / ``.layers()``).
-
-    Example:
-        >>> runs, layers = resolve_source(pd.DataFrame({"run_id": ["a"]}))
-        >>> layers is None
-        True
-    """
-    if isinstance(source, pd.DataFrame):
-        return source, None
-
-    def get(name: str) -> pd.DataFrame | None:
-        attr = getattr(source, name, None)
-        value = attr() if callable(attr) else attr
-        if value is not None and not isinstance(value, pd.DataFrame):
-            raise TypeError(f"{func}: {type(source).__name__}.{name} gave {type(value).__name__}, not a DataFrame")
-        return value
-
-    runs = get("runs")
-    if runs is None:
-        raise TypeError(f"{func} needs a runs DataFrame or a store with .runs(), got {type(source).__name__}")
-    return runs, get("layers")
-
-
-def _py(value: Any) -> Any:
-    """numpy / pandas scalar -> plain Python (None for missing)."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
+READOUT_COLUMNS = (
+    "top1",
+    "size_bytes_raw",
+    "size_bytes_gzip",
+    "latency_ms_p50",
+    "speedup_theoretical",
+    "compression_ratio",
+)
 
 
 def _human_bytes(n: float | None) -> str:
@@ -73,18 +49,6 @@ def _human_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1000.0
     return f"{n:.2f} GB"
-
-
-def _one_context(runs: pd.DataFrame, func: str, **wanted: str | None) -> pd.DataFrame:
-    for col, want in wanted.items():
-        if col not in runs.columns:
-            continue
-        if want is not None:
-            runs = runs.loc[(runs[col] == want).to_numpy(dtype=bool, na_value=False)]
-        elif runs[col].nunique() > 1:
-            values = sorted(map(str, runs[col].dropna().unique()))
-            raise ValueError(f"{func}: the runs cover several {col} values {values}; pass {col}=... to pick one")
-    return runs
 
 
 class CompressionExplorer(widgets.VBox):
@@ -111,9 +75,17 @@ class CompressionExplorer(widgets.VBox):
         >>> ex.slider.value = 8.0; ex.state["run_id"]  # doctest: +SKIP
     """
 
-    def __init__(self, runs_or_store: Any, layers: pd.DataFrame | None = None, x: str = "compression_ratio",
-                 y: str = "top1", *, strategy: str | None = None, dataset: str | None = None,
-                 model: str | None = None) -> None:
+    def __init__(
+        self,
+        runs_or_store: Any,
+        layers: pd.DataFrame | None = None,
+        x: str = "compression_ratio",
+        y: str = "top1",
+        *,
+        strategy: str | None = None,
+        dataset: str | None = None,
+        model: str | None = None,
+    ) -> None:
         super().__init__()
         runs, store_layers = resolve_source(runs_or_store, "CompressionExplorer")
         self.layers = layers if layers is not None else store_layers
@@ -122,35 +94,61 @@ class CompressionExplorer(widgets.VBox):
         self.x, self.y = x, y
         if len(runs):
             require_columns(runs, ["run_id", "strategy", "compression", x, y], "CompressionExplorer")
-            runs = _one_context(runs, "CompressionExplorer", dataset=dataset, model=model)
+            runs = one_context(runs, "CompressionExplorer", dataset=dataset, model=model)
         ok, self.note = usable(runs, [y, x, "compression"]) if len(runs) else (runs, None)
         sort_cols = [c for c in ("strategy", "compression", "seed", "run_id") if c in ok.columns]
         self.runs = ok.sort_values(sort_cols, kind="stable") if len(ok) else ok
-        self.points = (aggregate(self.runs, by=["strategy", "compression"], metrics=[x, y])
-                       if len(self.runs) else pd.DataFrame())
+        self.points = (
+            aggregate(self.runs, by=["strategy", "compression"], metrics=[x, y])
+            if len(self.runs)
+            else pd.DataFrame()
+        )
         self.figure = go.FigureWidget(curves(runs, x=x, y=y, color="strategy", group="compression"))
-        self.figure.add_trace(go.Scatter(x=[], y=[], mode="markers", name="selected", showlegend=False,
-                                         hoverinfo="skip", marker={"size": 18, "symbol": "circle-open",
-                                                                   "color": "#111", "line": {"width": 3}}))
+        self.figure.add_trace(
+            go.Scatter(
+                x=[],
+                y=[],
+                mode="markers",
+                name="selected",
+                showlegend=False,
+                hoverinfo="skip",
+                marker={"size": 18, "symbol": "circle-open", "color": "#111", "line": {"width": 3}},
+            )
+        )
         base = go.Figure(go.Bar(x=[], y=[], name="sparsity"))
         base.update_layout(template=TEMPLATE, height=320, yaxis={"range": [0, 1], "tickformat": ".0%"})
         self.layer_figure = go.FigureWidget(base)
-        strategies = sorted(map(str, self.runs["strategy"].dropna().unique()), key=lambda s: (s == "", s)) \
-            if len(self.runs) else []
+        strategies = (
+            sorted(map(str, self.runs["strategy"].dropna().unique()), key=lambda s: (s == "", s))
+            if len(self.runs)
+            else []
+        )
         if strategy is not None and strategy not in strategies:
             raise ValueError(f"CompressionExplorer: strategy {strategy!r} not among {strategies}")
-        self.strategy = widgets.Dropdown(options=[(display_label(s), s) for s in strategies] or [("(no runs)", "")],
-                                         value=strategy if strategy is not None else (strategies or [""])[0],
-                                         description="strategy", disabled=not strategies)
-        self.slider = widgets.SelectionSlider(options=self._slider_options(self.strategy.value),
-                                              description="compression", continuous_update=False,
-                                              disabled=not strategies, layout={"width": "420px"})
+        self.strategy = widgets.Dropdown(
+            options=[(display_label(s), s) for s in strategies] or [("(no runs)", "")],
+            value=strategy if strategy is not None else (strategies or [""])[0],
+            description="strategy",
+            disabled=not strategies,
+        )
+        self.slider = widgets.SelectionSlider(
+            options=self._slider_options(self.strategy.value),
+            description="compression",
+            continuous_update=False,
+            disabled=not strategies,
+            layout={"width": "420px"},
+        )
         self.readout = widgets.HTML()
         self._syncing = False
         self._state: dict[str, Any] = {}
         self.strategy.observe(self._on_strategy, names="value")
         self.slider.observe(self._on_slider, names="value")
-        self.children = [widgets.HBox([self.strategy, self.slider]), self.readout, self.figure, self.layer_figure]
+        self.children = [
+            widgets.HBox([self.strategy, self.slider]),
+            self.readout,
+            self.figure,
+            self.layer_figure,
+        ]
         self._update()
 
     def _slider_options(self, strategy: str) -> list[tuple[str, float]]:
@@ -166,8 +164,13 @@ class CompressionExplorer(widgets.VBox):
         try:
             self.slider.options = options
             values = [v for _, v in options]
-            self.slider.value = min(values, key=lambda v: (abs(math.log2(v / previous)) if previous > 0 and v > 0
-                                                           else abs(v - previous), v))
+            self.slider.value = min(
+                values,
+                key=lambda v: (
+                    abs(math.log2(v / previous)) if previous > 0 and v > 0 else abs(v - previous),
+                    v,
+                ),
+            )
         finally:
             self._syncing = False
         self._update()
@@ -179,14 +182,26 @@ class CompressionExplorer(widgets.VBox):
     def _update(self) -> None:
         strategy, compression = self.strategy.value, self.slider.value
         if not len(self.runs):
-            self._state = {"strategy": None, "compression": None, "run_id": None, "seed": None, "n_seeds": 0,
-                           "seeds": [], "run_ids": [], "readouts": {}, "highlight": {"x": None, "y": None},
-                           "x": self.x, "y": self.y}
+            self._state = {
+                "strategy": None,
+                "compression": None,
+                "run_id": None,
+                "seed": None,
+                "n_seeds": 0,
+                "seeds": [],
+                "run_ids": [],
+                "readouts": {},
+                "highlight": {"x": None, "y": None},
+                "x": self.x,
+                "y": self.y,
+            }
             self.readout.value = "<i>No runs to explore.</i>"
             return
         sel = self.runs.loc[(self.runs["strategy"] == strategy) & (self.runs["compression"] == compression)]
         rep = sel.iloc[0]
-        pt = self.points.loc[(self.points["strategy"] == strategy) & (self.points["compression"] == compression)].iloc[0]
+        pt = self.points.loc[
+            (self.points["strategy"] == strategy) & (self.points["compression"] == compression)
+        ].iloc[0]
         hx, hy = float(pt[f"{self.x}_mean"]), float(pt[f"{self.y}_mean"])
         label = display_label(strategy)
         with self.figure.batch_update():
@@ -196,15 +211,26 @@ class CompressionExplorer(widgets.VBox):
                     trace.line.width = 4 if trace.name == label else 1.5
         run_id = str(rep["run_id"])
         self._update_layers(run_id)
-        readouts = {c: _py(rep[c]) for c in READOUT_COLUMNS if c in self.runs.columns}
-        seeds = [_py(s) for s in sel["seed"]] if "seed" in sel.columns else []
+        readouts = {c: py_scalar(rep[c]) for c in READOUT_COLUMNS if c in self.runs.columns}
+        seeds = [py_scalar(s) for s in sel["seed"]] if "seed" in sel.columns else []
         self._state = {
-            "strategy": strategy, "compression": float(compression), "run_id": run_id,
-            "seed": _py(rep["seed"]) if "seed" in rep.index else None, "n_seeds": len(sel), "seeds": seeds,
-            "run_ids": [str(r) for r in sel["run_id"]], "readouts": readouts, "highlight": {"x": hx, "y": hy},
-            "x": self.x, "y": self.y,
-            "mean": {"x": hx, "y": hy, "y_ci95_low": float(pt[f"{self.y}_ci95_low"]),
-                     "y_ci95_high": float(pt[f"{self.y}_ci95_high"])},
+            "strategy": strategy,
+            "compression": float(compression),
+            "run_id": run_id,
+            "seed": py_scalar(rep["seed"]) if "seed" in rep.index else None,
+            "n_seeds": len(sel),
+            "seeds": seeds,
+            "run_ids": [str(r) for r in sel["run_id"]],
+            "readouts": readouts,
+            "highlight": {"x": hx, "y": hy},
+            "x": self.x,
+            "y": self.y,
+            "mean": {
+                "x": hx,
+                "y": hy,
+                "y_ci95_low": float(pt[f"{self.y}_ci95_low"]),
+                "y_ci95_high": float(pt[f"{self.y}_ci95_high"]),
+            },
         }
         self.readout.value = self._readout_html()
 
@@ -215,8 +241,13 @@ class CompressionExplorer(widgets.VBox):
             bars = self.layer_figure.data[0]
             if fig.data:
                 src = fig.data[0]
-                bars.update(x=src.x, y=src.y, marker=src.marker, customdata=src.customdata,
-                            hovertemplate=src.hovertemplate)
+                bars.update(
+                    x=src.x,
+                    y=src.y,
+                    marker=src.marker,
+                    customdata=src.customdata,
+                    hovertemplate=src.hovertemplate,
+                )
             else:
                 bars.update(x=[], y=[])
             self.layer_figure.layout.title = fig.layout.title
@@ -235,113 +266,55 @@ class CompressionExplorer(widgets.VBox):
         rows = [("top-1", f"{top1:.2%}" if top1 is not None else "n/a")]
         if s["n_seeds"] > 1 and self.y == "top1":
             m = s["mean"]
-            rows.append((f"top-1 mean of {s['n_seeds']} seeds",
-                         f"{m['y']:.2%} (95% CI {m['y_ci95_low']:.2%} to {m['y_ci95_high']:.2%})"))
-        rows += [("size raw", _human_bytes(r.get("size_bytes_raw"))),
-                 ("size gzip", _human_bytes(r.get("size_bytes_gzip"))),
-                 ("latency p50", f"{r['latency_ms_p50']:.3g} ms" if r.get("latency_ms_p50") is not None else "n/a"),
-                 ("theoretical speedup", f"{r['speedup_theoretical']:.3g}×"
-                  if r.get("speedup_theoretical") is not None else "n/a"),
-                 ("compression achieved", f"{r['compression_ratio']:.3g}×"
-                  if r.get("compression_ratio") is not None else "n/a")]
-        cells = "".join(f"<tr><td style='padding-right:1em'>{html.escape(k)}</td><td><b>{html.escape(v)}</b></td></tr>"
-                        for k, v in rows)
+            rows.append(
+                (
+                    f"top-1 mean of {s['n_seeds']} seeds",
+                    f"{m['y']:.2%} (95% CI {m['y_ci95_low']:.2%} to {m['y_ci95_high']:.2%})",
+                )
+            )
+        rows += [
+            ("size raw", _human_bytes(r.get("size_bytes_raw"))),
+            ("size gzip", _human_bytes(r.get("size_bytes_gzip"))),
+            (
+                "latency p50",
+                f"{r['latency_ms_p50']:.3g} ms" if r.get("latency_ms_p50") is not None else "n/a",
+            ),
+            (
+                "theoretical speedup",
+                f"{r['speedup_theoretical']:.3g}×" if r.get("speedup_theoretical") is not None else "n/a",
+            ),
+            (
+                "compression achieved",
+                f"{r['compression_ratio']:.3g}×" if r.get("compression_ratio") is not None else "n/a",
+            ),
+        ]
+        cells = "".join(
+            f"<tr><td style='padding-right:1em'>{html.escape(k)}</td><td><b>{html.escape(v)}</b></td></tr>"
+            for k, v in rows
+        )
         who = f"run {s['run_id']}" + (f", seed {s['seed']}" if s["seed"] is not None else "")
-        return (f"<div><b>{html.escape(display_label(s['strategy']))}</b> at {s['compression']:g}× "
-                f"({html.escape(who)}; lowest seed of {s['n_seeds']})<table>{cells}</table></div>")
+        return (
+            f"<div><b>{html.escape(display_label(s['strategy']))}</b> at {s['compression']:g}× "
+            f"({html.escape(who)}; lowest seed of {s['n_seeds']})<table>{cells}</table></div>"
+        )
 
     def snapshot(self) -> list[tuple[str, Any]]:
         """Report sections of the current view: readouts table, curve and per-layer chart."""
         s = self._state
-        table = pd.DataFrame([{"strategy": s["strategy"], "compression": s["compression"], "run_id": s["run_id"],
-                               "seed": s["seed"], "n_seeds": s["n_seeds"], **s["readouts"]}])
-        return [("Selected run", table), ("Accuracy curve", go.Figure(self.figure)),
-                ("Per-layer sparsity", go.Figure(self.layer_figure))]
-
-
-class FrontierExplorer(widgets.VBox):
-    """Pick the axes, colour and marker size of :func:`frontier`, filter runs, toggle the Pareto front.
-
-    Controls: ``x_picker``, ``y_picker`` and ``size_picker`` (numeric columns; size may be ``None``),
-    ``color_picker`` (``technique`` and the config columns), ``filters`` (dict column -> Dropdown with
-    ``'all'``, for dataset / model / method) and ``pareto`` (Checkbox). ``figure`` is redrawn in place.
-
-    Example:
-        >>> ex = FrontierExplorer(runs)  # doctest: +SKIP
-        >>> ex.filters["method"].value = "pipeline"; ex.state["pareto_run_ids"]  # doctest: +SKIP
-    """
-
-    FILTER_COLUMNS = ("dataset", "model", "method")
-
-    def __init__(self, runs_or_store: Any, x: str = "latency_ms_p50", y: str = "top1",
-                 color: str = "technique", size: str | None = "size_bytes_gzip", pareto: bool = True) -> None:
-        super().__init__()
-        runs, _ = resolve_source(runs_or_store, "FrontierExplorer")
-        if "technique" not in runs.columns:
-            runs = runs.assign(technique=technique(runs).to_numpy() if len(runs) else [])
-        self.runs = runs
-        numeric = [c for c in runs.columns
-                   if pd.api.types.is_numeric_dtype(runs[c]) and not pd.api.types.is_bool_dtype(runs[c])]
-        numeric = [c for c in METRIC_COLUMNS if c in numeric] + [c for c in numeric if c not in METRIC_COLUMNS]
-        categorical = ["technique"] + [c for c in FACTOR_COLUMNS if c in runs.columns]
-        if len(runs):
-            require_columns(runs, [x, y, size, color], "FrontierExplorer")
-            for name, col in (("x", x), ("y", y), ("size", size)):
-                if col is not None and col not in numeric:
-                    raise ValueError(f"FrontierExplorer: {name}={col!r} is not a numeric column")
-        else:
-            numeric = list(dict.fromkeys(c for c in (x, y, size) if c))
-        self.x_picker = widgets.Dropdown(options=numeric, value=x, description="x")
-        self.y_picker = widgets.Dropdown(options=numeric, value=y, description="y")
-        self.size_picker = widgets.Dropdown(options=[("(none)", None), *((c, c) for c in numeric)], value=size,
-                                            description="size")
-        self.color_picker = widgets.Dropdown(options=list(dict.fromkeys([color, *categorical])), value=color,
-                                             description="colour")
-        self.filters = {
-            col: widgets.Dropdown(options=["all", *sorted(map(display_label, runs[col].unique()))], value="all",
-                                  description=col)
-            for col in self.FILTER_COLUMNS if col in runs.columns
-        }
-        self.pareto = widgets.Checkbox(value=pareto, description="highlight Pareto front", indent=False)
-        self.figure = go.FigureWidget()
-        self.rows = runs.iloc[0:0]
-        for w in [self.x_picker, self.y_picker, self.size_picker, self.color_picker, self.pareto,
-                  *self.filters.values()]:
-            w.observe(self._redraw, names="value")
-        self.children = [widgets.HBox([self.x_picker, self.y_picker, self.color_picker, self.size_picker]),
-                         widgets.HBox([*self.filters.values(), self.pareto]), self.figure]
-        self._redraw()
-
-    def filtered(self) -> pd.DataFrame:
-        """The runs that pass the filters."""
-        keep = np.ones(len(self.runs), dtype=bool)
-        for col, w in self.filters.items():
-            if w.value != "all":
-                keep &= (self.runs[col].map(display_label) == w.value).to_numpy(dtype=bool)
-        return self.runs.loc[keep]
-
-    def _redraw(self, change: dict | None = None) -> None:
-        fig, self.rows = frontier_parts(self.filtered(), x=self.x_picker.value, y=self.y_picker.value,
-                                        size=self.size_picker.value, color=self.color_picker.value,
-                                        pareto=self.pareto.value)
-        with self.figure.batch_update():
-            self.figure.data = []
-            if fig.data:
-                self.figure.add_traces(list(fig.data))
-            self.figure.layout = fig.layout
-
-    @property
-    def state(self) -> dict[str, Any]:
-        """Pickers, filters, Pareto toggle, number of plotted runs and the Pareto-optimal run ids."""
-        rows = self.rows
-        ids = (sorted(map(str, rows.loc[rows["pareto"], "run_id"]))
-               if len(rows) and "run_id" in rows.columns and "pareto" in rows.columns else [])
-        return {"x": self.x_picker.value, "y": self.y_picker.value, "size": self.size_picker.value,
-                "color": self.color_picker.value, "filters": {c: w.value for c, w in self.filters.items()},
-                "pareto": self.pareto.value, "n_runs": len(rows), "pareto_run_ids": ids}
-
-    def snapshot(self) -> list[tuple[str, Any]]:
-        """Report sections of the current view: the frontier and its settings."""
-        s = self.state
-        settings = pd.DataFrame([{k: (", ".join(v) if isinstance(v, list) else str(v)) for k, v in s.items()}])
-        return [("Frontier", go.Figure(self.figure)), ("Settings", settings)]
+        table = pd.DataFrame(
+            [
+                {
+                    "strategy": s["strategy"],
+                    "compression": s["compression"],
+                    "run_id": s["run_id"],
+                    "seed": s["seed"],
+                    "n_seeds": s["n_seeds"],
+                    **s["readouts"],
+                }
+            ]
+        )
+        return [
+            ("Selected run", table),
+            ("Accuracy curve", go.Figure(self.figure)),
+            ("Per-layer sparsity", go.Figure(self.layer_figure)),
+        ]

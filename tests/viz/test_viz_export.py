@@ -20,7 +20,9 @@ PLOTLY_BANNER = get_plotlyjs()[:40]  # "/**\n* plotly.js v..." header of the emb
 
 def figure_payloads(text: str) -> list[dict]:
     """The data arrays passed to Plotly.newPlot in an exported page."""
-    return [json.loads(m) for m in re.findall(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', text, flags=re.S)]
+    return [
+        json.loads(m) for m in re.findall(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', text, flags=re.S)
+    ]
 
 
 def values(v: list | dict) -> list:
@@ -47,7 +49,9 @@ def test_to_html_overwrites_and_failed_write_leaves_nothing(tmp_path: Path, runs
     target = tmp_path / "f.html"
     target.write_text("old")
     to_html(frontier(runs), target, title="Frontier")
-    assert target.read_text(encoding="utf-8").startswith("<!doctype html>") and "Frontier" in target.read_text()
+    assert (
+        target.read_text(encoding="utf-8").startswith("<!doctype html>") and "Frontier" in target.read_text()
+    )
     with pytest.raises(TypeError, match="expected a plotly Figure or an explorer"):
         to_html({"data": []}, tmp_path / "bad.html")
     with pytest.raises(TypeError, match="cannot render a section of type int"):
@@ -57,9 +61,17 @@ def test_to_html_overwrites_and_failed_write_leaves_nothing(tmp_path: Path, runs
 
 def test_report_html_embeds_plotlyjs_once(tmp_path: Path, runs: pd.DataFrame) -> None:
     table = runs[["run_id", "strategy", "top1"]].head(3)
-    path = report_html([("Curves", curves(runs)), ("Frontier", frontier(runs)), ("Runs", table),
-                        "Plain text <not html>", go.FigureWidget(curves(runs, x="speedup_theoretical"))],
-                       tmp_path / "report.html", title="Sweep & report")
+    path = report_html(
+        [
+            ("Curves", curves(runs)),
+            ("Frontier", frontier(runs)),
+            ("Runs", table),
+            "Plain text <not html>",
+            go.FigureWidget(curves(runs, x="speedup_theoretical")),
+        ],
+        tmp_path / "report.html",
+        title="Sweep & report",
+    )
     text = path.read_text(encoding="utf-8")
     assert text.count(PLOTLY_BANNER) == 1
     assert text.count("Plotly.newPlot(") == 3

@@ -44,8 +44,14 @@ def band(vals: list[float]) -> tuple[float, float, float]:
 
 def test_curves_mean_line_and_ci_band(runs: pd.DataFrame) -> None:
     fig = curves(runs, x="compression_ratio", y="top1")
-    assert [t.name for t in fig.data] == ["global_weight 95% CI", "global_weight", "global_weight runs",
-                                          "random 95% CI", "random", "random runs"]
+    assert [t.name for t in fig.data] == [
+        "global_weight 95% CI",
+        "global_weight",
+        "global_weight runs",
+        "random 95% CI",
+        "random",
+        "random runs",
+    ]
     line = trace(fig, "global_weight")
     assert line.x.tolist() == pytest.approx([2.0, 4.0, 8.0], abs=1e-12)  # mean achieved ratio of 3 seeds
     assert line.y.tolist() == pytest.approx([0.91, 0.88, 0.82], abs=1e-12)
@@ -85,7 +91,12 @@ def test_curves_split_lines_by_model(runs: pd.DataFrame) -> None:
     other = runs.assign(model="vgg16_bn", top1=runs["top1"] - 0.1)
     fig = curves(pd.concat([runs, other], ignore_index=True))
     names = [t.name for t in fig.data if t.mode == "lines+markers"]
-    assert names == ["global_weight · resnet20", "global_weight · vgg16_bn", "random · resnet20", "random · vgg16_bn"]
+    assert names == [
+        "global_weight · resnet20",
+        "global_weight · vgg16_bn",
+        "random · resnet20",
+        "random · vgg16_bn",
+    ]
     assert trace(fig, "global_weight · vgg16_bn").y.tolist() == pytest.approx([0.81, 0.78, 0.72], abs=1e-12)
     assert trace(fig, "global_weight · vgg16_bn").line.dash == "dash"
 
@@ -103,9 +114,16 @@ def test_shrinkbench_views_two_panels(runs: pd.DataFrame) -> None:
 
 
 def test_frontier_pareto_set(runs: pd.DataFrame) -> None:
-    table = pd.DataFrame({"run_id": list("ABCDE"), "method": ["prune", "quant", "pipeline", "pipeline", "prune"],
-                          "order": ["", "", "PQD", "QPD", ""], "top1": [0.90, 0.85, 0.85, 0.80, 0.70],
-                          "latency_ms_p50": [3.0, 1.0, 2.0, 0.5, 2.0], "size_bytes_gzip": [100, 100, 100, 500, 50]})
+    table = pd.DataFrame(
+        {
+            "run_id": list("ABCDE"),
+            "method": ["prune", "quant", "pipeline", "pipeline", "prune"],
+            "order": ["", "", "PQD", "QPD", ""],
+            "top1": [0.90, 0.85, 0.85, 0.80, 0.70],
+            "latency_ms_p50": [3.0, 1.0, 2.0, 0.5, 2.0],
+            "size_bytes_gzip": [100, 100, 100, 500, 50],
+        }
+    )
     fig = frontier(table, size=None)
     assert [t.name for t in fig.data] == ["PQD", "QPD", "prune", "quant", "Pareto-optimal (3)"]
     front = fig.data[-1]
@@ -127,8 +145,17 @@ def test_baseline_confounder_marks_crossings() -> None:
     for recipe, ys in tops.items():
         for c, y in zip([2.0, 4.0, 8.0], ys, strict=True):
             for seed, d in enumerate([-0.01, 0.01]):
-                rows.append({"run_id": f"{recipe}{c:g}{seed}", "strategy": "global_weight", "baseline_recipe": recipe,
-                             "compression": c, "compression_ratio": c, "seed": seed, "top1": y + d})
+                rows.append(
+                    {
+                        "run_id": f"{recipe}{c:g}{seed}",
+                        "strategy": "global_weight",
+                        "baseline_recipe": recipe,
+                        "compression": c,
+                        "compression_ratio": c,
+                        "seed": seed,
+                        "top1": y + d,
+                    }
+                )
     runs = pd.DataFrame(rows)
     fig = baseline_confounder(runs, by="baseline_recipe", strategy="global_weight")
     assert trace(fig, "baseline_recipe=A").y.tolist() == pytest.approx(tops["A"], abs=1e-12)
@@ -142,7 +169,9 @@ def test_baseline_confounder_marks_crossings() -> None:
     same = baseline_confounder(runs.loc[runs["baseline_recipe"] == "A"])
     assert len(trace(same, "crossings").x) == 0
     other = baseline_confounder(runs, strategy="random")
-    assert [a.text for a in other.layout.annotations if a.name == "empty"] == ["No runs of strategy 'random'."]
+    assert [a.text for a in other.layout.annotations if a.name == "empty"] == [
+        "No runs of strategy 'random'."
+    ]
 
 
 def test_ordering_ablation_bars_with_ci(ablation_runs: pd.DataFrame) -> None:
@@ -174,20 +203,29 @@ def test_layer_sparsity_one_run(layers: pd.DataFrame) -> None:
     rows = layers.loc[layers["run_id"] == "gl-8-1"]
     assert list(bars.x) == ["conv1", "layer1.conv", "fc"]
     assert bars.y.tolist() == rows["sparsity"].tolist()
-    assert fig.layout.shapes[0].y0 == pytest.approx(1 - rows["nonzero"].sum() / rows["params"].sum(), abs=1e-12)
+    assert fig.layout.shapes[0].y0 == pytest.approx(
+        1 - rows["nonzero"].sum() / rows["params"].sum(), abs=1e-12
+    )
     missing = layer_sparsity(layers, "nope")
     assert missing.data == () and "No per-layer rows for run 'nope'" in missing.layout.annotations[0].text
 
 
 def test_latency_by_runtime_grouped_bars() -> None:
-    df = pd.DataFrame({"model": ["resnet20", "resnet20", "resnet20", "vgg", "vgg", "resnet20"],
-                       "latency_runtime": ["onnxruntime", "eager", "compiled", "eager", "onnxruntime", "eager"],
-                       "latency_ms_p50": [1.0, 2.0, 1.5, 5.0, 3.0, 4.0],
-                       "latency_ms_p90": [1.2, 2.5, 1.6, 6.0, 3.3, 4.5]})
+    df = pd.DataFrame(
+        {
+            "model": ["resnet20", "resnet20", "resnet20", "vgg", "vgg", "resnet20"],
+            "latency_runtime": ["onnxruntime", "eager", "compiled", "eager", "onnxruntime", "eager"],
+            "latency_ms_p50": [1.0, 2.0, 1.5, 5.0, 3.0, 4.0],
+            "latency_ms_p90": [1.2, 2.5, 1.6, 6.0, 3.3, 4.5],
+        }
+    )
     fig = latency_by_runtime(df)
     assert [t.name for t in fig.data] == ["eager", "compiled", "onnxruntime"]
     eager = fig.data[0]
-    assert list(eager.x) == ["resnet20", "vgg"] and eager.y.tolist() == [3.0, 5.0]  # two resnet20 rows averaged
+    assert list(eager.x) == ["resnet20", "vgg"] and eager.y.tolist() == [
+        3.0,
+        5.0,
+    ]  # two resnet20 rows averaged
     assert eager.error_y.array.tolist() == pytest.approx([0.5, 1.0], abs=1e-12)
     assert list(fig.data[1].x) == ["resnet20"] and fig.data[2].y.tolist() == [1.0, 3.0]
     assert eager.marker.color == PALETTE["eager"]
@@ -195,25 +233,56 @@ def test_latency_by_runtime_grouped_bars() -> None:
     assert labelled.data[0].error_y.array is None and labelled.layout.xaxis.title.text == "label"
 
 
-@pytest.mark.parametrize("func", [curves, shrinkbench_views, frontier, baseline_confounder, ordering_ablation,
-                                  latency_by_runtime, lambda df: layer_sparsity(df, "x")])
+@pytest.mark.parametrize(
+    "func",
+    [
+        curves,
+        shrinkbench_views,
+        frontier,
+        baseline_confounder,
+        ordering_ablation,
+        latency_by_runtime,
+        lambda df: layer_sparsity(df, "x"),
+    ],
+)
 def test_empty_dataframe_gives_annotated_empty_figure(func) -> None:
     fig = func(pd.DataFrame())
     assert fig.data == ()
     assert "empty" in fig.layout.annotations[0].text
 
 
-@pytest.mark.parametrize(("call", "message"), [
-    (lambda df: curves(df.drop(columns=["strategy", "compression"])), r"curves\(\) needs column\(s\) "
-                                                                       r"\['strategy', 'compression'\]"),
-    (lambda df: shrinkbench_views(df.drop(columns="speedup_theoretical")), r"shrinkbench_views\(\).*"
-                                                                            r"'speedup_theoretical'"),
-    (lambda df: frontier(df, size="size_bytes_zstd"), r"frontier\(\) needs column\(s\) \['size_bytes_zstd'\]"),
-    (lambda df: baseline_confounder(df, by="recipe"), r"baseline_confounder\(\) needs column\(s\) \['recipe'\]"),
-    (lambda df: ordering_ablation(df.drop(columns="order")), r"ordering_ablation\(\) needs column\(s\) \['order'\]"),
-    (lambda df: layer_sparsity(df, "a"), r"layer_sparsity\(\) needs column\(s\) \['layer', 'sparsity'\]"),
-    (lambda df: latency_by_runtime(df.drop(columns="latency_runtime")), r"latency_by_runtime\(\).*latency_runtime"),
-])
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda df: curves(df.drop(columns=["strategy", "compression"])),
+            r"curves\(\) needs column\(s\) "
+            r"\['strategy', 'compression'\]",
+        ),
+        (
+            lambda df: shrinkbench_views(df.drop(columns="speedup_theoretical")),
+            r"shrinkbench_views\(\).*"
+            r"'speedup_theoretical'",
+        ),
+        (
+            lambda df: frontier(df, size="size_bytes_zstd"),
+            r"frontier\(\) needs column\(s\) \['size_bytes_zstd'\]",
+        ),
+        (
+            lambda df: baseline_confounder(df, by="recipe"),
+            r"baseline_confounder\(\) needs column\(s\) \['recipe'\]",
+        ),
+        (
+            lambda df: ordering_ablation(df.drop(columns="order")),
+            r"ordering_ablation\(\) needs column\(s\) \['order'\]",
+        ),
+        (lambda df: layer_sparsity(df, "a"), r"layer_sparsity\(\) needs column\(s\) \['layer', 'sparsity'\]"),
+        (
+            lambda df: latency_by_runtime(df.drop(columns="latency_runtime")),
+            r"latency_by_runtime\(\).*latency_runtime",
+        ),
+    ],
+)
 def test_missing_columns_raise_value_error(runs: pd.DataFrame, call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call(runs)
@@ -228,7 +297,9 @@ def test_nan_rows_left_out_and_counted(runs: pd.DataFrame) -> None:
     assert trace(fig, "global_weight").y.tolist() == pytest.approx([0.915, 0.88, 0.82], abs=1e-12)
     assert "gl-2-0" not in trace(fig, "global_weight runs").customdata[:, -1].tolist()
     all_bad = curves(runs.assign(top1=np.nan))
-    assert all_bad.data == () and notes(all_bad) == ["16 runs left out: failed or missing top1, compression_ratio"]
+    assert all_bad.data == () and notes(all_bad) == [
+        "16 runs left out: failed or missing top1, compression_ratio"
+    ]
     assert "No runs with a value" in all_bad.layout.annotations[0].text
     fine = curves(runs.loc[runs["status"] == "ok"])
     assert notes(fine) == []

@@ -12,8 +12,14 @@ import pytest
 from shrinkviz.viz.stats import aggregate, curve_crossings, pareto_mask, t_quantile
 
 # Student t 0.975 quantiles (reference values, 16 significant digits)
-T975 = {1: 12.706204736174705, 2: 4.302652729749464, 4: 2.7764451051977943, 9: 2.2621571627982053,
-        29: 2.0452296421327043, 1000: 1.9623390808264085}
+T975 = {
+    1: 12.706204736174705,
+    2: 4.302652729749464,
+    4: 2.7764451051977943,
+    9: 2.2621571627982053,
+    29: 2.0452296421327043,
+    1000: 1.9623390808264085,
+}
 
 
 @pytest.mark.parametrize("dof", sorted(T975))
@@ -46,7 +52,9 @@ def test_aggregate_ci_matches_hand_computation(runs: pd.DataFrame) -> None:
     # two seeds: t with one degree of freedom
     row = agg.loc[(agg["strategy"] == "random") & (agg["compression"] == 8.0)].iloc[0]
     half = T975[1] * statistics.stdev([0.60, 0.64]) / math.sqrt(2)
-    assert (row["top1_ci95_low"], row["top1_ci95_high"]) == pytest.approx((0.62 - half, 0.62 + half), abs=1e-12)
+    assert (row["top1_ci95_low"], row["top1_ci95_high"]) == pytest.approx(
+        (0.62 - half, 0.62 + half), abs=1e-12
+    )
 
 
 def test_aggregate_ignores_nan_and_counts_rows(runs: pd.DataFrame) -> None:
@@ -60,7 +68,12 @@ def test_aggregate_ignores_nan_and_counts_rows(runs: pd.DataFrame) -> None:
 
 def test_aggregate_single_value_collapses_band() -> None:
     agg = aggregate(pd.DataFrame({"k": ["a"], "top1": [0.7]}), by="k", metrics="top1")
-    assert agg[["top1_mean", "top1_std", "top1_ci95_low", "top1_ci95_high"]].iloc[0].tolist() == [0.7, 0.0, 0.7, 0.7]
+    assert agg[["top1_mean", "top1_std", "top1_ci95_low", "top1_ci95_high"]].iloc[0].tolist() == [
+        0.7,
+        0.0,
+        0.7,
+        0.7,
+    ]
 
 
 def test_aggregate_whole_table_and_nan_keys() -> None:
@@ -82,12 +95,15 @@ def test_aggregate_bad_input() -> None:
 
 @pytest.fixture
 def pareto_table() -> pd.DataFrame:
-    return pd.DataFrame({
-        "id": ["A", "B", "C", "D", "E", "F", "G"],
-        "top1": [0.90, 0.85, 0.85, 0.80, 0.80, 0.90, np.nan],
-        "latency_ms_p50": [3.0, 1.0, 2.0, 2.0, 2.0, 3.0, 0.5],
-        "size_bytes_gzip": [100, 100, 100, 50, 60, 100, 10],
-    }, index=[10, 11, 12, 13, 14, 15, 16])
+    return pd.DataFrame(
+        {
+            "id": ["A", "B", "C", "D", "E", "F", "G"],
+            "top1": [0.90, 0.85, 0.85, 0.80, 0.80, 0.90, np.nan],
+            "latency_ms_p50": [3.0, 1.0, 2.0, 2.0, 2.0, 3.0, 0.5],
+            "size_bytes_gzip": [100, 100, 100, 50, 60, 100, 10],
+        },
+        index=[10, 11, 12, 13, 14, 15, 16],
+    )
 
 
 def test_pareto_mask_hand_table(pareto_table: pd.DataFrame) -> None:
@@ -110,8 +126,10 @@ def test_pareto_mask_bad_input(pareto_table: pd.DataFrame) -> None:
 
 
 def test_curve_crossings_linear_and_log() -> None:
-    assert curve_crossings([0, 1, 2], [0, 1, 0], [0, 2], [0.5, 0.5]) == pytest.approx([(0.5, 0.5), (1.5, 0.5)])
+    assert curve_crossings([0, 1, 2], [0, 1, 0], [0, 2], [0.5, 0.5]) == pytest.approx(
+        [(0.5, 0.5), (1.5, 0.5)]
+    )
     # in log2 space the crossing is halfway between log2(2)=1 and log2(4)=2, i.e. x = 2**1.5
-    (x, y), = curve_crossings([2, 4], [0.9, 0.7], [2, 4], [0.8, 0.8], log_x=True)
+    ((x, y),) = curve_crossings([2, 4], [0.9, 0.7], [2, 4], [0.8, 0.8], log_x=True)
     assert x == pytest.approx(2**1.5, abs=1e-12) and y == pytest.approx(0.8, abs=1e-12)
     assert curve_crossings([1, 2], [0, 0], [1, 2], [1, 1]) == []  # parallel

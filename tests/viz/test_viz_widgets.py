@@ -36,8 +36,17 @@ def test_compression_explorer_slider_drives_views(store, runs: pd.DataFrame, lay
     assert line.x[2] == hx[0] and line.y[2] == hy[0]
     # readouts = the representative (lowest seed) run's row
     rep = runs.loc[runs["run_id"] == "gl-8-0"].iloc[0]
-    assert s["readouts"] == {c: rep[c].item() for c in ("top1", "size_bytes_raw", "size_bytes_gzip", "latency_ms_p50",
-                                                          "speedup_theoretical", "compression_ratio")}
+    assert s["readouts"] == {
+        c: rep[c].item()
+        for c in (
+            "top1",
+            "size_bytes_raw",
+            "size_bytes_gzip",
+            "latency_ms_p50",
+            "speedup_theoretical",
+            "compression_ratio",
+        )
+    }
     assert s["readouts"]["top1"] == 0.80
     assert "80.00%" in ex.readout.value and "gl-8-0" in ex.readout.value and "125.00 kB" in ex.readout.value
     # per-layer chart shows that run's layers

@@ -1,0 +1,152 @@
+"""FrontierExplorer: pick axes, colour and marker size of the frontier, filter runs, toggle the Pareto front.
+
+Example:
+    >>> ex = FrontierExplorer(runs)  # doctest: +SKIP
+    >>> ex.x_picker.value = "size_bytes_gzip"; ex.state["pareto_run_ids"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from shrinkviz.schema import FACTOR_COLUMNS, METRIC_COLUMNS
+from shrinkviz.viz._source import resolve_source
+from shrinkviz.viz._style import display_label, require_columns, technique
+from shrinkviz.viz.panels import frontier_parts
+
+__all__ = ["FrontierExplorer"]
+
+
+class FrontierExplorer(widgets.VBox):
+    """Pick the axes, colour and marker size of :func:`frontier`, filter runs, toggle the Pareto front.
+
+    Controls: ``x_picker``, ``y_picker`` and ``size_picker`` (numeric columns; size may be ``None``),
+    ``color_picker`` (``technique`` and the config columns), ``filters`` (dict column -> Dropdown with
+    ``'all'``, for dataset / model / method) and ``pareto`` (Checkbox). ``figure`` is redrawn in place.
+
+    Example:
+        >>> ex = FrontierExplorer(runs)  # doctest: +SKIP
+        >>> ex.filters["method"].value = "pipeline"; ex.state["pareto_run_ids"]  # doctest: +SKIP
+    """
+
+    FILTER_COLUMNS = ("dataset", "model", "method")
+
+    def __init__(
+        self,
+        runs_or_store: Any,
+        x: str = "latency_ms_p50",
+        y: str = "top1",
+        color: str = "technique",
+        size: str | None = "size_bytes_gzip",
+        pareto: bool = True,
+    ) -> None:
+        super().__init__()
+        runs, _ = resolve_source(runs_or_store, "FrontierExplorer")
+        if "technique" not in runs.columns:
+            runs = runs.assign(technique=technique(runs).to_numpy() if len(runs) else [])
+        self.runs = runs
+        numeric = [
+            c
+            for c in runs.columns
+            if pd.api.types.is_numeric_dtype(runs[c]) and not pd.api.types.is_bool_dtype(runs[c])
+        ]
+        numeric = [c for c in METRIC_COLUMNS if c in numeric] + [
+            c for c in numeric if c not in METRIC_COLUMNS
+        ]
+        categorical = ["technique"] + [c for c in FACTOR_COLUMNS if c in runs.columns]
+        if len(runs):
+            require_columns(runs, [x, y, size, color], "FrontierExplorer")
+            for name, col in (("x", x), ("y", y), ("size", size)):
+                if col is not None and col not in numeric:
+                    raise ValueError(f"FrontierExplorer: {name}={col!r} is not a numeric column")
+        else:
+            numeric = list(dict.fromkeys(c for c in (x, y, size) if c))
+        self.x_picker = widgets.Dropdown(options=numeric, value=x, description="x")
+        self.y_picker = widgets.Dropdown(options=numeric, value=y, description="y")
+        self.size_picker = widgets.Dropdown(
+            options=[("(none)", None), *((c, c) for c in numeric)], value=size, description="size"
+        )
+        self.color_picker = widgets.Dropdown(
+            options=list(dict.fromkeys([color, *categorical])), value=color, description="colour"
+        )
+        self.filters = {
+            col: widgets.Dropdown(
+                options=["all", *sorted(map(display_label, runs[col].unique()))], value="all", description=col
+            )
+            for col in self.FILTER_COLUMNS
+            if col in runs.columns
+        }
+        self.pareto = widgets.Checkbox(value=pareto, description="highlight Pareto front", indent=False)
+        self.figure = go.FigureWidget()
+        self.rows = runs.iloc[0:0]
+        for w in [
+            self.x_picker,
+            self.y_picker,
+            self.size_picker,
+            self.color_picker,
+            self.pareto,
+            *self.filters.values(),
+        ]:
+            w.observe(self._redraw, names="value")
+        self.children = [
+            widgets.HBox([self.x_picker, self.y_picker, self.color_picker, self.size_picker]),
+            widgets.HBox([*self.filters.values(), self.pareto]),
+            self.figure,
+        ]
+        self._redraw()
+
+    def filtered(self) -> pd.DataFrame:
+        """The runs that pass the filters."""
+        keep = np.ones(len(self.runs), dtype=bool)
+        for col, w in self.filters.items():
+            if w.value != "all":
+                keep &= (self.runs[col].map(display_label) == w.value).to_numpy(dtype=bool)
+        return self.runs.loc[keep]
+
+    def _redraw(self, change: dict | None = None) -> None:
+        fig, self.rows = frontier_parts(
+            self.filtered(),
+            x=self.x_picker.value,
+            y=self.y_picker.value,
+            size=self.size_picker.value,
+            color=self.color_picker.value,
+            pareto=self.pareto.value,
+        )
+        with self.figure.batch_update():
+            self.figure.data = []
+            if fig.data:
+                self.figure.add_traces(list(fig.data))
+            self.figure.layout = fig.layout
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Pickers, filters, Pareto toggle, number of plotted runs and the Pareto-optimal run ids."""
+        rows = self.rows
+        ids = (
+            sorted(map(str, rows.loc[rows["pareto"], "run_id"]))
+            if len(rows) and "run_id" in rows.columns and "pareto" in rows.columns
+            else []
+        )
+        return {
+            "x": self.x_picker.value,
+            "y": self.y_picker.value,
+            "size": self.size_picker.value,
+            "color": self.color_picker.value,
+            "filters": {c: w.value for c, w in self.filters.items()},
+            "pareto": self.pareto.value,
+            "n_runs": len(rows),
+            "pareto_run_ids": ids,
+        }
+
+    def snapshot(self) -> list[tuple[str, Any]]:
+        """Report sections of the current view: the frontier and its settings."""
+        s = self.state
+        settings = pd.DataFrame(
+            [{k: (", ".join(v) if isinstance(v, list) else str(v)) for k, v in s.items()}]
+        )
+        return [("Frontier", go.Figure(self.figure)), ("Settings", settings)]
