@@ -277,6 +277,9 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, *, callbacks: Sequenc
         One dict per epoch: stage, epoch, lr, train_loss, task_loss, kd_loss, train_top1, val_loss,
         val_top1, val_top5, epoch_s (and whatever callbacks add).
     """
+    from shrinkviz.prune.masks import mask_callbacks  # lazy (prune imports train); keeps pruned zeros at zero
+
+    callbacks = [*mask_callbacks(model, callbacks), *callbacks]
     device = resolve_device(device)
     model.to(device)
     normalize = Normalizer(data.mean, data.std)

@@ -1,0 +1,115 @@
+"""Metrics of a (compressed) model in one call: accuracy, counts, MACs, theoretical speedup, activations.
+
+:func:`measure` returns a flat dict keyed by ``shrinkviz.schema.RUN_COLUMNS`` names (plus
+``activations_nonzero``), ready to become one row of the runs table. Counting lives in
+:mod:`shrinkviz.metrics.counts`; checkpoint size and measured latency are added by
+``shrinkviz.metrics.size`` / ``shrinkviz.metrics.latency`` (see the marked section of :func:`measure`).
+
+Example:
+    >>> from shrinkviz.data import load_dataset
+    >>> from shrinkviz.models import create_model
+    >>> ds = load_dataset("digits")
+    >>> row = measure(create_model("tiny_mlp", dataset=ds, seed=0), ds)
+    >>> row["compression_ratio"], row["speedup_theoretical"]
+    (1.0, 1.0)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from shrinkviz.data import Dataset, Normalizer, batches, load_dataset
+from shrinkviz.metrics.counts import (
+    count_parameters,
+    layer_macs,
+    layer_table,
+    nonzero_activations,
+    total_macs,
+    weight_table,
+)
+
+SPLITS = ("train", "val", "test")
+
+__all__ = [
+    "count_parameters", "layer_macs", "layer_table", "measure", "nonzero_activations", "total_macs",
+    "weight_table",
+]
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
+
+
+def measure(model: nn.Module, data: Dataset | str, *, split: str = "test", baseline: nn.Module | None = None,
+            activation_batch: int = 128, size: bool = False, latency: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Accuracy and cost of ``model`` as one flat dict (``RUN_COLUMNS`` names + ``activations_nonzero``).
+
+    Args:
+        model: the model to measure (a registry model, or any module with an ``input_shape``).
+        data: Dataset or dataset name; accuracy on ``split`` via :func:`shrinkviz.train.evaluate`.
+        split: ``"test"`` (reporting; default), ``"val"`` or ``"train"``.
+        baseline: the uncompressed model. Its dense parameters and MACs become the numerators of
+            ``compression_ratio`` and ``speedup_theoretical``, so a structurally pruned (smaller, dense)
+            model gets its real ratio and speedup. Default: the model itself (ShrinkBench's definitions:
+            params / nonzero params, dense MACs / nonzero MACs).
+        activation_batch: examples of ``split`` over which nonzero ReLU outputs per input are averaged.
+        size: also measure checkpoint size (``size_bytes_raw``, ``size_bytes_gzip``).
+        latency: options for measured latency (``latency_ms_p50``, ``latency_ms_p90``, ...); None skips it.
+
+    Returns:
+        top1, top5, params, params_nonzero, compression_ratio, macs, macs_nonzero, speedup_theoretical,
+        activations_nonzero (and size / latency keys when asked).
+
+    Example:
+        >>> from shrinkviz.models import create_model
+        >>> from shrinkviz.prune import prune
+        >>> model = create_model("tiny_cnn", dataset=load_dataset("digits"), seed=0)
+        >>> round(measure(prune(model, "layer_weight", 4), "digits")["compression_ratio"], 2)
+        4.0
+    """
+    from shrinkviz.train import evaluate
+
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}; valid: {', '.join(SPLITS)}")
+    if isinstance(data, str):
+        data = load_dataset(data)
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data must be a shrinkviz.data.Dataset or a dataset name, got {type(data).__name__}")
+    if activation_batch < 1:
+        raise ValueError(f"activation_batch={activation_batch}: must be >= 1")
+    params, params_nonzero = count_parameters(model)
+    table = layer_table(model, data.input_shape)
+    macs, macs_nonzero = int(table["macs"].sum()), int(table["macs_nonzero"].sum())
+    if baseline is not None:
+        base_params, _ = count_parameters(baseline)
+        base_macs = total_macs(baseline, data.input_shape)
+    else:
+        base_params, base_macs = params, macs
+    normalize = Normalizer(data.mean, data.std)
+    evaluation = evaluate(model, getattr(data, split), normalize)
+    inputs, _ = next(batches(getattr(data, split), activation_batch, normalize, _device(model)))
+    row: dict[str, Any] = {
+        "top1": evaluation["top1"], "top5": evaluation["top5"],
+        "params": params, "params_nonzero": params_nonzero,
+        "compression_ratio": base_params / params_nonzero if params_nonzero else float("inf"),
+        "macs": macs, "macs_nonzero": macs_nonzero,
+        "speedup_theoretical": base_macs / macs_nonzero if macs_nonzero else float("inf"),
+        "activations_nonzero": nonzero_activations(model, inputs),
+    }
+    # ---- deployment metrics (owned by the quantization / latency engineer) -------------------------------
+    # Contract: shrinkviz.metrics.size.size_metrics(model) -> {"size_bytes_raw", "size_bytes_gzip"} and
+    # shrinkviz.metrics.latency.latency_metrics(model, **latency) -> {"latency_ms_p50", "latency_ms_p90",
+    # "latency_runtime", "latency_threads", "latency_batch", "cpu_model"}. Off by default.
+    if size:
+        from shrinkviz.metrics import size as size_module
+
+        row.update(size_module.size_metrics(model))
+    if latency is not None:
+        from shrinkviz.metrics import latency as latency_module
+
+        row.update(latency_module.latency_metrics(model, **latency))
+    # ------------------------------------------------------------------------------------------------------
+    return row

@@ -1,0 +1,216 @@
+"""Counting what a model costs: parameters (total and nonzero), multiply-accumulates measured from the
+real output shapes of a forward pass, nonzero-aware MACs, nonzero activations, and a per-layer table.
+
+MACs come from forward hooks that record each Conv2d / Linear output shape for one input, so unpadded,
+strided and grouped convolutions are counted as they run (ShrinkBench assumed "same" padding and
+reported 4.40M MACs for MnistNet on 28x28; the true figure is 2,293,000). Biases, BatchNorm, pooling
+and activations are not counted (as in ShrinkBench). INT8 modules (``torch.ao.nn.quantized``) keep
+their weights packed rather than as Parameters; they are recognised and counted from ``weight()``.
+
+Example:
+    >>> from shrinkviz.models import create_model
+    >>> total_macs(create_model("mnistnet", input_shape=(1, 28, 28)))
+    2293000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+import torch
+import torch.ao.nn.quantized as nnq
+from torch import nn
+
+LAYER_TABLE_COLUMNS = ("layer", "kind", "shape", "params", "nonzero", "sparsity", "macs", "macs_nonzero")
+"""Columns of :func:`layer_table` (``shrinkviz.schema.LAYER_COLUMNS`` without ``run_id``)."""
+
+
+def layer_kind(module: nn.Module) -> str | None:
+    """``"Conv2d"`` or ``"Linear"`` for float, QAT, fused-QAT and INT8 conv / linear layers, else None."""
+    if isinstance(module, nn.Conv2d | nnq.Conv2d):
+        return "Conv2d"
+    if isinstance(module, nn.Linear | nnq.Linear):
+        return "Linear"
+    return None
+
+
+def is_quantized_layer(module: nn.Module) -> bool:
+    """True for INT8 modules whose weight is packed (read it with :func:`layer_weight`)."""
+    return isinstance(module, nnq.Conv2d | nnq.Linear)
+
+
+def layer_weight(module: nn.Module) -> torch.Tensor:
+    """The (dequantized) weight of a conv / linear layer as a plain float tensor, detached."""
+    if is_quantized_layer(module):
+        return module.weight().dequantize()
+    return module.weight.detach()
+
+
+def named_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
+    """Yield ``(qualified name, module, kind)`` for every conv / linear layer in module order."""
+    for name, module in model.named_modules():
+        kind = layer_kind(module)
+        if kind is not None:
+            yield name, module, kind
+
+
+def _all_tensors(model: nn.Module) -> Iterator[torch.Tensor]:
+    seen: set[int] = set()
+    for module in model.modules():
+        tensors = list(module.parameters(recurse=False))
+        if is_quantized_layer(module):
+            bias = module.bias()
+            tensors += [module.weight().dequantize()] + ([bias] if bias is not None else [])
+        for tensor in tensors:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                yield tensor.detach()
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(all parameters, nonzero parameters), BatchNorm and classifier included, INT8 weights included.
+
+    Example:
+        >>> count_parameters(nn.Linear(3, 2))
+        (8, 8)
+    """
+    total = nonzero = 0
+    for tensor in _all_tensors(model):
+        total += tensor.numel()
+        nonzero += int(torch.count_nonzero(tensor))
+    return total, nonzero
+
+
+def _resolve_input_shape(model: nn.Module, input_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
+    if shape is None:
+        raise ValueError(f"{type(model).__name__} has no input_shape attribute; pass input_shape=(C, H, W)")
+    return tuple(int(v) for v in shape)
+
+
+def _example(model: nn.Module, shape: tuple[int, ...], batch: int = 1) -> torch.Tensor:
+    device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
+    return torch.zeros(batch, *shape, device=device)
+
+
+@torch.no_grad()
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> dict[str, int]:
+    """Dense multiply-accumulates of every conv / linear layer for one input, from real output shapes.
+
+    Conv2d: ``output elements x (in_channels / groups) x kernel area``; Linear: ``output elements x
+    in_features``. A layer called twice counts twice; a layer never called counts 0.
+
+    Args:
+        model: any module; registry models know their ``input_shape``.
+        input_shape: (C, H, W) of one input when the model has no ``input_shape``.
+
+    Example:
+        >>> layer_macs(nn.Sequential(nn.Conv2d(1, 2, 3)), input_shape=(1, 5, 5))
+        {'0': 162}
+    """
+    shape = _resolve_input_shape(model, input_shape)
+    macs = {name: 0 for name, _, _ in named_layers(model)}
+    handles = []
+
+    def hook(name: str, kind: str):
+        def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            per_output = module.in_features if kind == "Linear" else (
+                module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1])
+            macs[name] += int(output.numel()) * int(per_output)
+        return record
+
+    for name, module, kind in named_layers(model):
+        handles.append(module.register_forward_hook(hook(name, kind)))
+    was_training = model.training
+    model.eval()
+    try:
+        model(_example(model, shape))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return macs
+
+
+def total_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> int:
+    """Dense multiply-accumulates of all conv / linear layers for one input."""
+    return sum(layer_macs(model, input_shape).values())
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, ...] | None = None, *,
+                macs: dict[str, int] | None = None) -> pd.DataFrame:
+    """One row per conv / linear layer: layer, kind, shape, params, nonzero, sparsity, macs, macs_nonzero.
+
+    ``params`` and ``nonzero`` count weight elements (not biases); ``macs_nonzero`` is the layer's
+    MACs scaled by its nonzero-weight fraction (ShrinkBench's definition of sparse MACs).
+
+    Example:
+        >>> from shrinkviz.models import create_model
+        >>> table = layer_table(create_model("tiny_mlp", input_shape=(1, 8, 8)))
+        >>> table["layer"].tolist(), table["macs"].tolist()
+        (['features.1.linear', 'classifier'], [2048, 320])
+    """
+    if macs is None:
+        macs = layer_macs(model, input_shape)
+    table = weight_table(model)
+    params, nonzero = table["params"].to_numpy(), table["nonzero"].to_numpy()
+    layer_mac = table["layer"].map(lambda name: macs.get(name, 0)).to_numpy(dtype="int64")
+    # exact integer rounding of macs * nonzero / params (conv MACs are a multiple of the weight count)
+    sparse = [(int(m) * int(nz) + int(p) // 2) // int(p) if p else 0 for m, nz, p in zip(layer_mac, nonzero, params,
+                                                                                         strict=True)]
+    return table.assign(macs=pd.array(layer_mac, dtype="int64"), macs_nonzero=pd.array(sparse, dtype="int64"))
+
+
+def weight_table(model: nn.Module) -> pd.DataFrame:
+    """One row per conv / linear layer: layer, kind, shape, params, nonzero, sparsity (weights only).
+
+    Example:
+        >>> weight_table(nn.Sequential(nn.Linear(4, 2)))[["layer", "shape", "params"]].values.tolist()
+        [['0', '2x4', 8]]
+    """
+    rows = []
+    for name, module, kind in named_layers(model):
+        weight = layer_weight(module)
+        params, nonzero = weight.numel(), int(torch.count_nonzero(weight))
+        rows.append({"layer": name, "kind": kind, "shape": "x".join(str(s) for s in weight.shape),
+                     "params": params, "nonzero": nonzero, "sparsity": 1.0 - nonzero / params if params else 0.0})
+    columns = list(LAYER_TABLE_COLUMNS[:6])
+    table = pd.DataFrame(rows, columns=columns)
+    return table.astype({"layer": "str", "kind": "str", "shape": "str", "params": "int64", "nonzero": "int64",
+                         "sparsity": "float64"})
+
+
+@torch.no_grad()
+def nonzero_activations(model: nn.Module, inputs: torch.Tensor) -> float:
+    """Nonzero outputs of all ReLU layers for one input, averaged over the batch ``inputs``.
+
+    Counts ``nn.ReLU`` modules and fused / INT8 ``...ReLU`` modules (conv-relu, linear-relu) whose
+    ReLU is not a child module. Functional ReLUs inside other modules are not seen.
+
+    Example:
+        >>> nonzero_activations(nn.Sequential(nn.Linear(2, 4), nn.ReLU()), torch.zeros(3, 2)) <= 4
+        True
+    """
+    count = torch.zeros((), dtype=torch.int64)
+    handles = []
+
+    def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        nonlocal count
+        out = output.dequantize() if output.is_quantized else output
+        count += int(torch.count_nonzero(out))
+
+    for module in model.modules():
+        is_relu = isinstance(module, nn.ReLU) or (
+            "ReLU" in type(module).__name__ and not any(isinstance(c, nn.ReLU) for c in module.children()))
+        if is_relu:
+            handles.append(module.register_forward_hook(record))
+    was_training = model.training
+    model.eval()
+    try:
+        model(inputs)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return float(count) / inputs.shape[0]
