@@ -6,6 +6,7 @@ Private to :mod:`shrinkviz.viz`; the palette is public through :func:`color_for`
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections.abc import Iterable, Sequence
 
@@ -156,6 +157,18 @@ def axis_title(column: str) -> str:
     if unit == "fraction":
         unit = ""
     return f"{column.replace('_', ' ')} ({unit})" if unit else column.replace("_", " ")
+
+
+def name_of(column: str) -> str:
+    """Readable name of a column for titles: the axis title without its unit."""
+    return re.sub(r" \([^)]*\)$", "", axis_title(column))
+
+
+def fraction_range(lows: Iterable[float], highs: Iterable[float], pad: float = 0.02) -> list[float]:
+    """Axis range for fractions (accuracies) around the data, clipped to [0, 1], on a 0.05 grid."""
+    lo = min(float(v) for v in lows if np.isfinite(v)) - pad
+    hi = max(float(v) for v in highs if np.isfinite(v)) + pad
+    return [max(0.0, math.floor(lo * 20) / 20), min(1.0, math.ceil(hi * 20) / 20)]
 
 
 def is_fraction(column: str) -> bool:

@@ -29,11 +29,11 @@ from shrinkviz.viz._style import (
     DASHES,
     LOG2_COLUMNS,
     axis_props,
-    axis_title,
     colors_for,
     display_label,
     empty_figure,
     finish,
+    name_of,
     require_columns,
     rgba,
     run_hover,
@@ -243,7 +243,7 @@ def curves(
     Example:
         >>> fig = curves(runs, x="speedup_theoretical")  # doctest: +SKIP
     """
-    title = title or f"{axis_title(y)} vs {axis_title(x)}: mean and 95% CI over seeds"
+    title = title or f"{name_of(y)} vs {name_of(x)}: mean and 95% CI over seeds"
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty.")
     require_columns(runs, [x, y, color, group], "curves")
@@ -279,7 +279,7 @@ def shrinkbench_views(
         >>> fig = shrinkbench_views(runs)  # doctest: +SKIP
     """
     xs = ("compression_ratio", "speedup_theoretical")
-    title = title or f"{axis_title(y)} vs compression and vs theoretical speedup"
+    title = title or f"{name_of(y)} vs compression and vs theoretical speedup"
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty.")
     require_columns(runs, [*xs, y, color, group], "shrinkbench_views")
@@ -331,16 +331,16 @@ def baseline_confounder(
     Example:
         >>> fig = baseline_confounder(runs, by="finetune", strategy="global_weight")  # doctest: +SKIP
     """
-    title = title or f"{axis_title(y)} vs {axis_title(x)} by {by}"
+    title = title or f"{name_of(y)} vs {name_of(x)} by {by}"
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty.")
     require_columns(
         runs, [by, x, y, group, "strategy" if strategy is not None else None], "baseline_confounder"
     )
-    ok, note = usable(runs, [y, x])
     if strategy is not None:
-        ok = ok.loc[(ok["strategy"] == strategy).to_numpy(dtype=bool, na_value=False)]
+        runs = runs.loc[(runs["strategy"] == strategy).to_numpy(dtype=bool, na_value=False)]
         title = f"{title} ({strategy})"
+    ok, note = usable(runs, [y, x])
     if ok.empty:
         why = f"No runs of strategy {strategy!r}." if strategy is not None else f"No runs with {x} and {y}."
         return empty_figure(title, why, note)

@@ -26,6 +26,9 @@ from shrinkviz.viz._style import (
     display_label,
     empty_figure,
     finish,
+    fraction_range,
+    is_fraction,
+    name_of,
     numeric,
     require_columns,
     run_hover,
@@ -51,7 +54,7 @@ def frontier_parts(
     title: str | None = None,
 ) -> tuple[go.Figure, pd.DataFrame]:
     """:func:`frontier` plus the plotted rows (with a boolean ``pareto`` column) for widgets and tests."""
-    title = title or f"{axis_title(y)} vs {axis_title(x)}" + (f", marker area ~ {size}" if size else "")
+    title = title or f"{name_of(y)} vs {name_of(x)}" + (f", marker area ~ {name_of(size)}" if size else "")
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty."), runs.iloc[0:0]
     require_columns(runs, [x, y, size, color], "frontier")
@@ -197,7 +200,7 @@ def ordering_ablation(
     Example:
         >>> fig = ordering_ablation(runs)  # doctest: +SKIP
     """
-    title = title or f"Ordering ablation: {axis_title(y)} and {axis_title(cost)} (mean, 95% CI over seeds)"
+    title = title or f"Ordering ablation: {name_of(y)} and {name_of(cost)} (mean and 95% CI over seeds)"
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty.")
     require_columns(runs, ["method", "order", y, cost], "ordering_ablation")
@@ -246,7 +249,8 @@ def ordering_ablation(
             col=col,
         )
         props = axis_props(m)
-        props["title"] = {"text": axis_title(m)}
+        if is_fraction(m):  # accuracies differ by points: zoom on the data (CI whiskers clipped at 100%)
+            props["range"] = fraction_range(agg[f"{m}_ci95_low"], agg[f"{m}_ci95_high"].clip(upper=1.0))
         fig.update_yaxes(**props, row=1, col=col)
     fig.update_xaxes(categoryorder="array", categoryarray=bars)
     return finish(fig, title, [note])

@@ -156,8 +156,11 @@ def test_baseline_confounder_marks_crossings() -> None:
                         "top1": y + d,
                     }
                 )
+    rows.append({"run_id": "failed-random", "strategy": "random", "baseline_recipe": "A", "compression": 2.0,
+                 "compression_ratio": 2.0, "seed": 0, "top1": np.nan})
     runs = pd.DataFrame(rows)
     fig = baseline_confounder(runs, by="baseline_recipe", strategy="global_weight")
+    assert len(notes(fig)) == 1  # the failed run of another strategy is not counted here
     assert trace(fig, "baseline_recipe=A").y.tolist() == pytest.approx(tops["A"], abs=1e-12)
     cross = trace(fig, "crossings")
     # between x=2 and x=4 (log2 1 and 2): A - B goes from +0.05 to -0.02 -> t = 5/7 in log2 space
@@ -186,6 +189,8 @@ def test_ordering_ablation_bars_with_ci(ablation_runs: pd.DataFrame) -> None:
     assert acc.error_y.array[0] == 0.0  # identical seeds: zero-width interval
     assert lat.y.tolist() == pytest.approx([4.0, 3.1, 1.1, 4.1, 0.85, 0.8], abs=1e-12)
     assert lat.xaxis == "x2"
+    assert list(fig.layout.yaxis.range) == [0.55, 1.0]  # accuracy zoomed on the data: QPD low 0.586 - 0.02
+    assert fig.layout.yaxis2.range is None
     assert list(acc.marker.color) == [PALETTE[k] for k in acc.x]
     assert notes(fig) == ["1 run left out: failed or missing top1, latency_ms_p50"]
     assert list(ordering_ablation(ablation_runs, include_baseline=False).data[0].x)[0] == "prune"
