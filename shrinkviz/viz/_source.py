@@ -43,6 +43,7 @@ def py_scalar(value: Any) -> Any:
 
 
 def one_context(runs: pd.DataFrame, func: str, **wanted: str | None) -> pd.DataFrame:
+    """Keep the rows of the wanted dataset / model; ValueError when one is not given but several exist."""
     for col, want in wanted.items():
         if col not in runs.columns:
             continue

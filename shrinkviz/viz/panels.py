@@ -57,6 +57,8 @@ def frontier_parts(
     title = title or f"{name_of(y)} vs {name_of(x)}" + (f", marker area ~ {name_of(size)}" if size else "")
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty."), runs.iloc[0:0]
+    if color == "technique" and "technique" not in runs.columns:
+        color = None  # derived below from order / method
     require_columns(runs, [x, y, size, color], "frontier")
     metrics = list(dict.fromkeys(m for m in (y, x, size) if m))
     ok, note = usable(runs, metrics)
@@ -143,7 +145,7 @@ def frontier(
         runs: runs table.
         x: cost on the x axis; y: accuracy on the y axis.
         size: column encoded as marker area and used as a third objective; ``None`` for neither.
-        color: categorical column for colours; ``None`` for the technique.
+        color: categorical column for colours; ``None`` (or ``"technique"``) for the technique.
         pareto: add the ``"Pareto-optimal (k)"`` trace (last trace; joined by a step line when 2-D).
         title: figure title.
 

@@ -134,6 +134,7 @@ def test_frontier_pareto_set(runs: pd.DataFrame) -> None:
     assert sorted(fig3.data[-1].customdata.tolist()) == ["A", "B", "D", "E"]
     assert fig3.data[-1].mode == "markers"
     assert frontier(table, pareto=False).data[-1].name == "quant"
+    assert [t.name for t in frontier(table, color="technique").data] == [t.name for t in fig3.data]
     by_strategy = frontier(runs, color="strategy")
     assert [t.name for t in by_strategy.data[:2]] == ["global_weight", "random"]
     assert notes(by_strategy) == ["1 run left out: failed or missing top1, latency_ms_p50, size_bytes_gzip"]
@@ -156,8 +157,17 @@ def test_baseline_confounder_marks_crossings() -> None:
                         "top1": y + d,
                     }
                 )
-    rows.append({"run_id": "failed-random", "strategy": "random", "baseline_recipe": "A", "compression": 2.0,
-                 "compression_ratio": 2.0, "seed": 0, "top1": np.nan})
+    rows.append(
+        {
+            "run_id": "failed-random",
+            "strategy": "random",
+            "baseline_recipe": "A",
+            "compression": 2.0,
+            "compression_ratio": 2.0,
+            "seed": 0,
+            "top1": np.nan,
+        }
+    )
     runs = pd.DataFrame(rows)
     fig = baseline_confounder(runs, by="baseline_recipe", strategy="global_weight")
     assert len(notes(fig)) == 1  # the failed run of another strategy is not counted here
