@@ -19,4 +19,4 @@ fi
 PY=${PYTHON:-python3}
 # torch first, alone and pinned: it resolves to the local CPU wheel where one is provided.
 $PY -m pip install -q --disable-pip-version-check -c constraints.txt "torch==2.13.*"
-$PY -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[browser,dev]"
+$PY -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[torchvision,browser,dev]"

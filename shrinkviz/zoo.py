@@ -19,6 +19,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,7 +137,8 @@ def _train_and_save(spec: dict[str, Any], data: Dataset, weights: Path, manifest
         "num_classes": data.num_classes,
         "metrics": {"test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
                     "val_top1": val["top1"], "train_s": train_s},
-        "history": history,
+        "history": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+                    for row in history],  # strict JSON: NaN (no KD loss) becomes null
         "sha256": sha256_file(weights),
         "file": weights.name,
         "shrinkviz_version": shrinkviz.__version__,
