@@ -1,0 +1,224 @@
+"""Measured CPU inference latency: median and p90 over many timed rounds, threads pinned, per runtime.
+
+Method (the same for every runtime): threads are pinned (``torch.set_num_threads``, restored after; ONNX
+Runtime sessions get ``intra_op_num_threads``); the model is prepared for the runtime and run once in
+a watchdog thread, so a failing model raises :class:`LatencyError` and a hanging one
+:class:`LatencyTimeoutError` instead of blocking; then ``warmup`` untimed calls (and at least
+``warmup_s`` seconds); then every call is timed on its own with ``perf_counter_ns``, garbage
+collection paused, for at least ``rounds`` calls and ``min_time_s`` seconds. The median is robust to the
+interference of other processes on a shared machine; p90 shows the tail. One call = one batch.
+
+Example:
+    >>> from shrinkviz.models import create_model
+    >>> row = measure_latency(create_model("tiny_mlp", input_shape=(1, 8, 8)), rounds=20, min_time_s=0)
+    >>> row["latency_runtime"], row["latency_threads"], row["latency_batch"], row["latency_ms_p50"] > 0
+    ('eager', 1, 1, True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from functools import cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from shrinkviz.metrics.runtimes import RUNTIMES, Runner, make_runner
+
+
+class LatencyError(RuntimeError):
+    """The model failed on the runtime before any timing."""
+
+
+class LatencyTimeoutError(LatencyError):
+    """Preparing the runtime or the first inference did not finish within the timeout."""
+
+
+@cache
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    """Run with ``torch.set_num_threads(threads)``, restoring the previous count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _watchdog(fn: Any, timeout_s: float, what: str) -> Any:
+    """Run ``fn()`` in a daemon thread; raise if it raises or does not return within ``timeout_s``."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            with torch.inference_mode():
+                box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="shrinkviz-latency-probe", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise LatencyTimeoutError(f"{what} did not finish within timeout_s={timeout_s}")
+    if "error" in box:
+        exc = box["error"]
+        raise LatencyError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+    return box["value"]
+
+
+def _time_calls(runner: Runner, warmup: int, warmup_s: float, rounds: int, min_time_s: float,
+                max_rounds: int) -> list[float]:
+    with torch.inference_mode():
+        started = time.perf_counter()
+        done = 0
+        while done < warmup or time.perf_counter() - started < warmup_s:
+            runner.call()
+            done += 1
+        times: list[float] = []
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            started = time.perf_counter()
+            while len(times) < max_rounds and (len(times) < rounds or time.perf_counter() - started < min_time_s):
+                t0 = time.perf_counter_ns()
+                runner.call()
+                times.append((time.perf_counter_ns() - t0) / 1e6)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+    return times
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (``q`` in [0, 100]).
+
+    Example:
+        >>> percentile([1.0, 2.0, 3.0, 4.0, 5.0], 90)
+        4.6
+    """
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def measure_latency(model: nn.Module, runtime: str = "eager", *, batch: int = 1,
+                    input_shape: tuple[int, ...] | None = None, threads: int = 1, warmup: int = 10,
+                    warmup_s: float = 0.5, rounds: int = 100, min_time_s: float = 2.0, max_rounds: int = 100_000,
+                    timeout_s: float = 300.0, seed: int = 0) -> dict[str, Any]:
+    """Median and p90 latency (ms per batch) of ``model`` on ``runtime``, with the conditions recorded.
+
+    Args:
+        model: a float (possibly pruned) or converted INT8 model (a fake-quant model is refused).
+        runtime: ``eager``, ``compiled`` or ``onnxruntime`` (see :mod:`shrinkviz.metrics.runtimes`).
+        batch: inputs per call.
+        input_shape: (C, H, W); default ``model.input_shape``.
+        threads: intra-op threads, pinned for the measurement and restored after.
+        warmup: untimed calls before timing (at least ``warmup_s`` seconds of them).
+        warmup_s: minimum warm-up time.
+        rounds: minimum timed calls.
+        min_time_s: minimum timed duration (more rounds on fast models).
+        max_rounds: cap on timed calls.
+        timeout_s: limit on preparing the runtime plus the first call (compilation included).
+        seed: seed of the random input.
+
+    Returns:
+        ``latency_ms_p50``, ``latency_ms_p90``, ``latency_ms_mean``, ``latency_ms_min``,
+        ``latency_runtime``, ``latency_runtime_detail``, ``latency_dtype``, ``latency_threads``,
+        ``latency_batch``, ``latency_input_shape``, ``latency_rounds``, ``cpu_model``, ``torch_version``,
+        ``onnxruntime_version``.
+
+    Raises:
+        ValueError: bad arguments (the field is named) or a fake-quant model.
+        LatencyError: the model fails on the runtime; LatencyTimeoutError: it hangs.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime={runtime!r}: valid runtimes are {', '.join(RUNTIMES)}")
+    for name, value in (("batch", batch), ("threads", threads), ("rounds", rounds), ("max_rounds", max_rounds)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}: must be a whole number >= 1")
+    for name, value in (("warmup", warmup), ("warmup_s", warmup_s), ("min_time_s", min_time_s)):
+        if value < 0:
+            raise ValueError(f"{name}={value!r}: must be >= 0")
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s={timeout_s!r}: must be > 0")
+    shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
+    if shape is None or len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape={shape!r}: must be (channels, height, width), all positive "
+                         "(pass input_shape= when the model has none)")
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+    what = f"{runtime} inference of {type(model).__name__} on input {tuple(x.shape)}"
+    with pinned_threads(threads):
+        runner = _watchdog(lambda: _prepare_and_probe(model, runtime, x, threads), timeout_s, what)
+        times = _time_calls(runner, warmup, warmup_s, rounds, min_time_s, max_rounds)
+    return {
+        "latency_ms_p50": statistics.median(times),
+        "latency_ms_p90": percentile(times, 90),
+        "latency_ms_mean": statistics.fmean(times),
+        "latency_ms_min": min(times),
+        "latency_runtime": runtime,
+        "latency_runtime_detail": runner.detail,
+        "latency_dtype": runner.dtype,
+        "latency_threads": threads,
+        "latency_batch": batch,
+        "latency_input_shape": "x".join(str(v) for v in shape),
+        "latency_rounds": len(times),
+        "cpu_model": cpu_model(),
+        "torch_version": torch.__version__,
+        "onnxruntime_version": _ort_version(),
+    }
+
+
+def _prepare_and_probe(model: nn.Module, runtime: str, x: torch.Tensor, threads: int) -> Runner:
+    runner = make_runner(model, runtime, x, threads)
+    runner.call()
+    return runner
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+
+        return onnxruntime.__version__
+    except ImportError:
+        return ""
+
+
+def compare_runtimes(model: nn.Module, runtimes: Sequence[str] = RUNTIMES, **kwargs: Any) -> list[dict[str, Any]]:
+    """:func:`measure_latency` on each runtime (same batch, shape, threads): how much the runtime matters.
+
+    Example:
+        >>> from shrinkviz.models import create_model
+        >>> rows = compare_runtimes(create_model("tiny_mlp", input_shape=(1, 8, 8)), ["eager", "onnxruntime"],
+        ...                         rounds=10, min_time_s=0)
+        >>> [r["latency_runtime"] for r in rows]
+        ['eager', 'onnxruntime']
+    """
+    return [measure_latency(model, runtime, **kwargs) for runtime in runtimes]
+
+
+def latency_metrics(model: nn.Module, runtime: str = "eager", **kwargs: Any) -> dict[str, Any]:
+    """The contract :func:`shrinkviz.metrics.measure` calls: :func:`measure_latency`."""
+    return measure_latency(model, runtime, **kwargs)
