@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 STAGES = "PQD"
 """Pipeline stage letters: P = prune + finetune, Q = INT8 quantization, D = knowledge distillation."""
 QUANT_METHODS = ("none", "qat", "ptq")
-LATENCY_RUNTIMES = ("eager", "compiled", "torchscript", "onnxruntime")
+LATENCY_RUNTIMES = ("eager", "compiled", "onnxruntime")  # fallback when shrinkviz.metrics.runtimes is absent
 METHODS = ("baseline", "prune", "quant", "distill", "pipeline")
 RECIPE_DEFAULT = "default"
 
@@ -270,10 +270,20 @@ class PipelineSpec(_Section):
                        f"needs one entry per stage of order {self.order!r} ({len(self.order)} entries)")
 
 
+def _runtimes() -> tuple[str, ...]:
+    try:
+        from shrinkviz.metrics.runtimes import RUNTIMES
+    except ImportError:
+        return LATENCY_RUNTIMES
+    return tuple(RUNTIMES)
+
+
 @dataclass(frozen=True)
 class LatencySpec(_Section):
-    """How latency is measured: runtimes (first one fills ``latency_ms_*``; ``[]`` skips), threads, batch,
-    timed rounds and warm-up rounds."""
+    """How latency is measured (``shrinkviz.metrics.latency.measure_latency``): the runtimes (the first
+    fills ``latency_ms_p50`` / ``_p90``, others add ``latency_ms_p50_<runtime>``; ``[]`` skips latency),
+    pinned threads, batch size, untimed warm-up calls, and at least ``rounds`` timed calls lasting at least
+    ``min_time_s`` seconds."""
 
     _path: ClassVar[str] = "Experiment.latency"
     _primary: ClassVar[str] = ""
@@ -282,18 +292,22 @@ class LatencySpec(_Section):
     batch: int = 1
     rounds: int = 50
     warmup: int = 5
+    min_time_s: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.runtimes, str):
             _set(self, "runtimes", (self.runtimes,))
+        if not hasattr(self.runtimes, "__iter__"):
+            raise _bad(f"{self._path}.runtimes", self.runtimes, f"must be a list of {', '.join(_runtimes())}")
         runtimes = tuple(self.runtimes)
         for r in runtimes:
-            _choice(f"{self._path}.runtimes", r, LATENCY_RUNTIMES)
+            _choice(f"{self._path}.runtimes", r, _runtimes())
         if len(set(runtimes)) != len(runtimes):
             raise _bad(f"{self._path}.runtimes", runtimes, "lists a runtime twice")
         _set(self, "runtimes", runtimes)
         for name, lo in (("threads", 1), ("batch", 1), ("rounds", 1), ("warmup", 0)):
             _set(self, name, _int(f"{self._path}.{name}", getattr(self, name), lo))
+        _set(self, "min_time_s", _float(f"{self._path}.min_time_s", self.min_time_s, 0.0))
 
 
 SECTIONS: dict[str, type[_Section]] = {

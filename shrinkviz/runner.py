@@ -61,8 +61,8 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 def _history(result: Any) -> list[dict[str, Any]]:
     """History rows from whatever a verb returned: a list of dicts, a DataFrame, or an object with .history."""
-    hist = getattr(result, "history", result)
-    if hist is None:
+    hist = getattr(result, "shrinkviz_history", getattr(result, "history", result))
+    if hist is None or isinstance(hist, torch.nn.Module):
         return []
     if hasattr(hist, "to_dict"):
         return hist.to_dict("records")
@@ -87,7 +87,8 @@ def _compress(exp: Experiment, baseline: Any, data: Any, progress: bool) -> tupl
         from shrinkviz.api import finetune
         from shrinkviz.prune import prune
 
-        pruned = _model_of(_call(prune, model, exp.prune.strategy, exp.prune.compression, data=data, seed=exp.seed),
+        pruned = _model_of(_call(prune, model, exp.prune.strategy, exp.prune.compression, data=data, seed=exp.seed,
+                                 inplace=True),
                            model)
         result = _call(finetune, pruned, data, train_cfg, seed=exp.seed, progress=progress)
         return _model_of(result, pruned), _history(result)
@@ -118,12 +119,45 @@ def _compress(exp: Experiment, baseline: Any, data: Any, progress: bool) -> tupl
     return _model_of(result, model), _history(result)
 
 
-def _measure(exp: Experiment, model: Any, data: Any, baseline: Any) -> dict[str, Any]:
-    from shrinkviz.metrics import measure
+def _latency(exp: Experiment, model: Any) -> dict[str, Any]:
+    """Latency per the experiment's protocol: the first runtime fills the schema's ``latency_*`` columns,
+    further runtimes add ``latency_ms_p50_<runtime>`` / ``latency_ms_p90_<runtime>``. A runtime that
+    cannot run the model leaves its figures missing and says why in ``latency_error[_<runtime>]``."""
+    from shrinkviz.metrics.latency import LatencyError, measure_latency
 
     lat = exp.latency
-    return dict(_call(measure, model, data, baseline=baseline, runtimes=lat.runtimes, threads=lat.threads,
-                      batch=lat.batch, rounds=lat.rounds, warmup=lat.warmup, latency=bool(lat.runtimes)))
+    out: dict[str, Any] = {}
+    for i, runtime in enumerate(lat.runtimes):
+        suffix = "" if i == 0 else f"_{runtime}"
+        try:
+            got = measure_latency(model, runtime, batch=lat.batch, threads=lat.threads, warmup=lat.warmup,
+                                  warmup_s=min(0.5, lat.min_time_s), rounds=lat.rounds, min_time_s=lat.min_time_s,
+                                  seed=exp.seed)
+        except LatencyError as exc:
+            out[f"latency_error{suffix}"] = f"{type(exc).__name__}: {exc}"
+            if i == 0:
+                out.update(latency_runtime=runtime, latency_threads=lat.threads, latency_batch=lat.batch)
+            continue
+        if i == 0:
+            out.update(got)
+        else:
+            out[f"latency_ms_p50{suffix}"] = got["latency_ms_p50"]
+            out[f"latency_ms_p90{suffix}"] = got["latency_ms_p90"]
+    return out
+
+
+def _measure(exp: Experiment, model: Any, data: Any, baseline: Any) -> dict[str, Any]:
+    """Accuracy (test and val), counts, size and latency of the deployed model."""
+    from shrinkviz.data import Normalizer
+    from shrinkviz.metrics import measure
+    from shrinkviz.metrics.size import measure_size
+    from shrinkviz.train import evaluate
+
+    measured = dict(measure(model, data, baseline=baseline))
+    measured.update(measure_size(model))
+    measured["val_top1"] = evaluate(model, data.val, Normalizer(data.mean, data.std))["top1"]
+    measured.update(_latency(exp, model))
+    return measured
 
 
 def _layer_rows(model: Any, measured: dict[str, Any]) -> list[dict[str, Any]]:
@@ -177,22 +211,22 @@ def run(exp: Experiment, *, progress: bool = False) -> tuple[dict[str, Any], lis
         if key in ("run_id", "status", "error") or not _is_scalar(value) or (key == "baseline_top1" and value is None):
             continue
         row[key] = value
-    for name in RUN_COLUMNS:
-        row.setdefault(name, None)
     row["finished_at"], row["duration_s"] = _now(), time.perf_counter() - t0
+    row = {**{name: row.get(name) for name in RUN_COLUMNS}, **{k: row[k] for k in sorted(row) if k not in RUN_COLUMNS}}
     return row, [{"run_id": exp.run_id, **h} for h in history], [{"run_id": exp.run_id, **r} for r in layers]
 
 
 def failed_row(exp: Experiment, error: BaseException | str, started_at: str, duration_s: float) -> dict[str, Any]:
     """The row of a run that raised: status ``failed`` and the error with the end of its traceback."""
     if isinstance(error, BaseException):
-        text = "".join(traceback.format_exception(error)).strip()
-        head = f"{type(error).__name__}: {error}"
-        text = head if len(text) <= len(head) else f"{head}\n{text[-(ERROR_CHARS - len(head)):]}"
+        head = f"{type(error).__name__}: {error}"[: ERROR_CHARS // 4]
+        trace = "".join(traceback.format_exception(error)).strip()
+        room = ERROR_CHARS - len(head) - 5
+        text = f"{head}\n{trace if len(trace) <= room else '...' + trace[-room:]}"
     else:
-        text = str(error)
+        text = str(error)[:ERROR_CHARS]
     row = provenance(exp, started_at, duration_s)
-    row.update(status="failed", error=text[:ERROR_CHARS] or "unknown error")
+    row.update(status="failed", error=text or "unknown error")
     return row
 
 

@@ -1,0 +1,167 @@
+"""Runner and sweeps: schema rows from real tiny runs, grids, resume, failures and retries, Dask."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+import shrinkviz as sv
+from shrinkviz.executors import DaskExecutor, InProcessExecutor
+from shrinkviz.experiment import Experiment
+from shrinkviz.runner import run
+from shrinkviz.schema import RUN_COLUMNS
+from shrinkviz.store import Store
+from shrinkviz.sweep import expand, sweep
+
+BASE = Experiment(model="tiny_mlp", data={"name": "digits", "train": 256, "val": 64, "test": 128},
+                  baseline={"epochs": 2}, finetune={"preset": "adam_fast", "epochs": 1}, latency={"runtimes": []})
+
+
+def test_runner_baseline_row_is_the_pretrained_model():
+    exp = BASE.replace(**{"latency.runtimes": ["eager"], "latency.rounds": 3, "latency.min_time_s": 0})
+    row, history, layers = run(exp)
+    assert list(row)[: len(RUN_COLUMNS)] == list(RUN_COLUMNS)
+    assert row["run_id"] == exp.run_id and row["status"] == "ok" and row["config_json"] == exp.canonical_json()
+    assert Experiment.from_json(row["config_json"]) == exp
+    assert (row["method"], row["strategy"], row["compression"], row["order"]) == ("baseline", "", 1.0, "")
+    assert row["top1"] == row["baseline_top1"]  # the same model on the same 128 test images
+    assert row["params"] == row["params_nonzero"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert row["macs"] == row["macs_nonzero"] == 64 * 32 + 32 * 10 and row["compression_ratio"] == 1.0
+    assert row["latency_runtime"] == "eager" and row["latency_threads"] == 1 and row["latency_ms_p50"] > 0
+    assert row["size_bytes_gzip"] < row["size_bytes_raw"]
+    assert [h["stage"] for h in history] == ["pretrain", "pretrain"] and [h["epoch"] for h in history] == [1, 2]
+    assert [(r["layer"], r["params"]) for r in layers] == [("features.1.linear", 2048), ("classifier", 320)]
+    Store(path=None).put(row, history, layers)  # the row validates against the schema
+
+
+def test_runner_prune_row_counts_are_exact():
+    exp = BASE.replace(strategy="global_weight", compression=4, seed=1)
+    row, history, layers = run(exp)
+    total = 64 * 32 + 32 + 32 * 10 + 10
+    assert row["method"] == "prune" and row["params"] == total
+    assert row["params_nonzero"] == math.floor(total / 4 + 0.5)  # the prune engine hits the ratio exactly
+    assert row["compression_ratio"] == pytest.approx(4.0, abs=4.0 / total * 4)
+    assert sum(r["nonzero"] for r in layers) == row["params_nonzero"] - 32 - 10  # weights; biases kept
+    assert [h["stage"] for h in history] == ["finetune"] and row["latency_ms_p50"] is None
+    assert row["latency_runtime"] is None and row["baseline_top1"] == run(BASE)[0]["top1"]
+
+
+def test_grid_aliases_and_dotted_paths_agree():
+    by_alias = expand(BASE, strategy=["random", "global_weight"], compression=[2, 4], seed=[0, 1])
+    by_path = expand(BASE, **{"prune.strategy": ["random", "global_weight"], "prune.compression": [2.0, 4.0],
+                              "seed": [0, 1]})
+    assert [e.run_id for e in by_alias] == [e.run_id for e in by_path] and len(by_alias) == 8
+    assert len({e.run_id for e in by_alias}) == 8
+    assert expand([BASE, BASE], seed=[0, 0])[0] == BASE  # duplicates collapse
+    assert [e.pipeline.epochs for e in expand(BASE.replace(strategy="random", compression=2, quantization="qat",
+                                                           order="PQ", stage_epochs=[1, 1]),
+                                              stage_epochs=[1, 2])] == [(1, 2)]
+
+
+def test_bad_grids_are_rejected_before_anything_runs(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(ValueError, match=r"Experiment has no field 'prune\.ratio'"):
+        sweep(BASE, store=store, progress=False, strategy=["random"], **{"prune.ratio": [2]})
+    with pytest.raises(ValueError, match=r"^Experiment\.prune\.compression=0\.5: must be >= 1 \(grid point "
+                                         r"\{'strategy': 'random', 'compression': 0\.5\}\)"):
+        sweep(BASE, store=store, progress=False, strategy=["random"], compression=[2, 0.5])
+    with pytest.raises(ValueError, match=r"sweep grid 'seed' has no values"):
+        sweep(BASE, store=store, progress=False, seed=[])
+    with pytest.raises(ValueError, match=r"sets \['prune\.strategy'\] twice"):
+        sweep(BASE, store=store, progress=False, strategy=["random"], **{"prune.strategy": ["random"]})
+    assert not tmp_path.joinpath("runs").exists()
+
+
+def test_sweep_runs_then_resumes_and_reruns_instantly(tmp_path):
+    store = Store(tmp_path)
+    grid = {"strategy": ["random", "global_weight"], "compression": [2, 4], "seed": [0, 1]}
+
+    class Interrupted(InProcessExecutor):
+        """Stops the sweep (like Ctrl-C or a killed kernel) after three runs have finished."""
+
+        def map_unordered(self, fn, items, *args):
+            for i, out in enumerate(super().map_unordered(fn, items, *args)):
+                if i == 3:
+                    raise KeyboardInterrupt
+                yield out
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep(BASE, Interrupted(), store=store, progress=False, **grid)
+    assert len(store.runs()) == 3
+    first = sweep(BASE, store=store, progress=False, **grid)
+    assert (first.ran, first.skipped, first.failed) == (5, 3, 0)
+    runs = first.runs
+    assert runs["run_id"].tolist() == [e.run_id for e in expand(BASE, **grid)]
+    assert (runs["status"] == "ok").all() and runs[["strategy", "compression", "seed"]].drop_duplicates().shape[0] == 8
+    assert runs["compression_ratio"].round(1).tolist() == [2.0, 2.0, 4.0, 4.0] * 2
+    assert set(first.history["run_id"]) == set(runs["run_id"]) and len(first.layers) == 16
+    started = time.perf_counter()
+    again = sv.sweep(BASE, store=store, progress=False, **grid)  # the package name is callable too
+    assert time.perf_counter() - started < max(1.0, 0.05 * first.elapsed_s)
+    assert (again.ran, again.skipped) == (0, 8)
+    assert again.runs["finished_at"].tolist() == runs["finished_at"].tolist()
+    summary = first.summary(metrics=["top1", "compression_ratio"])
+    assert summary["n"].tolist() == [2, 2, 2, 2]
+    g = runs[(runs["strategy"] == "random") & (runs["compression"] == 4.0)]["top1"]
+    row = summary[(summary["strategy"] == "random") & (summary["compression"] == 4.0)].iloc[0]
+    assert row["top1_mean"] == pytest.approx(g.mean()) and row["top1_std"] == pytest.approx(g.std(ddof=1))
+
+
+def test_failed_runs_are_recorded_the_sweep_continues_and_they_are_retried(tmp_path):
+    from shrinkviz.models import create_model, register_model
+
+    calls = {"n": 0}
+
+    def flaky(input_shape, num_classes, **kw):  # fails on its first build, works after
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("flaky builder: transient failure")
+        return create_model("tiny_mlp", input_shape, num_classes)
+
+    register_model("flaky_mlp", flaky, overwrite=True)
+    store = Store(tmp_path)
+    bad = BASE.replace(model="mnistnet")  # valid config, but MnistNet cannot take 8x8 digits
+    flaky_exp = BASE.replace(model="flaky_mlp")
+    res = sweep([bad, flaky_exp, BASE], store=store, progress=False)
+    assert (res.ran, res.failed) == (3, 2)
+    runs = res.runs.set_index("run_id")
+    assert runs.loc[BASE.run_id, "status"] == "ok"
+    assert runs.loc[bad.run_id, "status"] == "failed" and runs.loc[bad.run_id, "error"].startswith(
+        "ValueError: mnistnet cannot take inputs of shape (1, 8, 8)")
+    assert len(runs.loc[bad.run_id, "error"]) <= 4000 and "Traceback" in runs.loc[bad.run_id, "error"]
+    assert "RuntimeError: flaky builder: transient failure" in runs.loc[flaky_exp.run_id, "error"]
+    assert math.isnan(runs.loc[bad.run_id, "top1"]) and runs.loc[bad.run_id, "method"] == "baseline"
+    assert res.failures["run_id"].tolist() == [bad.run_id, flaky_exp.run_id]
+    retry = sweep([bad, flaky_exp, BASE], store=store, progress=False)
+    assert (retry.ran, retry.skipped, retry.failed) == (2, 1, 1)
+    assert store.status(flaky_exp.run_id) == "ok" and store.status(bad.run_id) == "failed"
+
+
+def test_unreachable_dask_scheduler_is_a_clear_error_and_stores_nothing(tmp_path):
+    store = Store(tmp_path)
+    started = time.perf_counter()
+    with pytest.raises(ConnectionError, match=r"cannot reach the Dask scheduler at 'tcp://127\.0\.0\.1:9' within "
+                                              r"1 s .*Nothing was run"):
+        sweep(BASE, DaskExecutor(address="tcp://127.0.0.1:9", connect_timeout=1), store=store, progress=False,
+              seed=[0, 1])
+    assert time.perf_counter() - started < 30
+    assert not tmp_path.joinpath("runs").exists()
+    with pytest.raises(ValueError, match="unknown executor 'spark'"):
+        sweep(BASE, "spark", store=store, progress=False, seed=[5])
+
+
+def test_sweep_on_a_local_dask_cluster_matches_in_process(tmp_path):
+    grid = {"strategy": ["random", "global_weight"], "compression": [2, 4]}
+    local = sweep(BASE, store=Store(tmp_path / "local"), progress=False, **grid)
+    with DaskExecutor(n_workers=2, processes=True) as ex:
+        dask = sweep(BASE, ex, store=Store(tmp_path / "dask"), progress=False, **grid)
+        workers = ex.client.scheduler_info()["workers"]
+        assert len(workers) == 2
+    assert (dask.ran, dask.failed) == (4, 0)
+    a, b = local.runs, dask.runs
+    assert a["run_id"].tolist() == b["run_id"].tolist()
+    for col in ("params_nonzero", "macs_nonzero", "compression_ratio", "size_bytes_raw"):
+        assert a[col].tolist() == b[col].tolist(), col
+    assert (b["top1"] - a["top1"]).abs().max() <= 2 / 128  # same seeds; thread counts may flip a prediction
