@@ -84,8 +84,8 @@ def keep_budget(model: nn.Module, targets: Sequence[Target], compression: float)
     if keep < 0 or wanted < 1:
         largest = f"x{total / fixed:.4g}" if fixed else f"x{total:.4g}"
         raise ValueError(
-            f"compression={compression:g} is infeasible: {fixed:,} of the {total:,} parameters cannot be pruned "
-            f"(BatchNorm, biases, excluded layers), so the largest feasible ratio is {largest}; "
+            f"compression={compression:g} is infeasible: {fixed:,} nonzero parameters of the {total:,} cannot be "
+            f"pruned (BatchNorm, biases, excluded layers), so the largest feasible ratio is {largest}; "
             "include_classifier=True or prune_bias=True raise it")
     if keep > alive:
         if compression == 1:

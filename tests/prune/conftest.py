@@ -1,0 +1,31 @@
+"""Fixtures of the pruning tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from prune_helpers import make_dataset
+
+from shrinkviz.data import Dataset
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """``synthetic(shape)``: a cached random uint8 dataset of that image shape (96 examples per split)."""
+    cache: dict[tuple[int, int, int], Dataset] = {}
+
+    def get(shape: tuple[int, int, int]) -> Dataset:
+        if shape not in cache:
+            cache[shape] = make_dataset(shape)
+        return cache[shape]
+
+    return get
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the 2 cores are shared, and oversubscribed OpenMP threads spin (10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
