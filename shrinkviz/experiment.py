@@ -8,7 +8,8 @@ the store knows a run is already done.
 
 Techniques: at most one of ``prune`` (a strategy is set), ``quant`` (method qat/ptq) or ``distill``
 (enabled) on its own; several are combined with ``pipeline.order`` (e.g. ``"PQD"``), whose letters must
-be exactly the techniques that are switched on. :attr:`Experiment.method` names what the run does.
+be exactly the techniques that are switched on (a single letter runs one technique through
+``shrinkviz.pipeline`` with its epoch allocation, the ablation's single-technique baselines). :attr:`Experiment.method` names what the run does.
 
 Example:
     >>> base = Experiment(model="tiny_mlp", data="digits")
@@ -260,8 +261,6 @@ class PipelineSpec(_Section):
         path = f"{self._path}.order"
         if not isinstance(self.order, str) or set(self.order) - set(STAGES) or len(set(self.order)) != len(self.order):
             raise _bad(path, self.order, "must be '' or distinct letters of 'PQD' such as 'PQD', 'QPD', 'PD'")
-        if len(self.order) == 1:
-            raise _bad(path, self.order, "a single technique needs no pipeline; leave order '' and configure it alone")
         if isinstance(self.epochs, str | bytes) or not hasattr(self.epochs, "__iter__"):
             raise _bad(f"{self._path}.epochs", self.epochs, "must be a list of whole numbers >= 1")
         _set(self, "epochs", tuple(_int(f"{self._path}.epochs", e, 1) for e in self.epochs))
@@ -387,6 +386,9 @@ class Experiment:
                     have = settings[letter] if on[letter] else f"{field_path} is off"
                     raise ValueError(f"Experiment.pipeline.order={order!r}: {have}, but the order's letters must be "
                                      f"exactly the techniques switched on ({''.join(k for k in STAGES if on[k])!r})")
+            if "Q" in order and self.quant.method != "qat":
+                raise _bad("Experiment.quant.method", self.quant.method, "the pipeline's Q stage is INT8 QAT; "
+                           "allowed values with a Q in pipeline.order: 'qat'")
 
     # -- derived -----------------------------------------------------------------------------------
     @property

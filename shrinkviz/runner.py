@@ -96,7 +96,7 @@ def _compress(exp: Experiment, baseline: Any, data: Any, progress: bool) -> tupl
         from shrinkviz.quant import quantize
 
         cfg = train_cfg if exp.quant.epochs is None else train_cfg.replace(epochs=exp.quant.epochs)
-        result = _call(quantize, model, data, method=exp.quant.method, cfg=cfg, seed=exp.seed, progress=progress)
+        result = quantize(model, data, method=exp.quant.method, cfg=cfg, seed=exp.seed, progress=progress)
         return _model_of(result, model), _history(result)
     if method == "distill":
         from shrinkviz import distill
@@ -107,15 +107,15 @@ def _compress(exp: Experiment, baseline: Any, data: Any, progress: bool) -> tupl
 
             student = create_model(exp.distill.student, dataset=data, seed=exp.seed)
         cfg = train_cfg if exp.distill.epochs is None else train_cfg.replace(epochs=exp.distill.epochs)
-        result = _call(distill.distill, student, baseline, data, cfg=cfg, temperature=exp.distill.temperature,
-                       alpha=exp.distill.alpha, seed=exp.seed, progress=progress)
+        result = distill.distill(student, baseline, data, cfg, temperature=exp.distill.temperature,
+                                 alpha=exp.distill.alpha, seed=exp.seed, progress=progress)
         return _model_of(result, student), _history(result)
     from shrinkviz.pipeline import pipeline
 
-    result = _call(pipeline, model, data, order=exp.pipeline.order, epochs=exp.pipeline.epochs,
-                   strategy=exp.prune.strategy or None, compression=exp.prune.compression, teacher=baseline,
-                   seed=exp.seed, cfg=train_cfg, quant=exp.quant.method, temperature=exp.distill.temperature,
-                   alpha=exp.distill.alpha, progress=progress)
+    kwargs: dict[str, Any] = {"strategy": exp.prune.strategy, "compression": exp.prune.compression} if exp.prune.strategy else {}
+    result = pipeline(model, data, exp.pipeline.order, epochs=exp.pipeline.epochs, teacher=baseline,
+                      finetune=train_cfg, temperature=exp.distill.temperature, alpha=exp.distill.alpha,
+                      seed=exp.seed, progress=progress, **kwargs)
     return _model_of(result, model), _history(result)
 
 

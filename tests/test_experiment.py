@@ -60,7 +60,7 @@ def test_method_is_derived():
     ({"latency.runtimes": ["eager", "tpu"]}, "Experiment.latency.runtimes='tpu'", "'onnxruntime'"),
     ({"latency.threads": 0}, "Experiment.latency.threads=0", "must be >= 1"),
     ({"pipeline.order": "PXD"}, "Experiment.pipeline.order='PXD'", "letters of 'PQD'"),
-    ({"pipeline.order": "P"}, "Experiment.pipeline.order='P'", "single technique"),
+    ({"pipeline.order": "PP"}, "Experiment.pipeline.order='PP'", "distinct letters of 'PQD'"),
 ])
 def test_invalid_values_name_the_field_path_and_allowed_values(changes, path, allowed):
     with pytest.raises(ValueError) as err:
@@ -87,6 +87,10 @@ def test_techniques_combine_only_through_a_pipeline_order():
         PQD.replace(**{"distill.enabled": False})
     with pytest.raises(ValueError, match=r"^Experiment\.pipeline\.epochs=\(20, 40, 40\): needs one entry per stage"):
         PRUNED.replace(quantization="qat", order="PQ")
+    with pytest.raises(ValueError, match=r"^Experiment\.quant\.method='ptq': the pipeline's Q stage is INT8 QAT"):
+        PQD.replace(quantization="ptq")
+    single = PRUNED.replace(order="P", stage_epochs=[5])  # one technique through the pipeline's allocation
+    assert (single.method, single.pipeline.epochs) == ("pipeline", (5,))
     both = PRUNED.replace(quantization="qat", order="QP", stage_epochs=[3, 4])
     assert (both.method, both.pipeline.epochs) == ("pipeline", (3, 4))
 
