@@ -63,7 +63,7 @@ def test_seeded_initialisation_is_reproducible_and_leaves_global_rng_alone():
     b = create_model("tiny_cnn", input_shape=(1, 8, 8), seed=5)
     c = create_model("tiny_cnn", input_shape=(1, 8, 8), seed=6)
     assert torch.equal(torch.random.get_rng_state(), before)
-    for (ka, va), (_, vb), (_, vc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items()):
+    for (ka, va), (_, vb), (_, _vc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items(), strict=True):
         torch.testing.assert_close(va, vb, msg=ka)
     assert not torch.equal(a.classifier.weight, c.classifier.weight)
 

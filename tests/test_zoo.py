@@ -13,7 +13,7 @@ KW = dict(epochs=2, subset=(400, 100, 200), progress=False)
 
 
 def _same_weights(a, b) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 def test_trains_once_then_loads_from_cache_fast(tmp_path):
