@@ -183,18 +183,22 @@ class PruneSpec(_Section):
 
 @dataclass(frozen=True)
 class FinetuneSpec(_Section):
-    """Finetuning after pruning: a ``shrinkviz.train.PRESETS`` name and an optional epoch override."""
+    """Training of every compression stage (finetuning after pruning, QAT, distillation, pipeline stages):
+    a ``shrinkviz.train.PRESETS`` name, an optional epoch override, and optionally only the first
+    ``examples`` training images (the baseline is always trained on the whole ``data`` spec)."""
 
     _path: ClassVar[str] = "Experiment.finetune"
     _primary: ClassVar[str] = "preset"
     preset: str = "shrinkbench"
     epochs: int | None = None
+    examples: int | None = None
 
     def __post_init__(self) -> None:
         from shrinkviz.train import PRESETS
 
         _choice(f"{self._path}.preset", self.preset, sorted(PRESETS))
         _set(self, "epochs", _int(f"{self._path}.epochs", self.epochs, 1, optional=True))
+        _set(self, "examples", _int(f"{self._path}.examples", self.examples, 1, optional=True))
 
     def train_config(self) -> Any:
         """The ``TrainConfig`` this spec stands for."""

@@ -83,6 +83,8 @@ def _compress(exp: Experiment, baseline: Any, data: Any, progress: bool) -> tupl
         return baseline, [{"stage": "pretrain", **h} for h in hist]
     model = copy.deepcopy(baseline)
     train_cfg = exp.finetune.train_config()
+    if exp.finetune.examples is not None:  # compression stages train on the first examples; val/test unchanged
+        data = data.subset(train=exp.finetune.examples)
     if method == "prune":
         from shrinkviz.api import finetune
         from shrinkviz.prune import prune

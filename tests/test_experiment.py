@@ -48,6 +48,7 @@ def test_method_is_derived():
     ({"finetune.preset": "nope"}, "Experiment.finetune.preset='nope'", "'adam_fast'"),
     ({"finetune.epochs": 0}, "Experiment.finetune.epochs=0", "must be >= 1"),
     ({"finetune.epochs": 1.5}, "Experiment.finetune.epochs=1.5", "whole number"),
+    ({"finetune.examples": 0}, "Experiment.finetune.examples=0", "must be >= 1"),
     ({"baseline.recipe": "x"}, "Experiment.baseline.recipe='x'", "'default'"),
     ({"baseline.seed": -1}, "Experiment.baseline.seed=-1", "must be >= 0"),
     ({"data.name": "imagenet9"}, "Experiment.data.name='imagenet9'", "'fashion_mnist'"),

@@ -1,0 +1,239 @@
+"""The ``shrinkviz`` command: ``demo``, ``sweep CONFIG`` and ``report``. This module is the user interface,
+so it prints; the library modules it calls do not.
+
+Examples::
+
+    shrinkviz demo                       # pretrained MnistNet on Fashion-MNIST, a small sweep, an HTML report
+    shrinkviz demo --profile smoke       # the same in about a minute (smaller data and epochs)
+    shrinkviz sweep sweep.yaml --workers 2
+    shrinkviz report --store data_cache/results --out report.html
+
+A sweep config (JSON or YAML) holds a base experiment (or a list ``experiments``) and a grid::
+
+    base: {model: tiny_cnn, data: {name: digits}, finetune: {preset: adam_fast, epochs: 1}}
+    grid: {strategy: [global_weight, random], compression: [2, 4], seed: [0, 1]}
+    store: results/           # optional, relative to the config file
+    report: results/report.html  # optional
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("smoke", "full")
+CONFIG_KEYS = ("base", "experiments", "grid", "store", "report", "title")
+
+
+def demo_experiments(profile: str = "full") -> list[Any]:
+    """The demo's runs: the baseline, pruning strategies x compressions, INT8 QAT and the PQD pipeline.
+
+    ``full``: MnistNet on all of Fashion-MNIST with the default pretrained recipe; compression stages
+    finetune one epoch (``finetune_sgd_cosine``) on the first 8,000 training images; PQD with 1/2/2 epochs
+    (the paper's 20/40/40 shape); eager latency at batch 1 on 1 thread. ``smoke``: the same code path on
+    2,000 / 500 / 1,000 images with a 1-epoch baseline and fewer operating points.
+    """
+    from shrinkviz.experiment import Experiment
+    from shrinkviz.sweep import expand
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r}: allowed values: {', '.join(PROFILES)}")
+    if profile == "full":
+        base = Experiment(model="mnistnet", data="fashion_mnist", baseline={"recipe": "default"},
+                          finetune={"preset": "finetune_sgd_cosine", "epochs": 1, "examples": 8000},
+                          latency={"runtimes": ["eager"], "threads": 1, "batch": 1, "rounds": 50, "min_time_s": 1.0})
+        grid = {"strategy": ["global_weight", "layer_weight", "random"], "compression": [2, 4, 8, 16]}
+        stage_epochs = [1, 2, 2]
+    else:
+        base = Experiment(model="mnistnet", data={"name": "fashion_mnist", "train": 2000, "val": 500, "test": 1000},
+                          baseline={"recipe": "default", "epochs": 1}, finetune={"preset": "finetune_sgd_cosine",
+                                                                                 "epochs": 1},
+                          latency={"runtimes": ["eager"], "rounds": 5, "warmup": 1, "min_time_s": 0.05})
+        grid = {"strategy": ["global_weight", "random"], "compression": [2, 8]}
+        stage_epochs = [1, 1, 1]
+    qat = base.replace(quantization="qat")
+    pqd = base.replace(strategy="global_weight", compression=8, quantization="qat", order="PQD",
+                       stage_epochs=stage_epochs, **{"distill.enabled": True})
+    return [base, *expand(base, **grid), qat, pqd]
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    from shrinkviz.executors import DaskExecutor
+
+    if getattr(args, "scheduler", None):
+        return DaskExecutor(address=args.scheduler)
+    if getattr(args, "workers", None):
+        return DaskExecutor(n_workers=args.workers)
+    return None
+
+
+def _print_runs(runs: Any) -> None:
+    if runs.empty:
+        return
+    view = runs.assign(technique=runs["order"].where(runs["order"] != "", runs["method"]),
+                       size_kB=runs["size_bytes_gzip"] / 1000)
+    cols = ["technique", "strategy", "compression", "seed", "status", "top1", "compression_ratio", "size_kB",
+            "latency_ms_p50"]
+    print(view[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for row in runs[runs["status"] != "ok"].itertuples():
+        print(f"  FAILED {row.run_id} ({row.method} {row.strategy} x{row.compression:g}): "
+              f"{str(row.error).splitlines()[0]}")
+
+
+def _run_sweep(experiments: Any, store: Any, executor: Any, progress: bool) -> Any:
+    from shrinkviz.sweep import sweep
+
+    result = sweep(experiments, executor, store=store, progress=progress)
+    print(f"{len(result.run_ids)} runs: {result.ran} ran ({result.failed} failed), {result.skipped} already "
+          f"stored, in {result.elapsed_s:.1f} s")
+    return result
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shrinkviz.report import write_report
+    from shrinkviz.runner import load_baseline
+    from shrinkviz.store import Store
+
+    started = time.perf_counter()
+    args.profile = args.profile or os.environ.get("SHRINKVIZ_PROFILE") or "full"
+    experiments = demo_experiments(args.profile)
+    store = Store(args.store)
+    base = experiments[0]
+    print(f"shrinkviz demo ({args.profile} profile): {base.model} on {base.data.name}, {len(experiments)} runs; "
+          f"results in {store.path}")
+    t0 = time.perf_counter()
+    baseline = load_baseline(base, progress=not args.quiet)
+    top1 = baseline.shrinkviz_manifest["metrics"]["test_top1"]
+    print(f"baseline ({base.baseline.recipe} recipe, seed {base.baseline.seed}): test top-1 {top1:.4f} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    result = _run_sweep(experiments, store, _executor(args), not args.quiet)
+    _print_runs(result.runs)
+    out = write_report(result, args.out or store.path / "report.html",
+                       title=f"shrinkviz demo: {base.model} on {base.data.name} ({args.profile})")
+    print(f"report: {out}")
+    print(f"demo finished in {time.perf_counter() - started:.1f} s")
+    return 1 if result.runs["status"].ne("ok").any() else 0
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A sweep config from JSON or YAML, with unknown top-level keys rejected and paths made absolute."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    else:
+        config = json.loads(text)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: a sweep config is a mapping with keys {', '.join(CONFIG_KEYS)}")
+    unknown = [k for k in config if k not in CONFIG_KEYS]
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; valid keys: {', '.join(CONFIG_KEYS)}")
+    if ("base" in config) == ("experiments" in config):
+        raise ValueError(f"{path}: give exactly one of 'base' (one experiment) or 'experiments' (a list)")
+    for key in ("store", "report"):
+        if config.get(key) is not None:
+            config[key] = str((path.parent / str(config[key])).resolve())
+    return config
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from shrinkviz.experiment import Experiment
+    from shrinkviz.report import write_report
+    from shrinkviz.store import Store
+    from shrinkviz.sweep import expand
+
+    config = load_config(args.config)
+    bases = config.get("experiments") or [config["base"]]
+    if not isinstance(bases, list):
+        raise ValueError(f"{args.config}: 'experiments' must be a list of experiment configs")
+    grid = config.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise ValueError(f"{args.config}: 'grid' must map config fields to lists of values")
+    experiments = expand([Experiment.from_dict(b or {}) for b in bases], **grid)
+    store = Store(args.store or config.get("store"))
+    print(f"sweep {args.config}: {len(experiments)} runs; results in {store.path}")
+    result = _run_sweep(experiments, store, _executor(args), not args.quiet)
+    _print_runs(result.runs)
+    out = args.report or config.get("report")
+    if out:
+        print(f"report: {write_report(result, out, title=config.get('title') or f'shrinkviz sweep {args.config}')}")
+    return 1 if result.runs["status"].ne("ok").any() else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from shrinkviz.report import write_report
+    from shrinkviz.store import Store
+
+    store = Store(args.store)
+    runs = store.runs()
+    for problem in store.problems:
+        print(f"warning: skipped corrupt entry {problem}", file=sys.stderr)
+    out = write_report(store, args.out, title=args.title)
+    print(f"{len(runs)} runs from {store.path}")
+    print(f"report: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``shrinkviz`` command."""
+    parser = argparse.ArgumentParser(prog="shrinkviz", description="Compress neural networks and judge the result: "
+                                     "accuracy, size and measured CPU latency.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, executors: bool = True) -> None:
+        p.add_argument("--store", help="results store folder (default: <cache root>/results)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if executors:
+            g = p.add_mutually_exclusive_group()
+            g.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes")
+            g.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster (tcp://host:8786)")
+
+    demo = sub.add_parser("demo", help="pretrained baseline, a small compression sweep, an HTML report")
+    demo.add_argument("--profile", choices=PROFILES, help="smoke: about a minute; full: about 10-15 minutes on 2 "
+                      "cores (default: $SHRINKVIZ_PROFILE, else full)")
+    demo.add_argument("--out", help="report file (default: <store>/report.html)")
+    common(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    sweep = sub.add_parser("sweep", help="run a sweep described by a JSON or YAML file")
+    sweep.add_argument("config", help="JSON or YAML: base (or experiments) + grid [+ store, report, title]")
+    sweep.add_argument("--report", help="also write an HTML report here")
+    common(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
+    report = sub.add_parser("report", help="write a standalone HTML report of a store")
+    report.add_argument("--out", help="report file (default: <store>/report.html)")
+    report.add_argument("--title", default="shrinkviz report")
+    common(report, executors=False)
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``shrinkviz`` console script; returns the exit status (2: bad input or setup,
+    1: some runs failed, 0: all good)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, ConnectionError, FileNotFoundError) as exc:
+        print(f"shrinkviz {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"shrinkviz {args.command}: interrupted; finished runs are stored and the next run resumes",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
