@@ -58,14 +58,15 @@ def named_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
 def _all_tensors(model: nn.Module) -> Iterator[torch.Tensor]:
     seen: set[int] = set()
     for module in model.modules():
-        tensors = list(module.parameters(recurse=False))
+        for param in module.parameters(recurse=False):
+            if id(param) not in seen:  # shared parameters count once
+                seen.add(id(param))
+                yield param.detach()
         if is_quantized_layer(module):
             bias = module.bias()
-            tensors += [module.weight().dequantize()] + ([bias] if bias is not None else [])
-        for tensor in tensors:
-            if id(tensor) not in seen:
-                seen.add(id(tensor))
-                yield tensor.detach()
+            yield module.weight().dequantize()
+            if bias is not None:
+                yield bias.detach()
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

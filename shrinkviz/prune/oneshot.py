@@ -69,8 +69,10 @@ def _alive(module: nn.Module, attr: str) -> torch.Tensor:
     return alive & mask if mask is not None else alive
 
 
-def keep_budget(model: nn.Module, targets: Sequence[Target], compression: float) -> int:
+def keep_budget(model: nn.Module, targets: Sequence[Target], compression: float, *, clamp: bool = False) -> int:
     """How many prunable weights stay nonzero so that ``params / nonzero == compression`` (rounded).
+
+    With ``clamp``, a target below the current ratio keeps every weight left instead of raising.
 
     Raises:
         ValueError: the target needs more than all prunable weights removed (the message gives the
@@ -88,7 +90,7 @@ def keep_budget(model: nn.Module, targets: Sequence[Target], compression: float)
             f"pruned (BatchNorm, biases, excluded layers), so the largest feasible ratio is {largest}; "
             "include_classifier=True or prune_bias=True raise it")
     if keep > alive:
-        if compression == 1:
+        if compression == 1 or clamp:
             return alive
         raise ValueError(f"compression={compression:g} is below the model's current x{total / nonzero:.4g}: "
                          "pruning removes weights, it cannot restore them")

@@ -99,8 +99,9 @@ class GradualPruning(MaskCallback):
     """Gradual magnitude (or any strategy) pruning during training with Zhu & Gupta's cubic schedule.
 
     Sparsity of the prunable weights rises from ``initial_sparsity`` to the sparsity that gives the target
-    whole-model ``compression`` (reached exactly at ``end``), updating masks at ``begin``, every
-    ``frequency`` units, and at ``end``. Masks only grow (pruned weights never come back) and are
+    whole-model ``compression`` at ``fit_start``, updating masks at ``begin``, every ``frequency`` units,
+    and at ``end``; the update at ``end`` recomputes the keep count from the trained state so the
+    whole-model ratio is exact (BatchNorm and biases change during training). Masks only grow (pruned weights never come back) and are
     enforced like every mask (this callback is a :class:`MaskCallback`). If training stops before
     ``end``, the final masks are applied in ``fit_end`` so the model always meets the target.
 
@@ -178,9 +179,11 @@ class GradualPruning(MaskCallback):
         self._done.add(t)
         targets = self._targets(model)
         alive = sum(int((module._parameters[attr] != 0).sum()) for _, module, attr in targets)
-        final = force or t >= self.end
-        keep = self._final_keep if final else math.floor((1.0 - self.sparsity_at(t)) * self._size + 0.5)
-        keep = min(max(keep, self._final_keep), alive)
+        if force or t >= self.end:  # exact target from the current state (BatchNorm etc. have trained)
+            keep = keep_budget(model, targets, self.compression, clamp=True)
+        else:
+            keep = math.floor((1.0 - self.sparsity_at(t)) * self._size + 0.5)
+            keep = min(max(keep, self._final_keep), alive)
         ctx = ScoreContext(model, self.data, self.seed, self.spec.name)
         set_masks(model, select_masks(model, self.spec, targets, keep, ctx))
         self.refresh(model)
