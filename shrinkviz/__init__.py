@@ -38,6 +38,7 @@ _LAZY = {
     "Experiment": "shrinkviz.experiment",
     "sweep": "shrinkviz.sweep",
     "Store": "shrinkviz.store",
+    "profile": "shrinkviz.profiles",
     # subpackages
     "data": "shrinkviz.data",
     "models": "shrinkviz.models",
