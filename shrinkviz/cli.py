@@ -37,7 +37,7 @@ def demo_experiments(profile: str = "full") -> list[Any]:
     ``full``: MnistNet on all of Fashion-MNIST with the default pretrained recipe; compression stages
     finetune one epoch (``finetune_sgd_cosine``) on the first 8,000 training images; PQD with 1/2/2 epochs
     (the paper's 20/40/40 shape); eager latency at batch 1 on 1 thread. ``smoke``: the same code path on
-    2,000 / 500 / 1,000 images with a 1-epoch baseline and fewer operating points.
+    1,000 / 250 / 500 images with a 1-epoch baseline and fewer operating points.
     """
     from shrinkviz.experiment import Experiment
     from shrinkviz.sweep import expand
@@ -51,7 +51,7 @@ def demo_experiments(profile: str = "full") -> list[Any]:
         grid = {"strategy": ["global_weight", "layer_weight", "random"], "compression": [2, 4, 8, 16]}
         stage_epochs = [1, 2, 2]
     else:
-        base = Experiment(model="mnistnet", data={"name": "fashion_mnist", "train": 2000, "val": 500, "test": 1000},
+        base = Experiment(model="mnistnet", data={"name": "fashion_mnist", "train": 1000, "val": 250, "test": 500},
                           baseline={"recipe": "default", "epochs": 1}, finetune={"preset": "finetune_sgd_cosine",
                                                                                  "epochs": 1},
                           latency={"runtimes": ["eager"], "rounds": 5, "warmup": 1, "min_time_s": 0.05})
