@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shrinkviz.metrics.runtimes import RUNTIMES, Runner, make_runner
+from shrinkviz.metrics.runtimes import RUNTIMES, Runner, make_runner, model_dtype
 
 
 class LatencyError(RuntimeError):
@@ -168,6 +168,7 @@ def measure_latency(model: nn.Module, runtime: str = "eager", *, batch: int = 1,
     if shape is None or len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input_shape={shape!r}: must be (channels, height, width), all positive "
                          "(pass input_shape= when the model has none)")
+    model_dtype(model)  # refuses a fake-quant model before any work
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
     what = f"{runtime} inference of {type(model).__name__} on input {tuple(x.shape)}"
     with pinned_threads(threads):

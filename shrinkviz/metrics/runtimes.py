@@ -76,8 +76,11 @@ def make_runner(model: nn.Module, runtime: str, x: torch.Tensor, threads: int) -
             return Runner(runtime, dtype, "TorchScript trace+freeze (INT8)", lambda: frozen(x), [frozen])
         # one compiled model per measurement: without a reset, dynamo's per-code cache limit would make a
         # sweep over many models silently fall back to eager after a few of them.
+        from shrinkviz.quant.export import quiet_trace
+
         torch._dynamo.reset()
-        compiled = torch.compile(model, dynamic=False)
+        with quiet_trace():  # the first torch.compile imports inductor, whose imports use torch.jit.script_method
+            compiled = torch.compile(model, dynamic=False)
         return Runner(runtime, dtype, "torch.compile inductor (FP32)", lambda: compiled(x), [compiled])
     import onnxruntime as ort
 

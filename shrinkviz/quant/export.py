@@ -41,15 +41,17 @@ def quiet_trace() -> Iterator[None]:
     The legacy exporter and ``torch.jit.trace`` announce their own deprecation (we use them knowingly:
     the legacy exporter is the one that writes INT8 eager models, TorchScript freeze is the fastest
     PyTorch form of an eager INT8 model); the input-shape guard of ``ShrinkNet`` is Python control flow
-    that the trace records as a constant, which is what we want for a fixed deployment shape.
+    that the trace records as a constant, which is what we want for a fixed deployment shape. (torch's own
+    modules also call the deprecated ``torch.jit.script_method`` when ``torch.compile`` first imports
+    Inductor; that import-time warning is silenced here too.)
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export",
                                 category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|trace_method|freeze|script)` is deprecated",
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|trace_method|freeze|script|script_method)` is deprecated",
                                 category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python boolean",
+        warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python (boolean|float|integer)",
                                 category=torch.jit.TracerWarning)
         yield
 
@@ -140,6 +142,7 @@ def quantize_onnx_static(fp32_path: str | os.PathLike[str], path: str | os.PathL
         per_channel: per-output-channel weight scales.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     batches = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
 
@@ -151,7 +154,8 @@ def quantize_onnx_static(fp32_path: str | os.PathLike[str], path: str | os.PathL
             return next(self._it, None)
 
     with tempfile.TemporaryDirectory() as work, atomic_path(path) as tmp:
-        quantize_static(str(fp32_path), str(tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibration_cache_path=work)
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared))  # shape inference + graph optimisation, as ORT advises
+        quantize_static(str(prepared), str(tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return Path(path)

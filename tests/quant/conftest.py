@@ -1,0 +1,22 @@
+"""Fixtures of the quantization tests: one thread (the machine is shared; tests are not timed) and a
+tiny_cnn trained on digits once per session through the zoo (cached in the session's cache root)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(digits):
+    import shrinkviz as sv
+
+    return sv.pretrained("tiny_cnn", digits, epochs=10, progress=False)
