@@ -39,11 +39,14 @@ _LAZY = {
     "sweep": "shrinkviz.sweep",
     "Store": "shrinkviz.store",
     "profile": "shrinkviz.profiles",
+    "profiles": "shrinkviz.profiles",
+    "schema": "shrinkviz.schema",
     # subpackages
     "data": "shrinkviz.data",
     "models": "shrinkviz.models",
     "viz": "shrinkviz.viz",
     "metrics": "shrinkviz.metrics",
+    "quant": "shrinkviz.quant",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 PROFILE_ENV = "SHRINKVIZ_PROFILE"
@@ -54,3 +55,14 @@ def profile(name: str | None = None) -> Profile:
 def describe(**sizes: Any) -> str:
     """One deterministic line naming the profile and the sizes a notebook uses (for checked cells)."""
     return f"profile={profile()} " + " ".join(f"{k}={v}" for k, v in sizes.items())
+
+
+def store_path(notebook: str) -> Path:
+    """The results folder of a notebook in the current profile: ``<cache>/results/<notebook>/<profile>``.
+
+    Each notebook keeps its own store per profile, so smoke runs never mix with full ones and
+    ``shrinkviz report --store <folder>`` reports exactly one notebook's experiment.
+    """
+    from shrinkviz.io import cache_root
+
+    return cache_root() / "results" / notebook / profile().name

@@ -35,3 +35,13 @@ def test_a_kernel_inherits_the_switch():
     env = {"SHRINKVIZ_PROFILE": "smoke", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "smoke"
+
+
+def test_each_notebook_has_its_own_store_per_profile(monkeypatch, tmp_path):
+    from shrinkviz.profiles import store_path
+
+    monkeypatch.setenv("SHRINKVIZ_CACHE", str(tmp_path))
+    monkeypatch.setenv("SHRINKVIZ_PROFILE", "smoke")
+    assert store_path("02_x") == tmp_path / "results" / "02_x" / "smoke"
+    monkeypatch.delenv("SHRINKVIZ_PROFILE")
+    assert store_path("02_x") == tmp_path / "results" / "02_x" / "full"

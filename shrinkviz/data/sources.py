@@ -206,3 +206,13 @@ def resolve(name: str, cache: Path | None = None, download: bool = True, timeout
                 + (f"; it failed: {errors[0]}" if errors else " (download=False was given)"))
     raise DatasetNotFoundError(f"dataset {name!r} not found. Provide it in one of three ways:\n  "
                                + "\n  ".join(ways))
+
+
+def has_local_files(name: str, cache: Path | None = None) -> bool:
+    """True when dataset ``name`` is available without a download (data_cache or a system package).
+
+    Notebooks use it to pick the papers' setting (CIFAR-10) when its files are present.
+    """
+    source = SOURCES[name]
+    return _all_present(dataset_dir(name, cache), source.files) or any(
+        _all_present(Path(d), source.files) for d in source.system_dirs)

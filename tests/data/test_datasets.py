@@ -180,3 +180,9 @@ def test_subset_rejects_non_positive():
 
 def test_registry_names():
     assert available_datasets() == ["cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "imagefolder"]
+
+
+def test_has_local_files_looks_without_downloading(tmp_path):
+    assert not sources.has_local_files("mnist", tmp_path)
+    _write_mnist_like(sources.dataset_dir("mnist", tmp_path))
+    assert sources.has_local_files("mnist", tmp_path)
