@@ -26,7 +26,8 @@ __all__ = ["finetune"]
 
 
 def finetune(model: nn.Module, data: Dataset | str, cfg: TrainConfig | str = "shrinkbench", *, seed: int = 0,
-             progress: bool = True, callbacks: Sequence[Callback] = (), device: Any = None) -> list[dict[str, Any]]:
+             progress: bool = True, callbacks: Sequence[Callback] = (),
+             device: Any = None) -> list[dict[str, Any]]:
     """Finetune ``model`` in place with a standard recipe (ShrinkBench's by default); masks stay enforced.
 
     Args:

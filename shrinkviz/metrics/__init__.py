@@ -34,7 +34,7 @@ from shrinkviz.metrics.counts import (
 SPLITS = ("train", "val", "test")
 
 __all__ = [
-    "count_parameters", "layer_macs", "layer_table", "measure", "nonzero_activations", "total_macs",
+    "count_metrics", "count_parameters", "layer_macs", "layer_table", "measure", "nonzero_activations", "total_macs",
     "weight_table",
 ]
 
@@ -43,8 +43,41 @@ def _device(model: nn.Module) -> torch.device:
     return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
 
 
+def count_metrics(model: nn.Module, *, baseline: nn.Module | None = None,
+                  input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Parameter and multiply-add counts, no data needed: params, params_nonzero, compression_ratio, macs,
+    macs_nonzero, speedup_theoretical.
+
+    Args:
+        model: the model to count (``input_shape`` defaults to ``model.input_shape``).
+        baseline: the uncompressed model; its dense parameters and MACs are the numerators of the
+            ratios (default: the model itself, ShrinkBench's definitions).
+        input_shape: (C, H, W) of one input.
+
+    Example:
+        >>> from shrinkviz.models import create_model
+        >>> count_metrics(create_model("mnistnet", input_shape=(1, 28, 28)))["macs"]
+        2293000
+    """
+    params, params_nonzero = count_parameters(model)
+    table = layer_table(model, input_shape)
+    macs, macs_nonzero = int(table["macs"].sum()), int(table["macs_nonzero"].sum())
+    if baseline is not None:
+        base_params, _ = count_parameters(baseline)
+        base_macs = total_macs(baseline, input_shape)
+    else:
+        base_params, base_macs = params, macs
+    return {
+        "params": params, "params_nonzero": params_nonzero,
+        "compression_ratio": base_params / params_nonzero if params_nonzero else float("inf"),
+        "macs": macs, "macs_nonzero": macs_nonzero,
+        "speedup_theoretical": base_macs / macs_nonzero if macs_nonzero else float("inf"),
+    }
+
+
 def measure(model: nn.Module, data: Dataset | str, *, split: str = "test", baseline: nn.Module | None = None,
-            activation_batch: int = 128, size: bool = False, latency: dict[str, Any] | None = None) -> dict[str, Any]:
+            activation_batch: int = 128, size: bool | str = False,
+            latency: dict[str, Any] | None = None) -> dict[str, Any]:
     """Accuracy and cost of ``model`` as one flat dict (``RUN_COLUMNS`` names + ``activations_nonzero``).
 
     Args:
@@ -56,7 +89,8 @@ def measure(model: nn.Module, data: Dataset | str, *, split: str = "test", basel
             model gets its real ratio and speedup. Default: the model itself (ShrinkBench's definitions:
             params / nonzero params, dense MACs / nonzero MACs).
         activation_batch: examples of ``split`` over which nonzero ReLU outputs per input are averaged.
-        size: also measure checkpoint size (``size_bytes_raw``, ``size_bytes_gzip``).
+        size: also measure the deployable artefact's size (``size_bytes_raw``, ``size_bytes_gzip``); True for
+            the default format, or a format name of ``shrinkviz.metrics.size``.
         latency: options for measured latency (``latency_ms_p50``, ``latency_ms_p90``, ...); None skips it.
 
     Returns:
@@ -80,23 +114,12 @@ def measure(model: nn.Module, data: Dataset | str, *, split: str = "test", basel
         raise TypeError(f"data must be a shrinkviz.data.Dataset or a dataset name, got {type(data).__name__}")
     if activation_batch < 1:
         raise ValueError(f"activation_batch={activation_batch}: must be >= 1")
-    params, params_nonzero = count_parameters(model)
-    table = layer_table(model, data.input_shape)
-    macs, macs_nonzero = int(table["macs"].sum()), int(table["macs_nonzero"].sum())
-    if baseline is not None:
-        base_params, _ = count_parameters(baseline)
-        base_macs = total_macs(baseline, data.input_shape)
-    else:
-        base_params, base_macs = params, macs
     normalize = Normalizer(data.mean, data.std)
     evaluation = evaluate(model, getattr(data, split), normalize)
     inputs, _ = next(batches(getattr(data, split), activation_batch, normalize, _device(model)))
     row: dict[str, Any] = {
         "top1": evaluation["top1"], "top5": evaluation["top5"],
-        "params": params, "params_nonzero": params_nonzero,
-        "compression_ratio": base_params / params_nonzero if params_nonzero else float("inf"),
-        "macs": macs, "macs_nonzero": macs_nonzero,
-        "speedup_theoretical": base_macs / macs_nonzero if macs_nonzero else float("inf"),
+        **count_metrics(model, baseline=baseline, input_shape=data.input_shape),
         "activations_nonzero": nonzero_activations(model, inputs),
     }
     # ---- deployment metrics (owned by the quantization / latency engineer) -------------------------------
@@ -106,7 +129,7 @@ def measure(model: nn.Module, data: Dataset | str, *, split: str = "test", basel
     if size:
         from shrinkviz.metrics import size as size_module
 
-        row.update(size_module.size_metrics(model))
+        row.update(size_module.size_metrics(model) if size is True else size_module.size_metrics(model, size))
     if latency is not None:
         from shrinkviz.metrics import latency as latency_module
 

@@ -158,8 +158,8 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] | None = None, *,
     params, nonzero = table["params"].to_numpy(), table["nonzero"].to_numpy()
     layer_mac = table["layer"].map(lambda name: macs.get(name, 0)).to_numpy(dtype="int64")
     # exact integer rounding of macs * nonzero / params (conv MACs are a multiple of the weight count)
-    sparse = [(int(m) * int(nz) + int(p) // 2) // int(p) if p else 0 for m, nz, p in zip(layer_mac, nonzero, params,
-                                                                                         strict=True)]
+    sparse = [(int(m) * int(nz) + int(p) // 2) // int(p) if p else 0
+              for m, nz, p in zip(layer_mac, nonzero, params, strict=True)]
     return table.assign(macs=pd.array(layer_mac, dtype="int64"), macs_nonzero=pd.array(sparse, dtype="int64"))
 
 
@@ -175,7 +175,8 @@ def weight_table(model: nn.Module) -> pd.DataFrame:
         weight = layer_weight(module)
         params, nonzero = weight.numel(), int(torch.count_nonzero(weight))
         rows.append({"layer": name, "kind": kind, "shape": "x".join(str(s) for s in weight.shape),
-                     "params": params, "nonzero": nonzero, "sparsity": 1.0 - nonzero / params if params else 0.0})
+                     "params": params, "nonzero": nonzero,
+                     "sparsity": 1.0 - nonzero / params if params else 0.0})
     columns = list(LAYER_TABLE_COLUMNS[:6])
     table = pd.DataFrame(rows, columns=columns)
     return table.astype({"layer": "str", "kind": "str", "shape": "str", "params": "int64", "nonzero": "int64",

@@ -113,8 +113,9 @@ def _resolve(model: nn.Module, name: str) -> tuple[nn.Module, str]:
             continue
         if isinstance(module._parameters.get(attr), nn.Parameter):
             return module, attr
-    raise ValueError(f"set_masks: {name!r} is not a parameter of the model (also tried {candidates[1]!r} for a "
-                     "fused Sequential); masks name parameters as '<module>.<param>', e.g. 'features.0.conv.weight'")
+    raise ValueError(f"set_masks: {name!r} is not a parameter of the model (also tried {candidates[1]!r} for "
+                     "a fused Sequential); masks name parameters as '<module>.<param>', "
+                     "e.g. 'features.0.conv.weight'")
 
 
 def set_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -45,11 +46,11 @@ Target = tuple[str, nn.Module, str]
 
 def check_compression(compression: float) -> float:
     """A valid compression ratio as float: a finite number >= 1 (ValueError otherwise)."""
-    if isinstance(compression, bool) or not isinstance(compression, int | float):
+    if isinstance(compression, bool) or not isinstance(compression, numbers.Real):
         raise ValueError(f"compression={compression!r}: must be a number >= 1 (params / nonzero params)")
     if not math.isfinite(compression) or compression < 1:
-        raise ValueError(f"compression={compression!r}: must be a finite number >= 1 (params / nonzero params); "
-                         "e.g. 8 keeps one parameter in eight")
+        raise ValueError(f"compression={compression!r}: must be a finite number >= 1 "
+                         "(params / nonzero params); e.g. 8 keeps one parameter in eight")
     return float(compression)
 
 
@@ -69,7 +70,8 @@ def _alive(module: nn.Module, attr: str) -> torch.Tensor:
     return alive & mask if mask is not None else alive
 
 
-def keep_budget(model: nn.Module, targets: Sequence[Target], compression: float, *, clamp: bool = False) -> int:
+def keep_budget(model: nn.Module, targets: Sequence[Target], compression: float, *,
+                clamp: bool = False) -> int:
     """How many prunable weights stay nonzero so that ``params / nonzero == compression`` (rounded).
 
     With ``clamp``, a target below the current ratio keeps every weight left instead of raising.
@@ -86,9 +88,9 @@ def keep_budget(model: nn.Module, targets: Sequence[Target], compression: float,
     if keep < 0 or wanted < 1:
         largest = f"x{total / fixed:.4g}" if fixed else f"x{total:.4g}"
         raise ValueError(
-            f"compression={compression:g} is infeasible: {fixed:,} nonzero parameters of the {total:,} cannot be "
-            f"pruned (BatchNorm, biases, excluded layers), so the largest feasible ratio is {largest}; "
-            "include_classifier=True or prune_bias=True raise it")
+            f"compression={compression:g} is infeasible: {fixed:,} nonzero parameters of the {total:,} "
+            f"cannot be pruned (BatchNorm, biases, excluded layers), so the largest feasible ratio is "
+            f"{largest}; include_classifier=True or prune_bias=True raise it")
     if keep > alive:
         if compression == 1 or clamp:
             return alive
@@ -155,8 +157,9 @@ def prune(model: nn.Module, strategy: str = "global_weight", compression: float 
     """
     spec = get_strategy(strategy)
     compression = check_compression(compression)
-    if not isinstance(seed, int) or isinstance(seed, bool):
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed={seed!r}: must be an integer")
+    seed = int(seed)
     targets = prunable_parameters(model, include_classifier=include_classifier, prune_bias=prune_bias)
     if not targets:
         raise ValueError(f"{type(model).__name__} has no prunable layer (Conv2d / Linear weights"

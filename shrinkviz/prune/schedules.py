@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -63,7 +64,7 @@ def iterative_prune(model: nn.Module, data: Dataset | str, strategy: str = "glob
     """
     get_strategy(strategy)
     compression = check_compression(compression)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+    if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
         raise ValueError(f"rounds={rounds!r}: must be a whole number >= 1")
     cfg = _config(finetune)
     data = resolve_data(data)
@@ -101,9 +102,10 @@ class GradualPruning(MaskCallback):
     Sparsity of the prunable weights rises from ``initial_sparsity`` to the sparsity that gives the target
     whole-model ``compression`` at ``fit_start``, updating masks at ``begin``, every ``frequency`` units,
     and at ``end``; the update at ``end`` recomputes the keep count from the trained state so the
-    whole-model ratio is exact (BatchNorm and biases change during training). Masks only grow (pruned weights never come back) and are
-    enforced like every mask (this callback is a :class:`MaskCallback`). If training stops before
-    ``end``, the final masks are applied in ``fit_end`` so the model always meets the target.
+    whole-model ratio is exact (BatchNorm and biases change during training). Masks only grow (pruned
+    weights never come back) and are enforced like every mask (this callback is a
+    :class:`MaskCallback`). ``fit_end`` applies the final target once more (after an early stop before
+    ``end``, or a best-val restoration of an earlier epoch), so the trained model meets it exactly.
 
     Args:
         strategy: any name of :func:`available_strategies`.
@@ -129,9 +131,9 @@ class GradualPruning(MaskCallback):
     """
 
     def __init__(self, strategy: str = "global_weight", compression: float = 8.0, *, end: int,
-                 begin: int | None = None, frequency: int = 1, unit: str = "epoch", initial_sparsity: float = 0.0,
-                 data: Dataset | str | None = None, seed: int = 0, include_classifier: bool = False,
-                 prune_bias: bool = False) -> None:
+                 begin: int | None = None, frequency: int = 1, unit: str = "epoch",
+                 initial_sparsity: float = 0.0, data: Dataset | str | None = None, seed: int = 0,
+                 include_classifier: bool = False, prune_bias: bool = False) -> None:
         super().__init__()
         self.spec = get_strategy(strategy)
         self.compression = check_compression(compression)
@@ -139,9 +141,9 @@ class GradualPruning(MaskCallback):
             raise ValueError(f"unit={unit!r}; valid: {', '.join(UNITS)}")
         begin = (1 if unit == "epoch" else 0) if begin is None else begin
         for field_name, value, low in (("begin", begin, 0), ("end", end, begin), ("frequency", frequency, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"GradualPruning.{field_name}={value!r}: must be a whole number >= {low}")
-        if not (isinstance(initial_sparsity, int | float) and 0 <= initial_sparsity < 1):
+        if not (isinstance(initial_sparsity, numbers.Real) and 0 <= initial_sparsity < 1):
             raise ValueError(f"initial_sparsity={initial_sparsity!r}: must be in [0, 1)")
         if self.spec.needs_data and data is None:
             raise ValueError(f"strategy {strategy!r} needs data=<Dataset or dataset name>")
@@ -158,7 +160,8 @@ class GradualPruning(MaskCallback):
         return polynomial_sparsity(t, self.begin, self.end, self.initial_sparsity, self._final_sparsity)
 
     def _targets(self, model: nn.Module) -> list:
-        return prunable_parameters(model, include_classifier=self.include_classifier, prune_bias=self.prune_bias)
+        return prunable_parameters(model, include_classifier=self.include_classifier,
+                                   prune_bias=self.prune_bias)
 
     def fit_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         targets = self._targets(model)
@@ -200,5 +203,6 @@ class GradualPruning(MaskCallback):
             self._maybe_update(model, self._steps)
 
     def fit_end(self, model: nn.Module) -> None:
-        if self.end not in self._done:
-            self._maybe_update(model, self.end, force=True)
+        # also after best-val restoration or an early stop: the returned model meets the target exactly
+        self._done.discard(self.end)
+        self._maybe_update(model, self.end, force=True)

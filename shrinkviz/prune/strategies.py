@@ -90,7 +90,8 @@ class ScoreContext:
             self._acts = self._compute_activations()
         layer, _, _ = name.rpartition(".")
         if layer not in self._acts:
-            raise KeyError(f"{name!r} does not belong to a Conv2d / Linear layer that ran in the forward pass")
+            raise KeyError(f"{name!r} does not belong to a Conv2d / Linear layer that ran in the forward "
+                           "pass")
         module = self.model.get_submodule(layer)
         act = self._acts[layer]
         if isinstance(module, nn.Linear):
@@ -197,7 +198,8 @@ def register_strategy(name: str, score: ScoreFn | None = None, *, scope: str | N
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"strategy name {name!r}: must be a non-empty string")
     if not callable(score):
-        raise TypeError(f"strategy {name!r}: score must be callable(module, name, weight, ctx), got {score!r}")
+        raise TypeError(f"strategy {name!r}: score must be callable(module, name, weight, ctx), "
+                        f"got {score!r}")
     scope = scope if scope is not None else getattr(score, "scope", "global")
     if scope not in SCOPES:
         raise ValueError(f"strategy {name!r}: scope={scope!r}; valid: {', '.join(SCOPES)}")
@@ -230,7 +232,8 @@ def gradient_magnitude(module: nn.Module, name: str, weight: torch.Tensor, ctx: 
     return (weight * ctx.gradient(name)).abs()
 
 
-def activation_magnitude(module: nn.Module, name: str, weight: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:
+def activation_magnitude(module: nn.Module, name: str, weight: torch.Tensor,
+                         ctx: ScoreContext) -> torch.Tensor:
     """|w| x mean |input| of the weight's input channel / feature (ShrinkBench's MagAct); |b| for biases."""
     if weight.dim() == 1:
         return weight.abs()
@@ -253,10 +256,11 @@ def check_scores(strategy: str, name: str, scores: Any, weight: torch.Tensor) ->
     """Validate a strategy's output for parameter ``name``; returns flat float32 scores with infinities
     clamped to the finite range (so already-pruned weights, scored -inf, always rank last)."""
     if not isinstance(scores, torch.Tensor):
-        raise TypeError(f"strategy {strategy!r} returned {type(scores).__name__} for {name!r}; expected a Tensor")
+        raise TypeError(f"strategy {strategy!r} returned {type(scores).__name__} for {name!r}; "
+                        "expected a Tensor")
     if tuple(scores.shape) != tuple(weight.shape):
-        raise ValueError(f"strategy {strategy!r} returned scores of shape {tuple(scores.shape)} for {name!r}, "
-                         f"whose shape is {tuple(weight.shape)}")
+        raise ValueError(f"strategy {strategy!r} returned scores of shape {tuple(scores.shape)} for "
+                         f"{name!r}, whose shape is {tuple(weight.shape)}")
     scores = scores.detach().to(device=weight.device, dtype=torch.float32).reshape(-1)
     if torch.isnan(scores).any():
         raise ValueError(f"strategy {strategy!r} returned NaN scores for {name!r}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -153,8 +154,8 @@ class _Walker:
             return out, True
         if type(module) in (nn.BatchNorm2d, nn.BatchNorm1d):
             if module.num_features != group.channels:
-                raise self.fail(name, module, f"num_features={module.num_features}, the layer before produces "
-                                f"{group.channels} channels")
+                raise self.fail(name, module, f"num_features={module.num_features}, the layer before "
+                                f"produces {group.channels} channels")
             group.norms.append(name)
             return group, flat
         if type(module) is nn.Flatten:
@@ -190,7 +191,8 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
     roots = []
     for g in walker.groups:
         if g.parent is None and not g.fixed and g.producers:
-            roots.append(ChannelGroup(tuple(g.producers), tuple(g.norms), tuple(g.consumers), g.channels, g.residual))
+            roots.append(ChannelGroup(tuple(g.producers), tuple(g.norms), tuple(g.consumers), g.channels,
+                                      g.residual))
     return roots
 
 
@@ -204,7 +206,8 @@ def channel_importance(model: nn.Module, group: ChannelGroup, norm: str = "l2") 
 
 
 def _check_keep(keep: float) -> float:
-    if isinstance(keep, bool) or not isinstance(keep, int | float) or not math.isfinite(keep) or not 0 < keep <= 1:
+    valid = isinstance(keep, numbers.Real) and not isinstance(keep, bool) and math.isfinite(keep)
+    if not valid or not 0 < keep <= 1:
         raise ValueError(f"keep={keep!r}: must be the fraction of channels kept per group, in (0, 1]")
     return float(keep)
 
@@ -227,12 +230,15 @@ def plan_channels(model: nn.Module, keep: float = 0.5, norm: str = "l2", *,
 
 
 def _slice(module: nn.Module, attr: str, dim: int, index: torch.Tensor) -> None:
-    for store, key in ((module._parameters, attr), (module._buffers, attr), (module._buffers, attr + MASK_SUFFIX)):
+    stores = ((module._parameters, attr), (module._buffers, attr), (module._buffers, attr + MASK_SUFFIX))
+    for store, key in stores:
         tensor = store.get(key)
         if tensor is None:
             continue
         new = tensor.detach().index_select(dim, index.to(tensor.device)).clone()
-        store[key] = nn.Parameter(new, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else new
+        if isinstance(tensor, nn.Parameter):
+            new = nn.Parameter(new, requires_grad=tensor.requires_grad)
+        store[key] = new
 
 
 def apply_plan(model: nn.Module, plans: list[ChannelPlan]) -> nn.Module:

@@ -35,10 +35,10 @@ def one_thread():
 
 
 def test_mnistnet_macs_are_the_true_2293000_not_shrinkbenchs_same_padding_figure():
-    # 28x28 -> conv 5x5 unpadded -> 20x24x24, each output reads 1x5x5 inputs:      20*24*24 * 25   =   288,000
-    # pool -> 12x12 -> conv 5x5 unpadded -> 50x8x8, each output reads 20x5x5:       50*8*8 * 500    = 1,600,000
-    # pool -> 4x4 -> flatten 800 -> linear 500:                                     500 * 800       =   400,000
-    # linear 10:                                                                    10 * 500        =     5,000
+    # 28x28 -> conv 5x5 unpadded -> 20x24x24, each output reads 1x5x5:   20*24*24 * 25 =   288,000
+    # pool -> 12x12 -> conv 5x5 unpadded -> 50x8x8, each reads 20x5x5:    50*8*8 * 500  = 1,600,000
+    # pool -> 4x4 -> flatten 800 -> linear 500:                          500 * 800     =   400,000
+    # linear 10:                                                         10 * 500      =     5,000
     model = create_model("mnistnet", input_shape=(1, 28, 28))
     assert layer_macs(model) == {"features.0.conv": 288_000, "features.2.conv": 1_600_000,
                                  "features.5.linear": 400_000, "classifier": 5_000}
@@ -59,7 +59,7 @@ def test_resnet20_macs_by_hand():
     expected = (
         conv(16, 32, 3, 3)                                       # stem
         + 6 * conv(16, 32, 16, 3)                                # stage 1: 3 blocks x 2 convs at 32x32
-        + conv(32, 16, 16, 3) + 5 * conv(32, 16, 32, 3)          # stage 2: strided first conv, then 5 at 16x16
+        + conv(32, 16, 16, 3) + 5 * conv(32, 16, 32, 3)          # stage 2: strided conv, then 5 at 16x16
         + conv(32, 16, 16, 1)                                    # stage 2 projection shortcut (1x1, stride 2)
         + conv(64, 8, 32, 3) + 5 * conv(64, 8, 64, 3) + conv(64, 8, 32, 1)  # stage 3 likewise at 8x8
         + 64 * 10                                                # classifier
@@ -111,8 +111,8 @@ def test_measure_returns_run_columns_with_exact_values(digits):
     model = create_model("tiny_cnn", dataset=data, seed=0)
     pruned = prune(model, "layer_weight", 4)
     row = measure(pruned, data)
-    assert set(row) == {"top1", "top5", "params", "params_nonzero", "compression_ratio", "macs", "macs_nonzero",
-                        "speedup_theoretical", "activations_nonzero"}
+    assert set(row) == {"top1", "top5", "params", "params_nonzero", "compression_ratio", "macs",
+                        "macs_nonzero", "speedup_theoretical", "activations_nonzero"}
     assert set(row) - {"activations_nonzero"} <= set(RUN_COLUMNS)
     expected = evaluate(pruned, data.test, Normalizer(data.mean, data.std))
     assert (row["top1"], row["top5"]) == (expected["top1"], expected["top5"])
@@ -139,7 +139,8 @@ def test_measure_against_a_baseline_gives_structurally_pruned_models_a_real_spee
 def test_counts_work_on_int8_models_and_pruned_zeros_survive_quantization(digits):
     from torch.ao.quantization import convert, fuse_modules, get_default_qconfig, prepare
 
-    float_model = remove_masks(prune(create_model("tiny_cnn", dataset=digits, seed=0), "layer_weight", 4)).eval()
+    float_model = prune(create_model("tiny_cnn", dataset=digits, seed=0), "layer_weight", 4)
+    float_model = remove_masks(float_model).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         qmodel = fuse_modules(copy.deepcopy(float_model), fusion_groups(float_model))

@@ -98,8 +98,8 @@ def test_mask_table_reports_exact_counts_per_layer():
 
 
 @pytest.mark.parametrize("cfg", [
-    TrainConfig(epochs=2, batch_size=32, optimizer="sgd", lr=0.5, momentum=0.9, nesterov=True, weight_decay=0.05,
-                schedule="constant", augment="crop_flip"),
+    TrainConfig(epochs=2, batch_size=32, optimizer="sgd", lr=0.5, momentum=0.9, nesterov=True,
+                weight_decay=0.05, schedule="constant", augment="crop_flip"),
     TrainConfig(epochs=2, batch_size=32, optimizer="adam", lr=0.05, momentum=0.0, weight_decay=0.01,
                 schedule="constant", augment="none"),
     TrainConfig(epochs=2, batch_size=32, optimizer="adamw", lr=0.05, momentum=0.0, weight_decay=0.1,
@@ -133,7 +133,8 @@ def test_masks_reattach_after_eager_fusion_by_their_original_names():
 
     model = _pruned().eval()
     masks = get_masks(model)
-    fused = fuse_modules(remove_masks(copy.deepcopy(model)), [["features.0.conv", "features.0.bn", "features.0.act"]])
+    group = ["features.0.conv", "features.0.bn", "features.0.act"]
+    fused = fuse_modules(remove_masks(copy.deepcopy(model)), [group])
     set_masks(fused, {"features.0.conv.weight": masks["features.0.conv.weight"]})
     assert torch.equal(fused.features[0].conv[0].weight_mask, masks["features.0.conv.weight"])
     assert sorted(get_masks(fused)) == ["features.0.conv.0.weight"]

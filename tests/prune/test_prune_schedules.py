@@ -33,7 +33,8 @@ def test_iterative_pruning_takes_geometric_steps_to_the_exact_target(small):
     model = create_model("tiny_cnn", dataset=small, seed=0)
     before = state(model)
     total, _ = count_parameters(model)
-    pruned, history = iterative_prune(model, small, "global_weight", 8, rounds=3, finetune=CFG, progress=False)
+    pruned, history = iterative_prune(model, small, "global_weight", 8, rounds=3, finetune=CFG,
+                                      progress=False)
     assert_same_state(model, before)
     assert [row["round"] for row in history] == [1, 2, 3]
     assert [row["compression"] for row in history] == pytest.approx([2, 4, 8])

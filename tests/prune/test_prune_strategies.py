@@ -131,7 +131,8 @@ def test_data_driven_scores_use_gradients_and_input_magnitudes(synthetic):
     loss = nn.functional.cross_entropy(model(x), y)
     grad = torch.autograd.grad(loss, model.features[1].linear.weight)[0]
     torch.testing.assert_close(ctx.gradient("features.1.linear.weight"), grad)
-    torch.testing.assert_close(ctx.input_magnitude("features.1.linear.weight"), x.flatten(1).abs().mean(0)[None])
+    magnitude = x.flatten(1).abs().mean(0)[None]
+    torch.testing.assert_close(ctx.input_magnitude("features.1.linear.weight"), magnitude)
     assert model.features[1].linear.weight.grad is None  # scoring leaves no gradients behind
 
 

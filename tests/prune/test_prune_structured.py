@@ -80,7 +80,7 @@ def test_resnet_groups_tie_residual_channels_and_keep_every_shape_consistent():
     small = prune_channels(model, keep=0.5)
     assert small.classifier.in_features == 32 and small.features[0].conv.out_channels == 8
     assert small.features[1].body[0].bn.num_features == 8
-    # ResNet-18 at half channels: the Torch-Pruning reference sizes (11.17M -> 2.80M params, 557M -> 140M MACs)
+    # ResNet-18 at half channels: Torch-Pruning's reference sizes (11.17M -> 2.80M params, 557M -> 140M MACs)
     resnet18 = create_model("resnet18", input_shape=(3, 32, 32), seed=0)
     half = prune_channels(resnet18, keep=0.5, inplace=True)
     assert count_parameters(half)[0] == 2_797_610 and total_macs(half) == 139_299_328
@@ -90,7 +90,8 @@ def test_internal_only_pruning_leaves_residual_groups_whole():
     model = create_model("resnet20", input_shape=(3, 16, 16), seed=0)
     small = prune_channels(model, keep=0.25, prune_residual=False)
     assert small.features[0].conv.out_channels == 16 and small.classifier.in_features == 64
-    assert small.features[1].body[0].conv.out_channels == 4 and small.features[1].body[1].conv.in_channels == 4
+    body = small.features[1].body
+    assert body[0].conv.out_channels == 4 and body[1].conv.in_channels == 4
 
 
 def test_channel_scores_sum_the_norms_of_a_groups_producers():
@@ -119,8 +120,8 @@ class _Grouped(ShrinkNet):
 
     def __init__(self, input_shape=(2, 8, 8), num_classes=10) -> None:
         super().__init__(input_shape, num_classes)
-        self.features = nn.Sequential(ConvBNAct(input_shape[0], 4, 3, padding=1), nn.Conv2d(4, 4, 3, groups=2),
-                                      nn.AdaptiveAvgPool2d(1))
+        self.features = nn.Sequential(ConvBNAct(input_shape[0], 4, 3, padding=1),
+                                      nn.Conv2d(4, 4, 3, groups=2), nn.AdaptiveAvgPool2d(1))
         self.classifier = nn.Linear(4, num_classes)
 
 
