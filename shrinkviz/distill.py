@@ -42,8 +42,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
         0.0
     """
     _check_temperature(temperature)
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)  # half logits are computed in float32
+    log_p_student = F.log_softmax(student_logits.to(dtype) / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits.to(dtype) / temperature, dim=1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
     return kl * temperature**2
 

@@ -136,6 +136,8 @@ class PipelineResult:
         epochs: epochs per stage as run.
         metrics: the artefact's val_top1 / test_top1 / test_top5 (measured on the artefact itself,
             after conversion) and its weight sparsity.
+        masks: the pruning masks at the end of the last stage (``{"<layer>.weight": bool}``, True = kept;
+            empty without P); an INT8 artefact holds exact zeros where they are False.
     """
 
     model: nn.Module
@@ -144,6 +146,7 @@ class PipelineResult:
     order: str
     epochs: tuple[int, ...]
     metrics: dict[str, float] = field(default_factory=dict)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def quantized(self) -> bool:
@@ -220,7 +223,7 @@ def pipeline(model: nn.Module, data: Dataset | str, order: str = "PQD",
         >>> allocate_epochs("QDP", (20, 40, 40), budget=100)
         (20, 40, 40)
     """
-    from shrinkviz.prune import prune
+    from shrinkviz.prune import get_masks, prune
 
     stages = parse_order(order)
     counts = allocate_epochs(order, epochs, budget=budget, scale=scale)
@@ -253,9 +256,10 @@ def pipeline(model: nn.Module, data: Dataset | str, order: str = "PQD",
                       "form": "fake-quant" if is_qat(current) else "fp32",
                       "sparsity": weight_sparsity(current), "val_top1": rows[-1]["val_top1"],
                       "seconds": time.perf_counter() - started})
+    masks = {name: mask.cpu() for name, mask in get_masks(current).items()}
     artefact = convert(current) if "Q" in stages else current.cpu().eval()
     normalize = Normalizer(data.mean, data.std)
     val, test = evaluate(artefact, data.val, normalize), evaluate(artefact, data.test, normalize)
     metrics = {"val_top1": val["top1"], "test_top1": test["top1"], "test_top5": test["top5"],
                "sparsity": weight_sparsity(artefact)}
-    return PipelineResult(artefact.eval(), history, infos, "".join(stages), counts, metrics)
+    return PipelineResult(artefact.eval(), history, infos, "".join(stages), counts, metrics, masks)

@@ -73,10 +73,12 @@ def artefact_bytes(model: nn.Module, format: str = "state_dict", *,
     if format == "state_dict":
         torch.save(deployable_state_dict(model), buffer)
         return buffer.getvalue()
-    from shrinkviz.quant.export import export_onnx, torchscript
+    from shrinkviz.quant.export import export_onnx, quiet_trace, torchscript
 
     if format == "torchscript":
-        torch.jit.save(torchscript(model, input_shape=input_shape), buffer)
+        scripted = torchscript(model, input_shape=input_shape)
+        with quiet_trace():
+            torch.jit.save(scripted, buffer)
         return buffer.getvalue()
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, Path(tmp) / "model.onnx", input_shape=input_shape)

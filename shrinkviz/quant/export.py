@@ -49,7 +49,7 @@ def quiet_trace() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export",
                                 category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|trace_method|freeze|script|script_method)` is deprecated",
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|trace_method|freeze|script|script_method|save|load)` is deprecated",
                                 category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python (boolean|float|integer)",
                                 category=torch.jit.TracerWarning)

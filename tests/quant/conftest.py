@@ -19,4 +19,9 @@ def one_thread():
 def trained_cnn(digits):
     import shrinkviz as sv
 
-    return sv.pretrained("tiny_cnn", digits, epochs=10, progress=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # session fixtures run before the per-test one_thread
+    try:
+        return sv.pretrained("tiny_cnn", digits, epochs=10, progress=False)
+    finally:
+        torch.set_num_threads(previous)
