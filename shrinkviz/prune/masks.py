@@ -103,6 +103,19 @@ def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: mask.detach().clone() for name, _, _, mask in _masked(model)}
 
 
+def masks_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The masks saved in a masked model's state_dict, by parameter name: to reload a pruned checkpoint
+    into a fresh model, ``set_masks(model, masks_from_state_dict(sd))`` then ``model.load_state_dict(sd)``.
+
+    Example:
+        >>> sd = {"fc.weight": torch.ones(1), "fc.weight_mask": torch.ones(1, dtype=torch.bool)}
+        >>> masks_from_state_dict(sd)
+        {'fc.weight': tensor([True])}
+    """
+    return {key[: -len(MASK_SUFFIX)]: value for key, value in state_dict.items()
+            if key.endswith(MASK_SUFFIX) and key[: -len(MASK_SUFFIX)] in state_dict}
+
+
 def _resolve(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     path, _, attr = name.rpartition(".")
     candidates = [path, f"{path}.0" if path else "0"]

@@ -18,6 +18,7 @@ from shrinkviz.prune import (
     has_masks,
     mask_callbacks,
     mask_table,
+    masks_from_state_dict,
     prunable_parameters,
     prune,
     remove_masks,
@@ -160,3 +161,12 @@ def test_masks_reattach_after_qat_preparation_and_survive_qat_training(digits):
             progress=False)
     for name, mask in masks.items():
         assert int(qat.get_parameter(name)[~mask].count_nonzero()) == 0
+
+
+def test_a_pruned_checkpoint_reloads_into_a_fresh_model():
+    model = _pruned()
+    saved = state(model)
+    fresh = create_model("tiny_cnn", input_shape=(1, 8, 8), seed=1)
+    set_masks(fresh, masks_from_state_dict(saved))
+    fresh.load_state_dict(saved)
+    assert_same_state(fresh, saved)
