@@ -48,12 +48,15 @@ def cpu_model() -> str:
 
 def interleaved_ms(variants: dict[str, Callable[[], object]], rounds: int,
                    min_run_time: float) -> dict[str, list[float]]:
-    """Per round, each variant's blocked_autorange median in ms, variants interleaved round by round."""
+    """Per round, each variant's blocked_autorange median in ms; variants interleaved, their order rotated
+    every round so that no variant always runs first."""
     samples: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
     for fn in variants.values():
         fn()  # warm-up
-    for _ in range(rounds):
-        for name, fn in variants.items():
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = variants[name]
             timer = Timer("fn()", globals={"fn": fn})
             samples[name].append(timer.blocked_autorange(min_run_time=min_run_time).median * 1e3)
     return samples
@@ -178,6 +181,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=11, help="interleaved measurement rounds (default 11)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # training the same batch over and over drives values denormal otherwise
     rounds, min_run_time = (2, 0.2) if args.quick else (args.rounds, 0.5)
     load_before = os.getloadavg()[0]
     result = {
