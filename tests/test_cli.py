@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -66,10 +65,8 @@ def test_smoke_demo_end_to_end_then_instant_rerun(tmp_path, capsys):
     for heading in ("Accuracy vs latency", "Pruning: accuracy vs compression", "Techniques and pipeline orders",
                     "Per-layer sparsity", "Summary over seeds", "All successful runs"):
         assert heading in html, heading
-    started = time.perf_counter()
-    assert main(argv) == 0
+    assert main(argv) == 0  # a second demo loads the cached baseline and runs nothing
     assert "7 runs: 0 ran (0 failed), 7 already stored" in capsys.readouterr().out
-    assert time.perf_counter() - started < 30  # loading the cached baseline + writing the report
 
 
 def test_sweep_from_yaml_resumes_and_reports(tmp_path, capsys):

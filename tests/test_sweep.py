@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
@@ -97,10 +96,13 @@ def test_sweep_runs_then_resumes_and_reruns_instantly(tmp_path):
     assert (runs["status"] == "ok").all() and runs[["strategy", "compression", "seed"]].drop_duplicates().shape[0] == 8
     assert runs["compression_ratio"].round(1).tolist() == [2.0, 2.0, 4.0, 4.0] * 2
     assert set(first.history["run_id"]) == set(runs["run_id"]) and len(first.layers) == 16
-    started = time.perf_counter()
-    again = sv.sweep(BASE, store=store, progress=False, **grid)  # the package name is callable too
-    assert time.perf_counter() - started < max(1.0, 0.05 * first.elapsed_s)
-    assert (again.ran, again.skipped) == (0, 8)
+
+    class Untouchable(InProcessExecutor):
+        def start(self):
+            raise AssertionError("a finished sweep must not start its executor")
+
+    again = sv.sweep(BASE, Untouchable(), store=store, progress=False, **grid)  # the package name is callable too
+    assert (again.ran, again.skipped) == (0, 8)  # nothing ran (timing: benchmarks/bench_sweep.py)
     assert again.runs["finished_at"].tolist() == runs["finished_at"].tolist()
     summary = first.summary(metrics=["top1", "compression_ratio"])
     assert summary["n"].tolist() == [2, 2, 2, 2]
@@ -141,12 +143,10 @@ def test_failed_runs_are_recorded_the_sweep_continues_and_they_are_retried(tmp_p
 
 def test_unreachable_dask_scheduler_is_a_clear_error_and_stores_nothing(tmp_path):
     store = Store(tmp_path)
-    started = time.perf_counter()
     with pytest.raises(ConnectionError, match=r"cannot reach the Dask scheduler at 'tcp://127\.0\.0\.1:9' within "
                                               r"1 s .*Nothing was run"):
         sweep(BASE, DaskExecutor(address="tcp://127.0.0.1:9", connect_timeout=1), store=store, progress=False,
               seed=[0, 1])
-    assert time.perf_counter() - started < 30
     assert not tmp_path.joinpath("runs").exists()
     with pytest.raises(ValueError, match="unknown executor 'spark'"):
         sweep(BASE, "spark", store=store, progress=False, seed=[5])
