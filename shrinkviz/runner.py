@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import inspect
 import time
 import traceback
 from typing import Any
@@ -51,14 +50,6 @@ def load_baseline(exp: Experiment, progress: bool = False) -> Any:
                       epochs=exp.baseline.epochs, subset=exp.data.subset, progress=progress)
 
 
-def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with the keyword arguments it accepts (the verbs land with slightly different options)."""
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **kwargs)
-
-
 def _history(result: Any) -> list[dict[str, Any]]:
     """History rows from whatever a verb returned: a list of dicts, a DataFrame, or an object with .history."""
     hist = getattr(result, "shrinkviz_history", getattr(result, "history", result))
@@ -89,11 +80,9 @@ def _compress(exp: Experiment, baseline: Any, data: Any, progress: bool) -> tupl
         from shrinkviz.api import finetune
         from shrinkviz.prune import prune
 
-        pruned = _model_of(_call(prune, model, exp.prune.strategy, exp.prune.compression, data=data, seed=exp.seed,
-                                 inplace=True),
-                           model)
-        result = _call(finetune, pruned, data, train_cfg, seed=exp.seed, progress=progress)
-        return _model_of(result, pruned), _history(result)
+        pruned = prune(model, exp.prune.strategy, exp.prune.compression, data=data, seed=exp.seed, inplace=True)
+        history = finetune(pruned, data, train_cfg, seed=exp.seed, progress=progress)
+        return pruned, _history(history)
     if method == "quant":
         from shrinkviz.quant import quantize
 
