@@ -14,10 +14,7 @@ Example:
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
+from shrinkviz._verbs import make_module_callable
 from shrinkviz.prune.masks import (
     MaskCallback,
     apply_masks,
@@ -52,11 +49,4 @@ __all__ = [
 ]
 
 
-class _CallablePackage(types.ModuleType):
-    """Lets ``shrinkviz.prune(model, ...)`` (the lazy top-level name is this package) call :func:`prune`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return prune(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
+make_module_callable(__name__, prune)  # sv.prune(model, ...) runs the verb; see shrinkviz._verbs
