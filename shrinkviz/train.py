@@ -54,7 +54,8 @@ class TrainConfig:
         gamma: decay factor of the ``step`` schedule.
         warmup_epochs: linear warm-up before the schedule.
         label_smoothing: cross-entropy label smoothing in [0, 1).
-        augment: one of ``shrinkviz.data.AUGMENTATIONS``.
+        augment: ``auto`` (the dataset's standard augmentation, ``Dataset.augment``) or one of
+            ``shrinkviz.data.AUGMENTATIONS``.
         select: ``last`` keeps the final weights, ``best_val`` restores the epoch with the best
             validation top-1 (the test split is never used for selection).
     """
@@ -71,7 +72,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
-    augment: str = "crop_flip"
+    augment: str = "auto"
     select: str = "last"
 
     def __post_init__(self) -> None:
@@ -100,8 +101,8 @@ class TrainConfig:
             raise bad("warmup_epochs", "must be a whole number in [0, epochs]")
         if not 0 <= self.label_smoothing < 1:
             raise bad("label_smoothing", "must be in [0, 1)")
-        if self.augment not in AUGMENTATIONS:
-            raise bad("augment", f"valid: {', '.join(AUGMENTATIONS)}")
+        if self.augment != "auto" and self.augment not in AUGMENTATIONS:
+            raise bad("augment", f"valid: auto, {', '.join(AUGMENTATIONS)}")
         if self.select not in SELECTIONS:
             raise bad("select", f"valid: {', '.join(SELECTIONS)}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
@@ -142,11 +143,11 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     "shrinkbench": TrainConfig(epochs=30, batch_size=128, optimizer="sgd", lr=1e-3, momentum=0.9, nesterov=True,
-                               weight_decay=0.0, schedule="constant", augment="crop_flip"),
+                               weight_decay=0.0, schedule="constant", augment="auto"),
     "shrinkbench_adam": TrainConfig(epochs=30, batch_size=128, optimizer="adam", lr=1e-4, momentum=0.0,
-                                    weight_decay=0.0, schedule="constant", augment="crop_flip"),
+                                    weight_decay=0.0, schedule="constant", augment="auto"),
     "cifar_sgd": TrainConfig(epochs=200, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
-                             weight_decay=5e-4, schedule="cosine", augment="crop_flip"),
+                             weight_decay=5e-4, schedule="cosine", augment="auto"),
     "adam_fast": TrainConfig(epochs=10, batch_size=128, optimizer="adam", lr=2e-3, momentum=0.0,
                              weight_decay=0.0, schedule="cosine", augment="none"),
     "adam_lr1e-3": TrainConfig(epochs=10, batch_size=128, optimizer="adam", lr=1e-3, momentum=0.0,
@@ -154,7 +155,7 @@ PRESETS: dict[str, TrainConfig] = {
     "adam_lr1e-4": TrainConfig(epochs=10, batch_size=128, optimizer="adam", lr=1e-4, momentum=0.0,
                                weight_decay=0.0, schedule="constant", augment="none"),
     "finetune_sgd_cosine": TrainConfig(epochs=10, batch_size=128, optimizer="sgd", lr=1e-2, momentum=0.9,
-                                       nesterov=True, weight_decay=0.0, schedule="cosine", augment="none"),
+                                       nesterov=True, weight_decay=0.0, schedule="cosine", augment="auto"),
 }
 """Named training presets. ``shrinkbench`` is ShrinkBench's finetuning default; ``adam_lr1e-3`` and
 ``adam_lr1e-4`` are the two baseline recipes of ShrinkBench's baseline confounder experiment."""
@@ -287,6 +288,7 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, *, callbacks: Sequenc
     torch.manual_seed(seed)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    augment = data.augment if cfg.augment == "auto" else cfg.augment
     for cb in callbacks:
         cb.fit_start(model, optimizer)
     history: list[dict[str, Any]] = []
@@ -300,7 +302,7 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, *, callbacks: Sequenc
             cb.epoch_start(model, epoch)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        for x, y in batches(data.train, cfg.batch_size, normalize, device, generator, cfg.augment):
+        for x, y in batches(data.train, cfg.batch_size, normalize, device, generator, augment):
             factor = lr_factor(cfg, step, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * factor

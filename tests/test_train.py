@@ -18,7 +18,7 @@ from shrinkviz.train import PRESETS, Callback, TrainConfig, count_correct, evalu
     ("optimizer", "lion", "TrainConfig.optimizer='lion': unknown optimizer; valid: sgd, adam, adamw"),
     ("schedule", "linear", "TrainConfig.schedule='linear'"),
     ("weight_decay", -1.0, "TrainConfig.weight_decay=-1.0"),
-    ("augment", "mixup", "TrainConfig.augment='mixup'"),
+    ("augment", "mixup", "TrainConfig.augment='mixup': valid: auto, none"),
 ])
 def test_invalid_hyperparameters_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -152,6 +152,35 @@ def test_best_val_selection_restores_best_epoch(digits):
 
 def test_divergence_is_reported(digits):
     data = digits.subset(train=64, val=32)
-    with pytest.raises(FloatingPointError, match="lower TrainConfig.lr"):
-        fit(create_model("tiny_mlp", dataset=data), data, TrainConfig(epochs=1, lr=1e30, schedule="constant"),
+
+    class Diverge(Callback):
+        def loss(self, model, inputs, logits, targets, task_loss):
+            return task_loss * float("inf"), {}
+
+    with pytest.raises(FloatingPointError, match="training diverged at epoch 1 .* lower TrainConfig.lr"):
+        fit(create_model("tiny_mlp", dataset=data), data, TrainConfig(epochs=2, lr=0.01), callbacks=[Diverge()],
             progress=False)
+
+
+def test_auto_augmentation_follows_the_dataset(digits, monkeypatch):
+    import dataclasses
+
+    import shrinkviz.train as train_module
+
+    seen = []
+    real = train_module.batches
+
+    def spy(split, batch_size, normalize, device, generator=None, augment="none", **kw):
+        if generator is not None:
+            seen.append(augment)
+        return real(split, batch_size, normalize, device, generator, augment, **kw)
+
+    monkeypatch.setattr(train_module, "batches", spy)
+    data = digits.subset(train=32, val=16)
+    assert data.augment == "none"
+    fit(create_model("tiny_mlp", dataset=data), data, TrainConfig(epochs=1, lr=0.01), progress=False)
+    cifar_like = dataclasses.replace(data, augment="crop_flip")
+    fit(create_model("tiny_mlp", dataset=data), cifar_like, TrainConfig(epochs=1, lr=0.01), progress=False)
+    fit(create_model("tiny_mlp", dataset=data), cifar_like, TrainConfig(epochs=1, lr=0.01, augment="flip"),
+        progress=False)
+    assert seen == ["none", "crop_flip", "flip"]

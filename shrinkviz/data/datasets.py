@@ -60,6 +60,9 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: tuple[str, ...] = ()
+    augment: str = "none"
+    """The standard training augmentation of this dataset (what ``TrainConfig(augment="auto")`` uses):
+    pad-and-crop + flip for natural images (CIFAR, image folders), none for digits and clothing."""
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -95,10 +98,10 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
 
 
 def _assemble(name: str, train_x, train_y, test_x, test_y, num_classes: int, val_fraction: float,
-              classes: tuple[str, ...] = ()) -> Dataset:
+              classes: tuple[str, ...] = (), augment: str = "none") -> Dataset:
     train, val = _carve_validation(train_x, train_y, val_fraction)
     mean, std = _channel_stats(train.images)
-    return Dataset(name, train, val, Split(test_x, test_y), num_classes, mean, std, classes)
+    return Dataset(name, train, val, Split(test_x, test_y), num_classes, mean, std, classes, augment)
 
 
 def _load_idx(name: str, cache: Path | None, download: bool, val_fraction: float, classes) -> Dataset:
@@ -122,7 +125,7 @@ def _load_cifar(name: str, cache: Path | None, download: bool, val_fraction: flo
         test_x, test_y = formats.read_cifar_batch(folder / "test", key)
     train_x = torch.cat([p[0] for p in train_parts])
     train_y = torch.cat([p[1] for p in train_parts])
-    return _assemble(name, train_x, train_y, test_x, test_y, n_classes, val_fraction)
+    return _assemble(name, train_x, train_y, test_x, test_y, n_classes, val_fraction, augment="crop_flip")
 
 
 def _load_digits(val_fraction: float) -> Dataset:
@@ -169,7 +172,7 @@ def _load_image_folder(path: str | Path, image_size: int, val_fraction: float) -
     train_x, train_y = read(root / "train")
     test_x, test_y = read(test_dir)
     return _assemble(f"imagefolder:{root.name}", train_x, train_y, test_x, test_y, len(classes), val_fraction,
-                     classes)
+                     classes, augment="crop_flip")
 
 
 _FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
