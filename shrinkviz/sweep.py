@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import time
-import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +30,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from shrinkviz._verbs import make_module_callable
 from shrinkviz.executors import DaskExecutor, Executor, InProcessExecutor, make_executor
 from shrinkviz.experiment import Experiment
 from shrinkviz.runner import _now, execute, failed_row
@@ -213,11 +212,4 @@ def _put(store: Store, exp: Experiment, record: dict[str, Any]) -> None:
         store.put(failed_row(exp, f"SchemaError: {exc}", row.get("started_at", _now()), row.get("duration_s", 0.0)))
 
 
-class _CallableModule(types.ModuleType):
-    """``shrinkviz.sweep`` may resolve to this module (a package attribute); calling it runs :func:`sweep`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> SweepResult:
-        return sweep(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, sweep)  # sv.sweep(...) runs the verb; see shrinkviz._verbs
