@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from shrinkviz._verbs import make_module_callable
 from shrinkviz.data import Dataset, Normalizer, load_dataset
 from shrinkviz.distill import DistillCallback, check_compatible, freeze
 from shrinkviz.quant import convert, int8_weights, is_int8, is_qat, prepare_qat
@@ -263,3 +264,6 @@ def pipeline(model: nn.Module, data: Dataset | str, order: str = "PQD",
     metrics = {"val_top1": val["top1"], "test_top1": test["top1"], "test_top5": test["top5"],
                "sparsity": weight_sparsity(artefact)}
     return PipelineResult(artefact.eval(), history, infos, "".join(stages), counts, metrics, masks)
+
+
+make_module_callable(__name__, pipeline)  # sv.pipeline(model, ...) runs the verb; see shrinkviz._verbs

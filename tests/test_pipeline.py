@@ -125,3 +125,8 @@ def test_single_technique_baselines(baseline, small):
     assert not d.quantized and d.masks == {} and weight_sparsity(d.model) == 0
     assert all(math.isfinite(r["kd_loss"]) for r in d.history)
     assert [len(r.history) for r in (p, q, d)] == [2, 2, 2]
+
+
+def test_top_level_verb(baseline, small):
+    res = sv.pipeline(baseline, small, "Q", 1, finetune=CFG, progress=False)
+    assert res.quantized and sv.pipeline.ORDERS == ORDERS

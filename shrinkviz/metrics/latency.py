@@ -8,6 +8,11 @@ a watchdog thread, so a failing model raises :class:`LatencyError` and a hanging
 collection paused, for at least ``rounds`` calls and ``min_time_s`` seconds. The median is robust to the
 interference of other processes on a shared machine; p90 shows the tail. One call = one batch.
 
+The figures are wall-clock. ``latency_ms_cpu_p50`` is the median CPU time of the process per call (all
+its threads): on an idle machine with one thread it equals the wall figure; when other processes
+compete for the cores the wall figure rises and the CPU figure does not, which tells a slow model
+from a busy machine.
+
 Example:
     >>> from shrinkviz.models import create_model
     >>> row = measure_latency(create_model("tiny_mlp", input_shape=(1, 8, 8)), rounds=20, min_time_s=0)
@@ -88,7 +93,7 @@ def _watchdog(fn: Any, timeout_s: float, what: str) -> Any:
 
 
 def _time_calls(runner: Runner, warmup: int, warmup_s: float, rounds: int, min_time_s: float,
-                max_rounds: int) -> list[float]:
+                max_rounds: int) -> tuple[list[float], list[float]]:
     with torch.inference_mode():
         started = time.perf_counter()
         done = 0
@@ -96,18 +101,21 @@ def _time_calls(runner: Runner, warmup: int, warmup_s: float, rounds: int, min_t
             runner.call()
             done += 1
         times: list[float] = []
+        cpu: list[float] = []
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
             started = time.perf_counter()
             while len(times) < max_rounds and (len(times) < rounds or time.perf_counter() - started < min_time_s):
-                t0 = time.perf_counter_ns()
+                c0, t0 = time.process_time_ns(), time.perf_counter_ns()
                 runner.call()
-                times.append((time.perf_counter_ns() - t0) / 1e6)
+                t1, c1 = time.perf_counter_ns(), time.process_time_ns()
+                times.append((t1 - t0) / 1e6)
+                cpu.append((c1 - c0) / 1e6)
         finally:
             if gc_was_enabled:
                 gc.enable()
-    return times
+    return times, cpu
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -145,7 +153,7 @@ def measure_latency(model: nn.Module, runtime: str = "eager", *, batch: int = 1,
         seed: seed of the random input.
 
     Returns:
-        ``latency_ms_p50``, ``latency_ms_p90``, ``latency_ms_mean``, ``latency_ms_min``,
+        ``latency_ms_p50``, ``latency_ms_p90``, ``latency_ms_mean``, ``latency_ms_min``, ``latency_ms_cpu_p50``,
         ``latency_runtime``, ``latency_runtime_detail``, ``latency_dtype``, ``latency_threads``,
         ``latency_batch``, ``latency_input_shape``, ``latency_rounds``, ``cpu_model``, ``torch_version``,
         ``onnxruntime_version``.
@@ -173,12 +181,13 @@ def measure_latency(model: nn.Module, runtime: str = "eager", *, batch: int = 1,
     what = f"{runtime} inference of {type(model).__name__} on input {tuple(x.shape)}"
     with pinned_threads(threads):
         runner = _watchdog(lambda: _prepare_and_probe(model, runtime, x, threads), timeout_s, what)
-        times = _time_calls(runner, warmup, warmup_s, rounds, min_time_s, max_rounds)
+        times, cpu = _time_calls(runner, warmup, warmup_s, rounds, min_time_s, max_rounds)
     return {
         "latency_ms_p50": statistics.median(times),
         "latency_ms_p90": percentile(times, 90),
         "latency_ms_mean": statistics.fmean(times),
         "latency_ms_min": min(times),
+        "latency_ms_cpu_p50": statistics.median(cpu),
         "latency_runtime": runtime,
         "latency_runtime_detail": runner.detail,
         "latency_dtype": runner.dtype,

@@ -24,6 +24,7 @@ Example:
     >>> from shrinkviz.models import create_model
     >>> model = create_model("tiny_cnn", input_shape=(1, 8, 8))
     >>> qat = prepare_qat(model)
+    >>> _ = qat(torch.randn(16, 1, 8, 8))  # or train it: shrinkviz.train.fit(qat, ...)
     >>> int8 = convert(qat)
     >>> is_int8(int8)
     True
@@ -180,7 +181,9 @@ def int8_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
     Example:
         >>> from shrinkviz.models import create_model
-        >>> w = int8_weights(convert(prepare_qat(create_model("tiny_mlp", input_shape=(1, 8, 8)))))
+        >>> qat = prepare_qat(create_model("tiny_mlp", input_shape=(1, 8, 8)))
+        >>> _ = qat(torch.randn(4, 1, 8, 8))
+        >>> w = int8_weights(convert(qat))
         >>> sorted(w)[0], w[sorted(w)[0]].dtype
         ('classifier', torch.int8)
     """
@@ -239,6 +242,17 @@ def prepare_qat(model: nn.Module, *, example_input: torch.Tensor | None = None, 
     return qat
 
 
+def _unobserved(model: nn.Module) -> str | None:
+    """Name of the first activation observer that never saw data (weights are observed at conversion)."""
+    for name, module in model.named_modules():
+        if not isinstance(module, tq.ObserverBase) or "weight_fake_quant" in name:
+            continue
+        low = getattr(module, "min_val", None)
+        if isinstance(low, torch.Tensor) and (low.numel() == 0 or bool(torch.isinf(low).all())):
+            return name.replace(".activation_post_process", "") or "<model>"
+    return None
+
+
 def convert(qat_model: nn.Module, *, example_input: torch.Tensor | None = None, inplace: bool = False) -> nn.Module:
     """Convert a QAT (or calibrated PTQ) model into a real INT8 model on the CPU.
 
@@ -247,17 +261,24 @@ def convert(qat_model: nn.Module, *, example_input: torch.Tensor | None = None, 
     masks. The result runs quantized kernels; evaluate it with ``shrinkviz.train.evaluate`` on the CPU.
 
     Raises:
-        QuantizationError: a layer fails under INT8 (named), or a pruned weight did not stay zero.
+        QuantizationError: the activation observers have seen no data (the INT8 model would use
+            placeholder scales), a layer fails under INT8 (named), or a pruned weight did not stay zero.
 
     Example:
         >>> from shrinkviz.models import create_model
-        >>> int8 = convert(prepare_qat(create_model("lenet5", input_shape=(1, 28, 28))))
-        >>> int8_weights(int8)["classifier"].dtype
+        >>> qat = prepare_qat(create_model("lenet5", input_shape=(1, 28, 28)))
+        >>> _ = qat(torch.randn(8, 1, 28, 28))  # training (shrinkviz.train.fit) sets the ranges
+        >>> int8_weights(convert(qat))["classifier"].dtype
         torch.int8
     """
     _check_backend()
     if not any(isinstance(m, tq.FakeQuantizeBase | tq.ObserverBase) for m in qat_model.modules()):
         raise QuantizationError("convert() needs a model from prepare_qat() or a calibrated PTQ model")
+    unobserved = _unobserved(qat_model)
+    if unobserved:
+        raise QuantizationError(f"the activation observers of {unobserved!r} have seen no data, so their INT8 "
+                                "scales would be placeholders: train the QAT model (shrinkviz.train.fit) or run "
+                                "calibration batches through it before convert()")
     model = qat_model if inplace else copy.deepcopy(qat_model)
     masks = _get_masks(model)
     model.cpu().eval()
