@@ -27,11 +27,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PROFILES = ("smoke", "full")
+from shrinkviz.profiles import PROFILES, profile
+
 CONFIG_KEYS = ("base", "experiments", "grid", "store", "report", "title")
 
 
-def demo_experiments(profile: str = "full") -> list[Any]:
+def demo_experiments(profile_name: str = "full") -> list[Any]:
     """The demo's runs: the baseline, pruning strategies x compressions, INT8 QAT and the PQD pipeline.
 
     ``full``: MnistNet on all of Fashion-MNIST with the default pretrained recipe; compression stages
@@ -42,9 +43,7 @@ def demo_experiments(profile: str = "full") -> list[Any]:
     from shrinkviz.experiment import Experiment
     from shrinkviz.sweep import expand
 
-    if profile not in PROFILES:
-        raise ValueError(f"profile={profile!r}: allowed values: {', '.join(PROFILES)}")
-    if profile == "full":
+    if not profile(profile_name).smoke:  # validates the name too
         base = Experiment(model="mnistnet", data="fashion_mnist", baseline={"recipe": "default"},
                           finetune={"preset": "finetune_sgd_cosine", "epochs": 1, "examples": 8000},
                           latency={"runtimes": ["eager"], "threads": 1, "batch": 1, "rounds": 50, "min_time_s": 1.0})
@@ -101,7 +100,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from shrinkviz.store import Store
 
     started = time.perf_counter()
-    args.profile = args.profile or os.environ.get("SHRINKVIZ_PROFILE") or "full"
+    args.profile = profile(args.profile).name  # --profile, else $SHRINKVIZ_PROFILE, else full
     experiments = demo_experiments(args.profile)
     store = Store(args.store)
     base = experiments[0]

@@ -43,7 +43,7 @@ def test_demo_profiles_describe_the_readme_runs():
     assert full[-1].pipeline.order == "PQD" and full[-1].pipeline.epochs == (1, 2, 2)
     smoke = demo_experiments("smoke")
     assert [e.method for e in smoke] == ["baseline"] + ["prune"] * 4 + ["quant", "pipeline"]
-    with pytest.raises(ValueError, match="profile='huge': allowed values: smoke, full"):
+    with pytest.raises(ValueError, match="profile 'huge' is unknown; SHRINKVIZ_PROFILE must be one of: smoke, full"):
         demo_experiments("huge")
 
 
