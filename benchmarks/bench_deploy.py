@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.ao.nn.intrinsic.qat import freeze_bn_stats
 
 from shrinkviz.metrics.latency import cpu_model, measure_latency, pinned_threads
 from shrinkviz.metrics.runtimes import RUNTIMES
@@ -33,8 +34,20 @@ from shrinkviz.quant import convert, prepare_qat
 from shrinkviz.quant.export import export_onnx, quantize_onnx_static
 
 
+def _settle_bn(model: torch.nn.Module, calib: torch.Tensor, passes: int = 10) -> torch.nn.Module:
+    """Give random-init BatchNorm layers the running statistics of the calibration data (as training would)."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(passes):
+            for x in calib.split(16):
+                model(x)
+    return model.eval()
+
+
 def _int8(model: torch.nn.Module, calib: torch.Tensor) -> torch.nn.Module:
+    """The state QAT ends in: BN statistics frozen, observers fed, then converted."""
     qat = prepare_qat(model, check=False)
+    qat.apply(freeze_bn_stats)  # the folded weights the observers see are the ones convert() folds
     qat.train()
     with torch.no_grad():
         for x in calib.split(16):
@@ -62,8 +75,11 @@ def _step_time(model: torch.nn.Module, batch: int, steps: int, threads: int) -> 
 
 
 def _lat(row: dict) -> dict:
-    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
-            if k.startswith("latency_ms") or k in ("latency_rounds", "latency_runtime_detail")}
+    return {
+        k: (round(v, 3) if isinstance(v, float) else v)
+        for k, v in row.items()
+        if k.startswith("latency_ms") or k in ("latency_rounds", "latency_runtime_detail")
+    }
 
 
 def main() -> None:
@@ -77,8 +93,9 @@ def main() -> None:
     torch.manual_seed(0)
     opts = {"batch": args.batch, "threads": args.threads, "min_time_s": args.min_time, "rounds": 50}
 
-    fp32 = create_model("resnet18", input_shape=(3, 32, 32), seed=0).eval()
+    fp32 = create_model("resnet18", input_shape=(3, 32, 32), seed=0)
     calib = torch.randn(64, 3, 32, 32)
+    _settle_bn(fp32, calib)
     int8 = _int8(fp32, calib)
 
     latency: dict[str, dict] = {}
@@ -88,8 +105,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:  # REFERENCE's path: ONNX Runtime static PTQ of the FP32 export
         from shrinkviz.quant.export import onnx_session
 
-        static = quantize_onnx_static(export_onnx(fp32, Path(tmp) / "fp32.onnx"), Path(tmp) / "static.onnx",
-                                      list(calib.split(16)))
+        static = quantize_onnx_static(
+            export_onnx(fp32, Path(tmp) / "fp32.onnx"), Path(tmp) / "static.onnx", list(calib.split(16))
+        )
         session = onnx_session(static, args.threads)
         feed = {"input": torch.randn(args.batch, 3, 32, 32).numpy()}
         with pinned_threads(args.threads):
@@ -101,26 +119,38 @@ def main() -> None:
                 t0 = time.perf_counter_ns()
                 session.run(None, feed)
                 times.append((time.perf_counter_ns() - t0) / 1e6)
-        latency["int8_onnxruntime_static_ptq"] = {"latency_ms_p50": round(statistics.median(times), 3),
-                                                  "latency_rounds": len(times)}
+        latency["int8_onnxruntime_static_ptq"] = {
+            "latency_ms_p50": round(statistics.median(times), 3),
+            "latency_rounds": len(times),
+        }
     base = latency["fp32_eager"]["latency_ms_p50"]
     speedups = {k: round(base / v["latency_ms_p50"], 2) for k, v in latency.items()}
     best = max((k for k in speedups if k.startswith("int8")), key=speedups.get)
 
     # repeatability: the same model, measured twice back to back on the best INT8 runtime and FP32 eager
     repeat = {}
-    for key, model, runtime in (("int8_best", int8, best.split("_", 1)[1].replace("_static_ptq", "")),
-                                ("fp32_eager", fp32, "eager")):
+    for key, model, runtime in (
+        ("int8_best", int8, best.split("_", 1)[1].replace("_static_ptq", "")),
+        ("fp32_eager", fp32, "eager"),
+    ):
         a = measure_latency(model, runtime, **opts)["latency_ms_p50"]
         b = measure_latency(model, runtime, **opts)["latency_ms_p50"]
-        repeat[key] = {"runtime": runtime, "p50_first_ms": round(a, 3), "p50_second_ms": round(b, 3),
-                       "spread": round(abs(a - b) / min(a, b), 4)}
+        repeat[key] = {
+            "runtime": runtime,
+            "p50_first_ms": round(a, 3),
+            "p50_second_ms": round(b, 3),
+            "spread": round(abs(a - b) / min(a, b), 4),
+        }
 
     # sizes: FP32, INT8, 90%-sparse (x10 compression over all parameters) FP32 and INT8
     sparse = prune(fp32, "global_weight", compression=10.0)
     sparse_int8 = _int8(sparse, calib)
-    sizes = {"fp32": measure_size(fp32), "int8": measure_size(int8), "fp32_sparse90": measure_size(sparse),
-             "int8_sparse90": measure_size(sparse_int8)}
+    sizes = {
+        "fp32": measure_size(fp32),
+        "int8": measure_size(int8),
+        "fp32_sparse90": measure_size(sparse),
+        "int8_sparse90": measure_size(sparse_int8),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         sizes["int8_onnx"] = measure_size(int8, "onnx", path=Path(tmp) / "int8.onnx")
     fp32_raw = sizes["fp32"]["size_bytes_raw"]
@@ -131,20 +161,35 @@ def main() -> None:
     t_fp32 = _step_time(train_fp32, args.train_batch, args.train_steps, args.threads)
     t_qat = _step_time(train_qat, args.train_batch, args.train_steps, args.threads)
 
-    print(json.dumps({
-        "model": "resnet18", "input_shape": [3, 32, 32], "batch": args.batch, "threads": args.threads,
-        "cpu_model": cpu_model(), "torch": torch.__version__, "load_avg_1min": round(os.getloadavg()[0], 2),
-        "latency": latency,
-        "speedup_vs_fp32_eager": speedups,
-        "best_int8_runtime": best, "best_int8_speedup": speedups[best],
-        "repeatability": repeat,
-        "sizes": sizes,
-        "sparse90_weight_sparsity": round(weight_sparsity(sparse_int8), 4),
-        "int8_sparse90_gzip_over_fp32_raw": round(sizes["int8_sparse90"]["size_bytes_gzip"] / fp32_raw, 5),
-        "fp32_raw_over_int8_sparse90_gzip": round(fp32_raw / sizes["int8_sparse90"]["size_bytes_gzip"], 2),
-        "train_step_s": {"fp32": round(t_fp32, 4), "qat": round(t_qat, 4), "batch": args.train_batch},
-        "qat_over_fp32_step": round(t_qat / t_fp32, 3),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "model": "resnet18",
+                "input_shape": [3, 32, 32],
+                "batch": args.batch,
+                "threads": args.threads,
+                "cpu_model": cpu_model(),
+                "torch": torch.__version__,
+                "load_avg_1min": round(os.getloadavg()[0], 2),
+                "latency": latency,
+                "speedup_vs_fp32_eager": speedups,
+                "best_int8_runtime": best,
+                "best_int8_speedup": speedups[best],
+                "repeatability": repeat,
+                "sizes": sizes,
+                "sparse90_weight_sparsity": round(weight_sparsity(sparse_int8), 4),
+                "int8_sparse90_gzip_over_fp32_raw": round(
+                    sizes["int8_sparse90"]["size_bytes_gzip"] / fp32_raw, 5
+                ),
+                "fp32_raw_over_int8_sparse90_gzip": round(
+                    fp32_raw / sizes["int8_sparse90"]["size_bytes_gzip"], 2
+                ),
+                "train_step_s": {"fp32": round(t_fp32, 4), "qat": round(t_qat, 4), "batch": args.train_batch},
+                "qat_over_fp32_step": round(t_qat / t_fp32, 3),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

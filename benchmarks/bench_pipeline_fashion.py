@@ -59,25 +59,52 @@ def main() -> None:
     if args.subset:
         data = data.subset(train=args.subset)
     normalize = Normalizer(data.mean, data.std)
-    base = {"test_top1": round(evaluate(baseline, data.test, normalize)["top1"], 4),
-            **deployment(baseline, args.threads, args.min_time)}
+    base = {
+        "test_top1": round(evaluate(baseline, data.test, normalize)["top1"], 4),
+        **deployment(baseline, args.threads, args.min_time),
+    }
     runs = {}
     for order in args.orders:
         epochs = split_budget(order, args.budget)
         started = time.perf_counter()
-        res = pipeline(baseline, data, order, epochs, strategy="global_weight", compression=args.compression,
-                       finetune=args.finetune, seed=args.seed, progress=False)
+        res = pipeline(
+            baseline,
+            data,
+            order,
+            epochs,
+            strategy="global_weight",
+            compression=args.compression,
+            finetune=args.finetune,
+            seed=args.seed,
+            progress=False,
+        )
         runs[order] = {
-            "epochs": list(epochs), "quantized": res.quantized, "test_top1": round(res.metrics["test_top1"], 4),
-            "val_top1": round(res.metrics["val_top1"], 4), "weight_sparsity": round(res.metrics["sparsity"], 4),
+            "epochs": list(epochs),
+            "quantized": res.quantized,
+            "test_top1": round(res.metrics["test_top1"], 4),
+            "val_top1": round(res.metrics["val_top1"], 4),
+            "weight_sparsity": round(res.metrics["sparsity"], 4),
             "wall_s": round(time.perf_counter() - started, 1),
             "stage_s": {s["stage"]: round(s["seconds"], 1) for s in res.stages},
             **deployment(res.model, args.threads, args.min_time),
         }
-    print(json.dumps({"dataset": "fashion_mnist", "model": "mnistnet", "seed": args.seed, "budget": args.budget,
-                      "train_images": len(data.train),
-                      "compression": args.compression, "finetune": args.finetune, "threads": args.threads,
-                      "baseline": base, "runs": runs}, indent=1))
+    print(
+        json.dumps(
+            {
+                "dataset": "fashion_mnist",
+                "model": "mnistnet",
+                "seed": args.seed,
+                "budget": args.budget,
+                "train_images": len(data.train),
+                "compression": args.compression,
+                "finetune": args.finetune,
+                "threads": args.threads,
+                "baseline": base,
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ from torch import nn
 from shrinkviz.train import Callback, TrainConfig, fit
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0
+) -> torch.Tensor:
     """``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, averaged over the batch.
 
     Example:
@@ -67,8 +69,12 @@ def freeze(teacher: nn.Module) -> nn.Module:
     return teacher
 
 
-def check_compatible(student: nn.Module, teacher: nn.Module, input_shape: tuple[int, ...] | None = None,
-                     num_classes: int | None = None) -> None:
+def check_compatible(
+    student: nn.Module,
+    teacher: nn.Module,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+) -> None:
     """Fail before training if teacher and student do not take the same inputs or give the same logits.
 
     Args:
@@ -85,8 +91,10 @@ def check_compatible(student: nn.Module, teacher: nn.Module, input_shape: tuple[
     for role, model in (("student", student), ("teacher", teacher)):
         declared = getattr(model, "input_shape", None)
         if declared is not None and tuple(declared) != shape:
-            raise ValueError(f"{role} expects inputs of shape {tuple(declared)} but the data has {shape}: "
-                             "teacher and student must take the same inputs")
+            raise ValueError(
+                f"{role} expects inputs of shape {tuple(declared)} but the data has {shape}: "
+                "teacher and student must take the same inputs"
+            )
     x = torch.zeros(2, *shape)
     outputs = {}
     for role, model in (("student", student), ("teacher", teacher)):
@@ -102,8 +110,10 @@ def check_compatible(student: nn.Module, teacher: nn.Module, input_shape: tuple[
             model.train(was_training)
     s, t = outputs["student"].shape, outputs["teacher"].shape
     if s != t:
-        raise ValueError(f"teacher gives {t[-1]} logits per input but the student {s[-1]}: teacher and student "
-                         "must predict the same classes")
+        raise ValueError(
+            f"teacher gives {t[-1]} logits per input but the student {s[-1]}: teacher and student "
+            "must predict the same classes"
+        )
     if num_classes is not None and s[-1] != num_classes:
         raise ValueError(f"the models give {s[-1]} logits but the data has {num_classes} classes")
 
@@ -127,8 +137,14 @@ class DistillCallback(Callback):
     def fit_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         freeze(self.teacher)
 
-    def loss(self, model: nn.Module, inputs: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
-             task_loss: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        task_loss: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.teacher.to(inputs.device)
         with torch.no_grad():
             teacher_logits = self.teacher(inputs)
@@ -146,20 +162,40 @@ def baseline_teacher(student: nn.Module, progress: bool = False) -> nn.Module:
     manifest = getattr(student, "shrinkviz_manifest", None)
     spec = manifest.get("config") if isinstance(manifest, dict) else None
     if not spec:
-        raise ValueError("no teacher given and the student has no zoo manifest (it did not come from "
-                         "shrinkviz.pretrained); pass teacher= explicitly")
+        raise ValueError(
+            "no teacher given and the student has no zoo manifest (it did not come from "
+            "shrinkviz.pretrained); pass teacher= explicitly"
+        )
     from shrinkviz.zoo import pretrained
 
     cfg = TrainConfig.from_dict(spec["train_config"])
     recipe: Any = spec["recipe"] if spec["recipe"] != "custom" else cfg
     subset = tuple(spec["subset"]) if spec.get("subset") else None
-    return pretrained(spec["model"], spec["dataset"], recipe, spec["seed"], epochs=cfg.epochs, subset=subset,
-                      progress=progress)
+    return pretrained(
+        spec["model"],
+        spec["dataset"],
+        recipe,
+        spec["seed"],
+        epochs=cfg.epochs,
+        subset=subset,
+        progress=progress,
+    )
 
 
-def distill(student: nn.Module, teacher: nn.Module | None, data: Any, cfg: TrainConfig | str | None = None,
-            temperature: float = 4.0, alpha: float = 0.9, *, callbacks: tuple[Callback, ...] = (), seed: int = 0,
-            device: Any = None, stage: str = "D", progress: bool = True) -> list[dict[str, Any]]:
+def distill(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    data: Any,
+    cfg: TrainConfig | str | None = None,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    *,
+    callbacks: tuple[Callback, ...] = (),
+    seed: int = 0,
+    device: Any = None,
+    stage: str = "D",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """Train ``student`` in place with knowledge distillation from ``teacher``; return the history rows.
 
     Args:
@@ -182,5 +218,13 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: Any, cfg: Train
     teacher = baseline_teacher(student, progress) if teacher is None else copy.deepcopy(teacher)
     check_compatible(student, teacher, data.input_shape, data.num_classes)
     kd = DistillCallback(teacher, temperature, alpha)
-    return fit(student, data, cfg, callbacks=[kd, *callbacks], seed=seed, device=device, stage=stage,
-               progress=progress)
+    return fit(
+        student,
+        data,
+        cfg,
+        callbacks=[kd, *callbacks],
+        seed=seed,
+        device=device,
+        stage=stage,
+        progress=progress,
+    )

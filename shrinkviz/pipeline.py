@@ -69,16 +69,21 @@ def parse_order(order: str) -> tuple[str, ...]:
     stages = tuple(order.upper())
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
-        raise ValueError(f"order={order!r}: unknown stage(s) {', '.join(unknown)}; stages are P (prune), "
-                         "Q (INT8 QAT), D (distill)")
+        raise ValueError(
+            f"order={order!r}: unknown stage(s) {', '.join(unknown)}; stages are P (prune), "
+            "Q (INT8 QAT), D (distill)"
+        )
     repeated = sorted({s for s in stages if stages.count(s) > 1})
     if repeated:
-        raise ValueError(f"order={order!r}: stage(s) {', '.join(repeated)} repeated; each stage runs at most once")
+        raise ValueError(
+            f"order={order!r}: stage(s) {', '.join(repeated)} repeated; each stage runs at most once"
+        )
     return stages
 
 
-def allocate_epochs(order: str, epochs: int | Sequence[int] | None = None, *, budget: int | None = None,
-                    scale: float = 1.0) -> tuple[int, ...]:
+def allocate_epochs(
+    order: str, epochs: int | Sequence[int] | None = None, *, budget: int | None = None, scale: float = 1.0
+) -> tuple[int, ...]:
     """Epochs per stage, validated against the order and an optional total budget, then scaled.
 
     Args:
@@ -102,15 +107,21 @@ def allocate_epochs(order: str, epochs: int | Sequence[int] | None = None, *, bu
         elif len(stages) == 1:
             epochs = (sum(DEFAULT_EPOCHS),)
         else:
-            raise ValueError(f"epochs=None: give one epoch count per stage for the {len(stages)}-stage order {order!r}")
+            raise ValueError(
+                f"epochs=None: give one epoch count per stage for the {len(stages)}-stage order {order!r}"
+            )
     if isinstance(epochs, int) and not isinstance(epochs, bool):
         if len(stages) != 1:
-            raise ValueError(f"epochs={epochs}: an int is allowed only for a single-stage order; give one count "
-                             f"per stage of {order!r}, e.g. {DEFAULT_EPOCHS}")
+            raise ValueError(
+                f"epochs={epochs}: an int is allowed only for a single-stage order; give one count "
+                f"per stage of {order!r}, e.g. {DEFAULT_EPOCHS}"
+            )
         epochs = (epochs,)
     counts = tuple(epochs)
     if len(counts) != len(stages):
-        raise ValueError(f"epochs={counts}: {len(counts)} counts for the {len(stages)} stages of order {order!r}")
+        raise ValueError(
+            f"epochs={counts}: {len(counts)} counts for the {len(stages)} stages of order {order!r}"
+        )
     for i, n in enumerate(counts):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"epochs[{i}]={n!r} (stage {stages[i]}): must be a whole number >= 1")
@@ -194,11 +205,24 @@ def _finetune_config(finetune: TrainConfig | str) -> TrainConfig:
     raise ValueError(f"finetune={finetune!r}: give a TrainConfig or a preset name")
 
 
-def pipeline(model: nn.Module, data: Dataset | str, order: str = "PQD",
-             epochs: int | Sequence[int] | None = None, *, budget: int | None = None, scale: float = 1.0,
-             strategy: str = "global_weight", compression: float = 8.0, teacher: nn.Module | None = None,
-             finetune: TrainConfig | str = DEFAULT_FINETUNE, temperature: float = 4.0, alpha: float = 0.9,
-             seed: int = 0, device: str | torch.device | None = None, progress: bool = True) -> PipelineResult:
+def pipeline(
+    model: nn.Module,
+    data: Dataset | str,
+    order: str = "PQD",
+    epochs: int | Sequence[int] | None = None,
+    *,
+    budget: int | None = None,
+    scale: float = 1.0,
+    strategy: str = "global_weight",
+    compression: float = 8.0,
+    teacher: nn.Module | None = None,
+    finetune: TrainConfig | str = DEFAULT_FINETUNE,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> PipelineResult:
     """Run the stages of ``order`` on a copy of ``model`` and return the deployable artefact.
 
     Args:
@@ -248,21 +272,33 @@ def pipeline(model: nn.Module, data: Dataset | str, order: str = "PQD",
             current = prepare_qat(current, inplace=True)
         else:
             callbacks.append(DistillCallback(teacher, temperature, alpha))
-        rows = fit(current, data, cfg, callbacks=callbacks, seed=seed, device=device, stage=stage,
-                   progress=progress)
+        rows = fit(
+            current, data, cfg, callbacks=callbacks, seed=seed, device=device, stage=stage, progress=progress
+        )
         for row in rows:
             row["position"] = position
         history.extend(rows)
-        infos.append({"stage": stage, "position": position, "epochs": n,
-                      "form": "fake-quant" if is_qat(current) else "fp32",
-                      "sparsity": weight_sparsity(current), "val_top1": rows[-1]["val_top1"],
-                      "seconds": time.perf_counter() - started})
+        infos.append(
+            {
+                "stage": stage,
+                "position": position,
+                "epochs": n,
+                "form": "fake-quant" if is_qat(current) else "fp32",
+                "sparsity": weight_sparsity(current),
+                "val_top1": rows[-1]["val_top1"],
+                "seconds": time.perf_counter() - started,
+            }
+        )
     masks = {name: mask.cpu() for name, mask in get_masks(current).items()}
     artefact = convert(current) if "Q" in stages else current.cpu().eval()
     normalize = Normalizer(data.mean, data.std)
     val, test = evaluate(artefact, data.val, normalize), evaluate(artefact, data.test, normalize)
-    metrics = {"val_top1": val["top1"], "test_top1": test["top1"], "test_top5": test["top5"],
-               "sparsity": weight_sparsity(artefact)}
+    metrics = {
+        "val_top1": val["top1"],
+        "test_top1": test["top1"],
+        "test_top5": test["top5"],
+        "sparsity": weight_sparsity(artefact),
+    }
     return PipelineResult(artefact.eval(), history, infos, "".join(stages), counts, metrics, masks)
 
 

@@ -46,13 +46,21 @@ def _hand_kd(student: list[list[float]], teacher: list[list[float]], t: float) -
 def test_kd_loss_matches_hand_computation(temperature):
     student = [[1.0, -2.0, 0.5, 3.0], [0.0, 0.1, -0.3, 2.0]]
     teacher = [[2.0, -1.0, 0.0, 1.0], [-1.0, 0.5, 0.5, 4.0]]
-    got = kd_loss(torch.tensor(student, dtype=torch.float64), torch.tensor(teacher, dtype=torch.float64), temperature)
+    got = kd_loss(
+        torch.tensor(student, dtype=torch.float64), torch.tensor(teacher, dtype=torch.float64), temperature
+    )
     assert got.dtype == torch.float64
-    torch.testing.assert_close(got, torch.tensor(_hand_kd(student, teacher, temperature), dtype=torch.float64),
-                               rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        got,
+        torch.tensor(_hand_kd(student, teacher, temperature), dtype=torch.float64),
+        rtol=1e-12,
+        atol=1e-14,
+    )
     got32 = kd_loss(torch.tensor(student), torch.tensor(teacher), temperature)
     assert got32.item() == pytest.approx(_hand_kd(student, teacher, temperature), rel=1e-5)
-    assert float(kd_loss(torch.tensor(teacher), torch.tensor(teacher), temperature)) == pytest.approx(0, abs=1e-7)
+    assert float(kd_loss(torch.tensor(teacher), torch.tensor(teacher), temperature)) == pytest.approx(
+        0, abs=1e-7
+    )
 
 
 def test_callback_combines_ce_and_kd():
@@ -100,20 +108,34 @@ def test_mismatches_are_caught_before_training(small):
     student = create_model("tiny_mlp", dataset=small, seed=0)
     before = copy.deepcopy(student.state_dict())
     with pytest.raises(ValueError, match="teacher gives 5 logits per input but the student 10"):
-        distill(student, create_model("tiny_mlp", input_shape=(1, 8, 8), num_classes=5), small, CFG,
-                progress=False)
+        distill(
+            student,
+            create_model("tiny_mlp", input_shape=(1, 8, 8), num_classes=5),
+            small,
+            CFG,
+            progress=False,
+        )
     with pytest.raises(ValueError, match=r"teacher expects inputs of shape \(1, 28, 28\)"):
         distill(student, create_model("tiny_mlp", input_shape=(1, 28, 28)), small, CFG, progress=False)
     for key, value in student.state_dict().items():
         assert torch.equal(value, before[key])
     with pytest.raises(ValueError, match="data has 10 classes"):
-        check_compatible(create_model("tiny_mlp", input_shape=(1, 8, 8), num_classes=4),
-                         create_model("tiny_mlp", input_shape=(1, 8, 8), num_classes=4), (1, 8, 8), 10)
+        check_compatible(
+            create_model("tiny_mlp", input_shape=(1, 8, 8), num_classes=4),
+            create_model("tiny_mlp", input_shape=(1, 8, 8), num_classes=4),
+            (1, 8, 8),
+            10,
+        )
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [({"temperature": 0}, "temperature=0"),
-                                                ({"temperature": float("nan")}, "temperature=nan"),
-                                                ({"alpha": 1.5}, "alpha=1.5")])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"temperature": 0}, "temperature=0"),
+        ({"temperature": float("nan")}, "temperature=nan"),
+        ({"alpha": 1.5}, "alpha=1.5"),
+    ],
+)
 def test_bad_hyperparameters(kwargs, field, small):
     student = create_model("tiny_mlp", dataset=small)
     with pytest.raises(ValueError, match=field):

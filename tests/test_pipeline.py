@@ -41,7 +41,12 @@ def baseline(small):
 def test_orders():
     assert sorted(ORDERS) == ["DPQ", "DQP", "PDQ", "PQD", "QDP", "QPD"]
     assert parse_order("qdp") == ("Q", "D", "P") and parse_order("D") == ("D",)
-    for bad, message in [("PXD", "unknown stage"), ("PPQ", "P repeated"), ("", "non-empty"), ("QDQP", "Q repeated")]:
+    for bad, message in [
+        ("PXD", "unknown stage"),
+        ("PPQ", "P repeated"),
+        ("", "non-empty"),
+        ("QDQP", "Q repeated"),
+    ]:
         with pytest.raises(ValueError, match=f"order=.*{message}"):
             parse_order(bad)
 
@@ -77,8 +82,14 @@ def test_pipeline_rejects_bad_input_before_training(baseline, small):
     with pytest.raises(ValueError, match="finetune=3"):
         pipeline(baseline, small, "P", 1, finetune=3, progress=False)
     with pytest.raises(ValueError, match="teacher gives 4 logits"):
-        pipeline(baseline, small, "D", 1, teacher=create_model("tiny_cnn", input_shape=(1, 8, 8), num_classes=4),
-                 progress=False)
+        pipeline(
+            baseline,
+            small,
+            "D",
+            1,
+            teacher=create_model("tiny_cnn", input_shape=(1, 8, 8), num_classes=4),
+            progress=False,
+        )
     for key, value in baseline.state_dict().items():
         assert torch.equal(value, before[key])
 

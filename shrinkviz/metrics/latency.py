@@ -92,8 +92,9 @@ def _watchdog(fn: Any, timeout_s: float, what: str) -> Any:
     return box["value"]
 
 
-def _time_calls(runner: Runner, warmup: int, warmup_s: float, rounds: int, min_time_s: float,
-                max_rounds: int) -> tuple[list[float], list[float]]:
+def _time_calls(
+    runner: Runner, warmup: int, warmup_s: float, rounds: int, min_time_s: float, max_rounds: int
+) -> tuple[list[float], list[float]]:
     with torch.inference_mode():
         started = time.perf_counter()
         done = 0
@@ -106,7 +107,9 @@ def _time_calls(runner: Runner, warmup: int, warmup_s: float, rounds: int, min_t
         gc.disable()
         try:
             started = time.perf_counter()
-            while len(times) < max_rounds and (len(times) < rounds or time.perf_counter() - started < min_time_s):
+            while len(times) < max_rounds and (
+                len(times) < rounds or time.perf_counter() - started < min_time_s
+            ):
                 c0, t0 = time.process_time_ns(), time.perf_counter_ns()
                 runner.call()
                 t1, c1 = time.perf_counter_ns(), time.process_time_ns()
@@ -132,10 +135,21 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
-def measure_latency(model: nn.Module, runtime: str = "eager", *, batch: int = 1,
-                    input_shape: tuple[int, ...] | None = None, threads: int = 1, warmup: int = 10,
-                    warmup_s: float = 0.5, rounds: int = 100, min_time_s: float = 2.0, max_rounds: int = 100_000,
-                    timeout_s: float = 300.0, seed: int = 0) -> dict[str, Any]:
+def measure_latency(
+    model: nn.Module,
+    runtime: str = "eager",
+    *,
+    batch: int = 1,
+    input_shape: tuple[int, ...] | None = None,
+    threads: int = 1,
+    warmup: int = 10,
+    warmup_s: float = 0.5,
+    rounds: int = 100,
+    min_time_s: float = 2.0,
+    max_rounds: int = 100_000,
+    timeout_s: float = 300.0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Median and p90 latency (ms per batch) of ``model`` on ``runtime``, with the conditions recorded.
 
     Args:
@@ -164,7 +178,12 @@ def measure_latency(model: nn.Module, runtime: str = "eager", *, batch: int = 1,
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r}: valid runtimes are {', '.join(RUNTIMES)}")
-    for name, value in (("batch", batch), ("threads", threads), ("rounds", rounds), ("max_rounds", max_rounds)):
+    for name, value in (
+        ("batch", batch),
+        ("threads", threads),
+        ("rounds", rounds),
+        ("max_rounds", max_rounds),
+    ):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r}: must be a whole number >= 1")
     for name, value in (("warmup", warmup), ("warmup_s", warmup_s), ("min_time_s", min_time_s)):
@@ -174,8 +193,10 @@ def measure_latency(model: nn.Module, runtime: str = "eager", *, batch: int = 1,
         raise ValueError(f"timeout_s={timeout_s!r}: must be > 0")
     shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
     if shape is None or len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape={shape!r}: must be (channels, height, width), all positive "
-                         "(pass input_shape= when the model has none)")
+        raise ValueError(
+            f"input_shape={shape!r}: must be (channels, height, width), all positive "
+            "(pass input_shape= when the model has none)"
+        )
     model_dtype(model)  # refuses a fake-quant model before any work
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
     what = f"{runtime} inference of {type(model).__name__} on input {tuple(x.shape)}"
@@ -216,7 +237,9 @@ def _ort_version() -> str:
         return ""
 
 
-def compare_runtimes(model: nn.Module, runtimes: Sequence[str] = RUNTIMES, **kwargs: Any) -> list[dict[str, Any]]:
+def compare_runtimes(
+    model: nn.Module, runtimes: Sequence[str] = RUNTIMES, **kwargs: Any
+) -> list[dict[str, Any]]:
     """:func:`measure_latency` on each runtime (same batch, shape, threads): how much the runtime matters.
 
     Example:

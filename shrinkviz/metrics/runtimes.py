@@ -50,8 +50,10 @@ def model_dtype(model: nn.Module) -> str:
     from torch.ao.quantization import FakeQuantizeBase
 
     if any(isinstance(m, FakeQuantizeBase) for m in model.modules()):
-        raise ValueError("latency of a fake-quant QAT model is not a deployment figure; convert it to INT8 "
-                         "first (shrinkviz.quant.convert)")
+        raise ValueError(
+            "latency of a fake-quant QAT model is not a deployment figure; convert it to INT8 "
+            "first (shrinkviz.quant.convert)"
+        )
     return "int8" if any(isinstance(m, nnq.Conv2d | nnq.Linear) for m in model.modules()) else "fp32"
 
 
@@ -79,7 +81,9 @@ def make_runner(model: nn.Module, runtime: str, x: torch.Tensor, threads: int) -
         from shrinkviz.quant.export import quiet_trace
 
         torch._dynamo.reset()
-        with quiet_trace():  # the first torch.compile imports inductor, whose imports use torch.jit.script_method
+        with (
+            quiet_trace()
+        ):  # the first torch.compile imports inductor, whose imports use torch.jit.script_method
             compiled = torch.compile(model, dynamic=False)
         return Runner(runtime, dtype, "torch.compile inductor (FP32)", lambda: compiled(x), [compiled])
     import onnxruntime as ort
@@ -91,5 +95,10 @@ def make_runner(model: nn.Module, runtime: str, x: torch.Tensor, threads: int) -
         session = onnx_session(path, threads)
     feed = {session.get_inputs()[0].name: x.detach().cpu().contiguous().numpy()}
     form = "QDQ with the model's INT8 scales" if dtype == "int8" else "FP32"
-    return Runner(runtime, dtype, f"onnxruntime {ort.__version__} CPU ({form})", lambda: session.run(None, feed),
-                  [session])
+    return Runner(
+        runtime,
+        dtype,
+        f"onnxruntime {ort.__version__} CPU ({form})",
+        lambda: session.run(None, feed),
+        [session],
+    )

@@ -57,8 +57,9 @@ def _is_qat(model: nn.Module) -> bool:
     return any(isinstance(m, FakeQuantizeBase) for m in model.modules())
 
 
-def artefact_bytes(model: nn.Module, format: str = "state_dict", *,
-                   input_shape: tuple[int, ...] | None = None) -> bytes:
+def artefact_bytes(
+    model: nn.Module, format: str = "state_dict", *, input_shape: tuple[int, ...] | None = None
+) -> bytes:
     """The bytes of the deployable artefact in ``format`` (one of :data:`FORMATS`).
 
     Raises:
@@ -67,8 +68,10 @@ def artefact_bytes(model: nn.Module, format: str = "state_dict", *,
     if format not in FORMATS:
         raise ValueError(f"format={format!r}: valid formats are {', '.join(FORMATS)}")
     if _is_qat(model):
-        raise ValueError("a fake-quant QAT model is not a deployable artefact; convert it to INT8 first "
-                         "(shrinkviz.quant.convert)")
+        raise ValueError(
+            "a fake-quant QAT model is not a deployable artefact; convert it to INT8 first "
+            "(shrinkviz.quant.convert)"
+        )
     buffer = io.BytesIO()
     if format == "state_dict":
         torch.save(deployable_state_dict(model), buffer)
@@ -95,8 +98,13 @@ def gzip_size(data: bytes, level: int = 9) -> int:
     return len(gzip.compress(data, compresslevel=level, mtime=0))
 
 
-def measure_size(model: nn.Module, format: str = "state_dict", *, path: str | os.PathLike[str] | None = None,
-                 input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+def measure_size(
+    model: nn.Module,
+    format: str = "state_dict",
+    *,
+    path: str | os.PathLike[str] | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> dict[str, Any]:
     """Raw and gzip size of the deployable artefact.
 
     Args:

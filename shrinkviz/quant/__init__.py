@@ -46,12 +46,31 @@ def qat_config(epochs: int = 3) -> Any:
     """
     from shrinkviz.train import TrainConfig
 
-    return TrainConfig(epochs=epochs, batch_size=128, optimizer="sgd", lr=1e-3, momentum=0.9, nesterov=True,
-                       weight_decay=0.0, schedule="cosine", augment="none")
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=128,
+        optimizer="sgd",
+        lr=1e-3,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=0.0,
+        schedule="cosine",
+        augment="none",
+    )
 
 
-def quantize(model: nn.Module, data: Any, method: str = "qat", cfg: Any = None, *, calib_batches: int = 32,
-             callbacks: Sequence[Any] = (), seed: int = 0, device: Any = None, progress: bool = True) -> nn.Module:
+def quantize(
+    model: nn.Module,
+    data: Any,
+    method: str = "qat",
+    cfg: Any = None,
+    *,
+    calib_batches: int = 32,
+    callbacks: Sequence[Any] = (),
+    seed: int = 0,
+    device: Any = None,
+    progress: bool = True,
+) -> nn.Module:
     """Quantize a float model to INT8: ``qat`` (fake-quant, train with ``fit``, convert) or ``ptq``.
 
     The input model is not modified. Pruning masks on it are honoured (zeros stay zero in the INT8
@@ -90,6 +109,16 @@ def quantize(model: nn.Module, data: Any, method: str = "qat", cfg: Any = None, 
 
 
 __all__ = [
-    "BACKEND", "METHODS", "QuantizationError", "convert", "int8_weights",
-    "is_int8", "is_qat", "prepare_qat", "qat_config", "quantize", "quantize_ptq", "run_named",
+    "BACKEND",
+    "METHODS",
+    "QuantizationError",
+    "convert",
+    "int8_weights",
+    "is_int8",
+    "is_qat",
+    "prepare_qat",
+    "qat_config",
+    "quantize",
+    "quantize_ptq",
+    "run_named",
 ]

@@ -48,6 +48,7 @@ from shrinkviz.models.base import fusion_groups
 BACKEND = "x86"
 """The quantized engine and qconfig family: x86 (fbgemm + oneDNN kernels, per-channel int8 weights)."""
 
+
 class QuantizationError(RuntimeError):
     """A model cannot be quantized; the message names the layer and why."""
 
@@ -62,17 +63,22 @@ def _quiet() -> Iterator[None]:
     code, so they are filtered here by message, and only here.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning
+        )
         warnings.filterwarnings("ignore", message=r"Please use quant_min and quant_max", category=UserWarning)
-        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
-                                category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel", category=UserWarning
+        )
         yield
 
 
 def _check_backend() -> None:
     if BACKEND not in torch.backends.quantized.supported_engines:
-        raise QuantizationError(f"the {BACKEND!r} quantized engine is not available in this torch build "
-                                f"(available: {torch.backends.quantized.supported_engines})")
+        raise QuantizationError(
+            f"the {BACKEND!r} quantized engine is not available in this torch build "
+            f"(available: {torch.backends.quantized.supported_engines})"
+        )
     torch.backends.quantized.engine = BACKEND
 
 
@@ -114,8 +120,10 @@ def _example(model: nn.Module, example_input: torch.Tensor | None) -> torch.Tens
 
 def _check_stubs(model: nn.Module) -> None:
     if not any(isinstance(m, tq.QuantStub) for m in model.modules()):
-        raise QuantizationError(f"{type(model).__name__} has no QuantStub: eager INT8 needs quant/dequant stubs "
-                                "at the model's edges (every shrinkviz registry model has them)")
+        raise QuantizationError(
+            f"{type(model).__name__} has no QuantStub: eager INT8 needs quant/dequant stubs "
+            "at the model's edges (every shrinkviz registry model has them)"
+        )
 
 
 def run_named(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
@@ -143,10 +151,14 @@ def run_named(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
     except Exception as exc:  # noqa: BLE001 - any kernel error is reported with the layer it came from
         where = stack[-1] if stack else ""
         layer = dict(model.named_modules()).get(where, model)
-        hint = ("a residual add or other arithmetic outside FloatFunctional, or a layer with no quantized "
-                "kernel; use FloatFunctional / a fusable block, or wrap the layer in DeQuantStub/QuantStub")
-        raise QuantizationError(f"layer {where or '<model>'!r} ({type(layer).__name__}) fails in the {what} "
-                                f"model: {exc}. Likely cause: {hint}") from exc
+        hint = (
+            "a residual add or other arithmetic outside FloatFunctional, or a layer with no quantized "
+            "kernel; use FloatFunctional / a fusable block, or wrap the layer in DeQuantStub/QuantStub"
+        )
+        raise QuantizationError(
+            f"layer {where or '<model>'!r} ({type(layer).__name__}) fails in the {what} "
+            f"model: {exc}. Likely cause: {hint}"
+        ) from exc
     finally:
         for handle in handles:
             handle.remove()
@@ -187,7 +199,11 @@ def int8_weights(model: nn.Module) -> dict[str, torch.Tensor]:
         >>> sorted(w)[0], w[sorted(w)[0]].dtype
         ('classifier', torch.int8)
     """
-    return {name: m.weight().int_repr() for name, m in model.named_modules() if isinstance(m, nnq.Conv2d | nnq.Linear)}
+    return {
+        name: m.weight().int_repr()
+        for name, m in model.named_modules()
+        if isinstance(m, nnq.Conv2d | nnq.Linear)
+    }
 
 
 def _fuse(model: nn.Module, qat: bool) -> None:
@@ -197,8 +213,9 @@ def _fuse(model: nn.Module, qat: bool) -> None:
         fuse(model, groups, inplace=True)
 
 
-def prepare_qat(model: nn.Module, *, example_input: torch.Tensor | None = None, inplace: bool = False,
-                check: bool = True) -> nn.Module:
+def prepare_qat(
+    model: nn.Module, *, example_input: torch.Tensor | None = None, inplace: bool = False, check: bool = True
+) -> nn.Module:
     """Insert fake quantization (x86 QAT qconfig: per-channel symmetric int8 weights, uint8 activations).
 
     Fuses conv-bn(-relu) and linear-relu groups (BatchNorm is folded during QAT as in Jacob et al.),
@@ -253,7 +270,9 @@ def _unobserved(model: nn.Module) -> str | None:
     return None
 
 
-def convert(qat_model: nn.Module, *, example_input: torch.Tensor | None = None, inplace: bool = False) -> nn.Module:
+def convert(
+    qat_model: nn.Module, *, example_input: torch.Tensor | None = None, inplace: bool = False
+) -> nn.Module:
     """Convert a QAT (or calibrated PTQ) model into a real INT8 model on the CPU.
 
     BatchNorm is folded into the int8 conv weights; pruned zeros stay exactly zero (folding scales a
@@ -276,9 +295,11 @@ def convert(qat_model: nn.Module, *, example_input: torch.Tensor | None = None, 
         raise QuantizationError("convert() needs a model from prepare_qat() or a calibrated PTQ model")
     unobserved = _unobserved(qat_model)
     if unobserved:
-        raise QuantizationError(f"the activation observers of {unobserved!r} have seen no data, so their INT8 "
-                                "scales would be placeholders: train the QAT model (shrinkviz.train.fit) or run "
-                                "calibration batches through it before convert()")
+        raise QuantizationError(
+            f"the activation observers of {unobserved!r} have seen no data, so their INT8 "
+            "scales would be placeholders: train the QAT model (shrinkviz.train.fit) or run "
+            "calibration batches through it before convert()"
+        )
     model = qat_model if inplace else copy.deepcopy(qat_model)
     masks = _get_masks(model)
     model.cpu().eval()
@@ -309,12 +330,20 @@ def _calibration_batches(data: Any, calib_batches: int, batch_size: int) -> Iter
                 break
             yield item[0] if isinstance(item, tuple | list) else item
     else:
-        raise TypeError(f"calibration data must be a Dataset, a tensor or an iterable of batches, "
-                        f"got {type(data).__name__}")
+        raise TypeError(
+            f"calibration data must be a Dataset, a tensor or an iterable of batches, "
+            f"got {type(data).__name__}"
+        )
 
 
-def quantize_ptq(model: nn.Module, data: Any, *, calib_batches: int = 32, batch_size: int = 128,
-                 example_input: torch.Tensor | None = None) -> nn.Module:
+def quantize_ptq(
+    model: nn.Module,
+    data: Any,
+    *,
+    calib_batches: int = 32,
+    batch_size: int = 128,
+    example_input: torch.Tensor | None = None,
+) -> nn.Module:
     """Post-training static quantization: fuse, observe ``calib_batches`` training batches, convert.
 
     The baseline QAT is judged against. Pruned zeros stay zero (BN folding and symmetric int8 weights).

@@ -46,13 +46,22 @@ def quiet_trace() -> Iterator[None]:
     Inductor; that import-time warning is silenced here too.)
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export",
-                                category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore",
+            message=r"You are using the legacy TorchScript-based ONNX export",
+            category=DeprecationWarning,
+        )
         warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|trace_method|freeze|script|script_method|save|load)` is deprecated",
-                                category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python (boolean|float|integer)",
-                                category=torch.jit.TracerWarning)
+        warnings.filterwarnings(
+            "ignore",
+            message=r"`torch\.jit\.(trace|trace_method|freeze|script|script_method|save|load)` is deprecated",
+            category=DeprecationWarning,
+        )
+        warnings.filterwarnings(
+            "ignore",
+            message=r"Converting a tensor to a Python (boolean|float|integer)",
+            category=torch.jit.TracerWarning,
+        )
         yield
 
 
@@ -63,8 +72,15 @@ def _input(model: nn.Module, input_shape: tuple[int, ...] | None, batch: int) ->
     return torch.randn(batch, *shape)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike[str], *, input_shape: tuple[int, ...] | None = None,
-                batch: int = 1, dynamic_batch: bool = True, opset: int = ONNX_OPSET) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    batch: int = 1,
+    dynamic_batch: bool = True,
+    opset: int = ONNX_OPSET,
+) -> Path:
     """Write ``model`` (FP32, or converted INT8 as a QDQ graph) to an ONNX file, atomically.
 
     Uses the legacy exporter (``dynamo=False``) at opset 17: it handles both float and eager INT8 models.
@@ -81,22 +97,34 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], *, input_shape: 
         QuantizationError: a QAT model that has not been converted.
     """
     if is_qat(model):
-        raise QuantizationError("export the converted model: shrinkviz.quant.convert(qat_model) first "
-                                "(fake-quant ops are not exportable)")
+        raise QuantizationError(
+            "export the converted model: shrinkviz.quant.convert(qat_model) first "
+            "(fake-quant ops are not exportable)"
+        )
     x = _input(model, input_shape, batch)
     was_training = model.training
     model.eval()
     dynamic = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     try:
         with atomic_path(path) as tmp, quiet_trace(), torch.no_grad():
-            torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
-                              output_names=["logits"], dynamic_axes=dynamic)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes=dynamic,
+            )
     finally:
         model.train(was_training)
     return Path(path)
 
 
-def torchscript(model: nn.Module, *, input_shape: tuple[int, ...] | None = None, batch: int = 1) -> torch.jit.ScriptModule:
+def torchscript(
+    model: nn.Module, *, input_shape: tuple[int, ...] | None = None, batch: int = 1
+) -> torch.jit.ScriptModule:
     """Trace and freeze a model (the fastest PyTorch form of an eager INT8 model: quantized ops with
     pre-packed weights and no Python between them).
 
@@ -130,8 +158,13 @@ def onnx_session(path: str | os.PathLike[str], threads: int = 1):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def quantize_onnx_static(fp32_path: str | os.PathLike[str], path: str | os.PathLike[str],
-                         calibration: torch.Tensor | Iterable[torch.Tensor], *, per_channel: bool = True) -> Path:
+def quantize_onnx_static(
+    fp32_path: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    calibration: torch.Tensor | Iterable[torch.Tensor],
+    *,
+    per_channel: bool = True,
+) -> Path:
     """ONNX Runtime post-training static quantization of an FP32 ONNX file (QDQ, per-channel int8
     weights, uint8 activations, MinMax calibration): the baseline REFERENCE measured.
 
@@ -155,7 +188,16 @@ def quantize_onnx_static(fp32_path: str | os.PathLike[str], path: str | os.PathL
 
     with tempfile.TemporaryDirectory() as work, atomic_path(path) as tmp:
         prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))  # shape inference + graph optimisation, as ORT advises
-        quantize_static(str(prepared), str(tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quant_pre_process(
+            str(fp32_path), str(prepared)
+        )  # shape inference + graph optimisation, as ORT advises
+        quantize_static(
+            str(prepared),
+            str(tmp),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
     return Path(path)

@@ -103,9 +103,17 @@ def test_onnxruntime_session_is_pinned(fp32):
 def test_compare_runtimes_same_conditions(int8):
     rows = compare_runtimes(int8, ["eager", "onnxruntime"], threads=1, batch=1, **FAST)
     assert [r["latency_runtime"] for r in rows] == ["eager", "onnxruntime"]
-    assert {r["latency_threads"] for r in rows} == {1} and {r["latency_input_shape"] for r in rows} == {"1x8x8"}
-    assert set(latency_metrics(int8, **FAST)) >= {"latency_ms_p50", "latency_ms_p90", "latency_runtime",
-                                                  "latency_threads", "latency_batch", "cpu_model"}
+    assert {r["latency_threads"] for r in rows} == {1} and {r["latency_input_shape"] for r in rows} == {
+        "1x8x8"
+    }
+    assert set(latency_metrics(int8, **FAST)) >= {
+        "latency_ms_p50",
+        "latency_ms_p90",
+        "latency_runtime",
+        "latency_threads",
+        "latency_batch",
+        "cpu_model",
+    }
 
 
 class _Broken(_Probe):
@@ -124,7 +132,9 @@ class _Hangs(_Probe):
 
 
 def test_failing_model_raises():
-    with pytest.raises(LatencyError, match="eager inference of _Broken on input \\(1, 2, 3, 4\\) failed.*kernel missing"):
+    with pytest.raises(
+        LatencyError, match="eager inference of _Broken on input \\(1, 2, 3, 4\\) failed.*kernel missing"
+    ):
         measure_latency(_Broken(), **FAST)
 
 
@@ -137,11 +147,18 @@ def test_hanging_model_raises_instead_of_blocking():
         model.release.set()
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    ({"batch": 0}, "batch=0"), ({"threads": 0}, "threads=0"), ({"rounds": 0}, "rounds=0"),
-    ({"runtime": "tensorrt"}, "runtime='tensorrt'"), ({"input_shape": (3, 32)}, "input_shape=\\(3, 32\\)"),
-    ({"timeout_s": 0}, "timeout_s=0"), ({"warmup": -1}, "warmup=-1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"batch": 0}, "batch=0"),
+        ({"threads": 0}, "threads=0"),
+        ({"rounds": 0}, "rounds=0"),
+        ({"runtime": "tensorrt"}, "runtime='tensorrt'"),
+        ({"input_shape": (3, 32)}, "input_shape=\\(3, 32\\)"),
+        ({"timeout_s": 0}, "timeout_s=0"),
+        ({"warmup": -1}, "warmup=-1"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, field, fp32):
     with pytest.raises(ValueError, match=field):
         measure_latency(fp32, **kwargs)

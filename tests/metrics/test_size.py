@@ -33,8 +33,11 @@ def test_raw_is_exactly_the_saved_state_dict(tmp_path):
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     row = measure_size(model, path=tmp_path / "model.pt")
-    assert row == {"size_bytes_raw": len(buffer.getvalue()),
-                   "size_bytes_gzip": len(gzip.compress(buffer.getvalue(), 9, mtime=0)), "size_format": "state_dict"}
+    assert row == {
+        "size_bytes_raw": len(buffer.getvalue()),
+        "size_bytes_gzip": len(gzip.compress(buffer.getvalue(), 9, mtime=0)),
+        "size_format": "state_dict",
+    }
     assert (tmp_path / "model.pt").stat().st_size == row["size_bytes_raw"]
     loaded = torch.load(tmp_path / "model.pt", weights_only=True)
     assert sorted(loaded) == sorted(model.state_dict())
@@ -60,13 +63,18 @@ def test_int8_is_4x_smaller_and_sparsity_shows_only_in_gzip():
     assert abs(sparse_fp32["size_bytes_raw"] - fp32["size_bytes_raw"]) < 2000  # zeros are stored densely
     assert sparse_fp32["size_bytes_gzip"] < fp32["size_bytes_gzip"] / 4
     assert sparse_int8["size_bytes_gzip"] < int8["size_bytes_gzip"] / 3
-    assert fp32["size_bytes_raw"] / sparse_int8["size_bytes_gzip"] > 20  # ~uniform 90% zeros: ~1.2 bits/weight
+    assert (
+        fp32["size_bytes_raw"] / sparse_int8["size_bytes_gzip"] > 20
+    )  # ~uniform 90% zeros: ~1.2 bits/weight
 
 
 def test_other_formats(tmp_path):
     model = create_model("tiny_mlp", input_shape=(1, 8, 8), seed=0)
     onnx_row = measure_size(model, "onnx", path=tmp_path / "m.onnx")
-    assert onnx_row["size_format"] == "onnx" and (tmp_path / "m.onnx").stat().st_size == onnx_row["size_bytes_raw"]
+    assert (
+        onnx_row["size_format"] == "onnx"
+        and (tmp_path / "m.onnx").stat().st_size == onnx_row["size_bytes_raw"]
+    )
     ts = measure_size(_int8(model), "torchscript")
     assert ts["size_format"] == "torchscript" and ts["size_bytes_raw"] > 0
     assert artefact_bytes(model, "onnx")[:2] == (tmp_path / "m.onnx").read_bytes()[:2]

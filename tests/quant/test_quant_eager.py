@@ -130,7 +130,9 @@ def test_observers_learn_only_in_train_mode():
     qat = prepare_qat(create_model("tiny_mlp", input_shape=(1, 8, 8), seed=0))
     qat.train()
     qat(torch.randn(16, 1, 8, 8))
-    scales = {k: v.clone() for k, v in qat.state_dict().items() if k.endswith("activation_post_process.scale")}
+    scales = {
+        k: v.clone() for k, v in qat.state_dict().items() if k.endswith("activation_post_process.scale")
+    }
     assert scales
     qat.eval()
     qat(100 * torch.randn(16, 1, 8, 8))  # evaluation data must not move the ranges

@@ -32,7 +32,11 @@ def test_int8_onnx_is_qdq_with_the_models_scales(int8_cnn, digits, tmp_path):
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0 and ops["Conv"] == 6
     # the input QuantizeLinear uses the scale the INT8 model learned for its input
     graph = onnx.load(path).graph
-    consts = {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
+    consts = {
+        n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+        for n in graph.node
+        if n.op_type == "Constant"
+    }
     first_q = next(n for n in graph.node if n.op_type == "QuantizeLinear")
     assert float(consts[first_q.input[1]]) == pytest.approx(float(int8_cnn.quant.scale), rel=1e-6)
     x, _ = _test_inputs(digits)
@@ -54,7 +58,9 @@ def test_fp32_onnx_matches_eager(trained_cnn, digits, tmp_path):
 
 def test_onnxruntime_static_quantization_baseline(trained_cnn, digits, tmp_path):
     fp32 = export_onnx(trained_cnn, tmp_path / "fp32.onnx")
-    calib = [x for x, _ in batches(digits.train, 64, Normalizer(digits.mean, digits.std), torch.device("cpu"))][:4]
+    calib = [
+        x for x, _ in batches(digits.train, 64, Normalizer(digits.mean, digits.std), torch.device("cpu"))
+    ][:4]
     path = quantize_onnx_static(fp32, tmp_path / "int8_static.onnx", calib)
     ops = Counter(node.op_type for node in onnx.load(path).graph.node)
     assert ops["QuantizeLinear"] > 0
