@@ -103,7 +103,10 @@ class CompressionExplorer(widgets.VBox):
             if len(self.runs)
             else pd.DataFrame()
         )
-        self.figure = go.FigureWidget(curves(runs, x=x, y=y, color="strategy", group="compression"))
+        # Plain figures until __init__ has drawn the initial state, then FigureWidgets: edits sent to a
+        # FigureWidget before JupyterLab renders its first view reach plotly's front end corrupted (the
+        # restyled mean lines lost their x/y and were not drawn; caught by tests/browser).
+        self.figure = go.Figure(curves(runs, x=x, y=y, color="strategy", group="compression"))
         self.figure.add_trace(
             go.Scatter(
                 x=[],
@@ -117,7 +120,7 @@ class CompressionExplorer(widgets.VBox):
         )
         base = go.Figure(go.Bar(x=[], y=[], name="sparsity"))
         base.update_layout(template=TEMPLATE, height=320, yaxis={"range": [0, 1], "tickformat": ".0%"})
-        self.layer_figure = go.FigureWidget(base)
+        self.layer_figure = go.Figure(base)
         strategies = (
             sorted(map(str, self.runs["strategy"].dropna().unique()), key=lambda s: (s == "", s))
             if len(self.runs)
@@ -143,13 +146,15 @@ class CompressionExplorer(widgets.VBox):
         self._state: dict[str, Any] = {}
         self.strategy.observe(self._on_strategy, names="value")
         self.slider.observe(self._on_slider, names="value")
+        self._update()
+        self.figure = go.FigureWidget(self.figure)
+        self.layer_figure = go.FigureWidget(self.layer_figure)
         self.children = [
             widgets.HBox([self.strategy, self.slider]),
             self.readout,
             self.figure,
             self.layer_figure,
         ]
-        self._update()
 
     def _slider_options(self, strategy: str) -> list[tuple[str, float]]:
         if not len(self.runs):
