@@ -31,6 +31,7 @@ from shrinkviz.quant.eager import (
     quantize_ptq,
     run_named,
 )
+from shrinkviz.quant.export import export_onnx, onnx_session, quantize_onnx_static, torchscript
 
 METHODS = ("qat", "ptq")
 
@@ -98,8 +99,11 @@ def quantize(
         raise ValueError(f"method={method!r}: valid methods are {', '.join(METHODS)}")
     if method == "ptq":
         return quantize_ptq(model, data, calib_batches=calib_batches)
+    from shrinkviz.data import Dataset
     from shrinkviz.train import TrainConfig, fit
 
+    if not isinstance(data, Dataset):
+        raise TypeError(f"QAT trains on a shrinkviz.data.Dataset, got {type(data).__name__}")
     cfg = qat_config() if cfg is None else TrainConfig.preset(cfg) if isinstance(cfg, str) else cfg
     qat = prepare_qat(model)
     history = fit(qat, data, cfg, callbacks=callbacks, seed=seed, device=device, stage="Q", progress=progress)
@@ -113,12 +117,16 @@ __all__ = [
     "METHODS",
     "QuantizationError",
     "convert",
+    "export_onnx",
     "int8_weights",
     "is_int8",
     "is_qat",
+    "onnx_session",
     "prepare_qat",
     "qat_config",
     "quantize",
+    "quantize_onnx_static",
     "quantize_ptq",
     "run_named",
+    "torchscript",
 ]

@@ -177,6 +177,8 @@ def test_bad_inputs():
     model = create_model("tiny_mlp", input_shape=(1, 8, 8))
     with pytest.raises(ValueError, match="method='int4'"):
         quantize(model, None, "int4")
+    with pytest.raises(TypeError, match="QAT trains on a shrinkviz.data.Dataset"):
+        quantize(model, torch.zeros(4, 1, 8, 8), "qat")
     with pytest.raises(ValueError, match="calib_batches=0"):
         quantize_ptq(model, torch.zeros(4, 1, 8, 8), calib_batches=0)
     with pytest.raises(QuantizationError, match="already"):
