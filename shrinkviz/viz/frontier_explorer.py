@@ -82,7 +82,9 @@ class FrontierExplorer(widgets.VBox):
             if col in runs.columns
         }
         self.pareto = widgets.Checkbox(value=pareto, description="highlight Pareto front", indent=False)
-        self.figure = go.FigureWidget()
+        # A plain figure until the initial state is drawn, then a FigureWidget: edits sent to a FigureWidget
+        # before JupyterLab renders it reach plotly's front end corrupted (see CompressionExplorer).
+        self.figure = go.Figure()
         self.rows = runs.iloc[0:0]
         for w in [
             self.x_picker,
@@ -93,12 +95,13 @@ class FrontierExplorer(widgets.VBox):
             *self.filters.values(),
         ]:
             w.observe(self._redraw, names="value")
+        self._redraw()
+        self.figure = go.FigureWidget(self.figure)
         self.children = [
             widgets.HBox([self.x_picker, self.y_picker, self.color_picker, self.size_picker]),
             widgets.HBox([*self.filters.values(), self.pareto]),
             self.figure,
         ]
-        self._redraw()
 
     def filtered(self) -> pd.DataFrame:
         """The runs that pass the filters."""

@@ -137,6 +137,7 @@ class CompressionExplorer(widgets.VBox):
         self.slider = widgets.SelectionSlider(
             options=self._slider_options(self.strategy.value),
             description="compression",
+            style={"description_width": "initial"},  # the default width cuts the label to "compressi…"
             continuous_update=False,
             disabled=not strategies,
             layout={"width": "420px"},
