@@ -25,11 +25,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
 from shrinkviz.io import atomic_path
-from shrinkviz.quant.eager import QuantizationError, is_qat
+from shrinkviz.quant.eager import QuantizationError, is_int8, is_qat
+from shrinkviz.quant.onnx_graph import fold_quantized_relus
 
 ONNX_OPSET = 17
 
@@ -80,6 +82,7 @@ def export_onnx(
     batch: int = 1,
     dynamic_batch: bool = True,
     opset: int = ONNX_OPSET,
+    fold_relus: bool = True,
 ) -> Path:
     """Write ``model`` (FP32, or converted INT8 as a QDQ graph) to an ONNX file, atomically.
 
@@ -92,6 +95,9 @@ def export_onnx(
         batch: batch of the example used for tracing.
         dynamic_batch: declare the batch dimension dynamic.
         opset: ONNX opset.
+        fold_relus: for INT8 models, fold the quantize/relu/dequantize round trip after residual adds
+            into the quantizer (:func:`shrinkviz.quant.onnx_graph.fold_quantized_relus`; same values,
+            lets ONNX Runtime fuse the add).
 
     Raises:
         QuantizationError: a QAT model that has not been converted.
@@ -117,6 +123,10 @@ def export_onnx(
                 output_names=["logits"],
                 dynamic_axes=dynamic,
             )
+            if fold_relus and is_int8(model):
+                graph = onnx.load(str(tmp))
+                if fold_quantized_relus(graph):
+                    onnx.save(graph, str(tmp))
     finally:
         model.train(was_training)
     return Path(path)

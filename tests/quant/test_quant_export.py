@@ -88,3 +88,20 @@ def test_fake_quant_model_is_not_exported(tmp_path):
 def test_export_needs_an_input_shape(tmp_path):
     with pytest.raises(ValueError, match="input_shape"):
         export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
+
+
+def test_relu_after_residual_add_is_folded_into_the_quantizer(int8_cnn, digits, tmp_path):
+    raw = export_onnx(int8_cnn, tmp_path / "raw.onnx", fold_relus=False)
+    folded = export_onnx(int8_cnn, tmp_path / "folded.onnx")
+
+    def dequantized_relus(path):
+        graph = onnx.load(path).graph
+        producers = {out: node.op_type for node in graph.node for out in node.output}
+        return sum(n.op_type == "Relu" and producers[n.input[0]] == "DequantizeLinear" for n in graph.node)
+
+    assert dequantized_relus(raw) == 2  # the two residual blocks of tiny_cnn
+    assert dequantized_relus(folded) == 0
+    x, _ = _test_inputs(digits)
+    a = onnx_session(raw).run(None, {"input": x.numpy()})[0]
+    b = onnx_session(folded).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_array_equal(a, b)  # same values: zero point 0 clamps exactly like the ReLU
