@@ -25,3 +25,15 @@ def digits():
     from shrinkviz.data import load_dataset
 
     return load_dataset("digits")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread per test: the 2 cores are shared, and oversubscribed OpenMP threads spin (up to
+    10x slower). Tests assert results, never timings, so this changes speed only."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,12 +18,6 @@ from shrinkviz.train import TrainConfig, fit
 CFG = TrainConfig.preset("adam_fast").replace(epochs=2, batch_size=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

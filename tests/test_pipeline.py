@@ -20,12 +20,6 @@ from shrinkviz.train import TrainConfig
 CFG = TrainConfig.preset("adam_fast").replace(batch_size=64, lr=1e-3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -26,14 +26,6 @@ from shrinkviz.schema import LAYER_COLUMNS, RUN_COLUMNS
 from shrinkviz.train import evaluate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_mnistnet_macs_are_the_true_2293000_not_shrinkbenchs_same_padding_figure():
     # 28x28 -> conv 5x5 unpadded -> 20x24x24, each output reads 1x5x5:   20*24*24 * 25 =   288,000
     # pool -> 12x12 -> conv 5x5 unpadded -> 50x8x8, each reads 20x5x5:    50*8*8 * 500  = 1,600,000

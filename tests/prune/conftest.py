@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from prune_helpers import make_dataset
 
 from shrinkviz.data import Dataset
@@ -22,10 +21,3 @@ def synthetic():
     return get
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the 2 cores are shared, and oversubscribed OpenMP threads spin (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
