@@ -1,5 +1,5 @@
-"""Fixtures of the quantization tests: one thread (the machine is shared; tests are not timed) and a
-tiny_cnn trained on digits once per session through the zoo (cached in the session's cache root)."""
+"""Fixtures of the quantization tests: a tiny_cnn trained on digits once per session through the zoo
+(cached in the session's cache root), on one thread like every test (see tests/conftest.py)."""
 
 from __future__ import annotations
 
