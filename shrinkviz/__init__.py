@@ -33,6 +33,7 @@ _LAZY = {
     "finetune": "shrinkviz.api",
     "measure": "shrinkviz.metrics",
     "quantize": "shrinkviz.quant",
+    "distill": "shrinkviz.distill",
     "pipeline": "shrinkviz.pipeline",
     # experiments
     "Experiment": "shrinkviz.experiment",

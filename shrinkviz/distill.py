@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shrinkviz._verbs import make_module_callable
 from shrinkviz.train import Callback, TrainConfig, fit
 
 
@@ -228,3 +229,6 @@ def distill(
         stage=stage,
         progress=progress,
     )
+
+
+make_module_callable(__name__, distill)  # sv.distill(student, teacher, data, ...) runs the verb

@@ -89,6 +89,7 @@ def test_models_fuse_prepare_qat_and_convert_in_eager_mode():
     model = create_model("resnet8", input_shape=(3, 16, 16)).train()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao eager mode is deprecated upstream
+        warnings.filterwarnings("ignore", message=".*reduce_range will be deprecated.*")  # its x86 observers
         fused = tq.fuse_modules_qat(model, fusion_groups(model))
         fused.qconfig = tq.get_default_qat_qconfig("x86")
         prepared = tq.prepare_qat(fused)
