@@ -43,10 +43,7 @@ def finetune(model: nn.Module, data: Dataset | str, cfg: TrainConfig | str = "sh
     Returns:
         The history rows of :func:`shrinkviz.train.fit` with ``stage="finetune"``.
     """
-    if isinstance(cfg, str):
-        cfg = TrainConfig.preset(cfg)
-    if not isinstance(cfg, TrainConfig):
-        raise TypeError(f"cfg must be a TrainConfig or a preset name, got {type(cfg).__name__}")
+    cfg = TrainConfig.resolve(cfg)
     if isinstance(data, str):
         data = load_dataset(data)
     return fit(model, data, cfg, callbacks=callbacks, seed=seed, device=device, stage="finetune",

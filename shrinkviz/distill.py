@@ -215,7 +215,7 @@ def distill(
     """
     _check_temperature(temperature)
     _check_alpha(alpha)
-    cfg = TrainConfig.preset(cfg or "finetune_sgd_cosine") if not isinstance(cfg, TrainConfig) else cfg
+    cfg = TrainConfig.resolve(cfg or "finetune_sgd_cosine")
     teacher = baseline_teacher(student, progress) if teacher is None else copy.deepcopy(teacher)
     check_compatible(student, teacher, data.input_shape, data.num_classes)
     kd = DistillCallback(teacher, temperature, alpha)

@@ -197,14 +197,6 @@ def weight_sparsity(model: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
-def _finetune_config(finetune: TrainConfig | str) -> TrainConfig:
-    if isinstance(finetune, TrainConfig):
-        return finetune
-    if isinstance(finetune, str):
-        return TrainConfig.preset(finetune)
-    raise ValueError(f"finetune={finetune!r}: give a TrainConfig or a preset name")
-
-
 def pipeline(
     model: nn.Module,
     data: Dataset | str,
@@ -241,8 +233,9 @@ def pipeline(
         progress: progress bars.
 
     Raises:
-        ValueError: bad order / epochs / budget / scale / finetune / compression (naming the field), or a
+        ValueError: bad order / epochs / budget / scale / compression (naming the field), or a
             teacher that does not match the student.
+        TypeError: ``finetune`` is neither a TrainConfig nor a preset name.
 
     Example:
         >>> allocate_epochs("QDP", (20, 40, 40), budget=100)
@@ -252,7 +245,7 @@ def pipeline(
 
     stages = parse_order(order)
     counts = allocate_epochs(order, epochs, budget=budget, scale=scale)
-    base_cfg = _finetune_config(finetune)
+    base_cfg = TrainConfig.resolve(finetune, "finetune")
     data = load_dataset(data) if isinstance(data, str) else data
     if is_qat(model) or is_int8(model):
         raise ValueError("pipeline() starts from a float model; quantization is its Q stage")

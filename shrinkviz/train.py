@@ -135,6 +135,20 @@ class TrainConfig:
         return PRESETS[name]
 
     @classmethod
+    def resolve(cls, cfg: TrainConfig | str, field: str = "cfg") -> TrainConfig:
+        """A config given as itself or as a preset name (what every verb taking ``cfg`` accepts).
+
+        Example:
+            >>> TrainConfig.resolve("shrinkbench") == TrainConfig.shrinkbench()
+            True
+        """
+        if isinstance(cfg, TrainConfig):
+            return cfg
+        if isinstance(cfg, str):
+            return cls.preset(cfg)
+        raise TypeError(f"{field}={cfg!r}: give a TrainConfig or a preset name ({', '.join(sorted(PRESETS))})")
+
+    @classmethod
     def shrinkbench(cls) -> TrainConfig:
         """ShrinkBench's default finetuning: SGD lr 1e-3, momentum 0.9, Nesterov, no weight decay, no
         schedule, 30 epochs, batch 128."""

@@ -73,7 +73,7 @@ def test_pipeline_rejects_bad_input_before_training(baseline, small):
         pipeline(baseline, small, "PQX", (1, 1, 1), progress=False)
     with pytest.raises(ValueError, match=r"epochs\[2\]=0"):
         pipeline(baseline, small, "PQD", (1, 1, 0), progress=False)
-    with pytest.raises(ValueError, match="finetune=3"):
+    with pytest.raises(TypeError, match="finetune=3"):
         pipeline(baseline, small, "P", 1, finetune=3, progress=False)
     with pytest.raises(ValueError, match="teacher gives 4 logits"):
         pipeline(

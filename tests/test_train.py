@@ -184,3 +184,10 @@ def test_auto_augmentation_follows_the_dataset(digits, monkeypatch):
     fit(create_model("tiny_mlp", dataset=data), cifar_like, TrainConfig(epochs=1, lr=0.01, augment="flip"),
         progress=False)
     assert seen == ["none", "crop_flip", "flip"]
+
+
+def test_resolve_takes_a_config_or_a_preset_name():
+    cfg = TrainConfig(epochs=3)
+    assert TrainConfig.resolve(cfg) is cfg and TrainConfig.resolve("shrinkbench") == TrainConfig.shrinkbench()
+    with pytest.raises(TypeError, match=r"finetune=3: give a TrainConfig or a preset name \(adam_fast"):
+        TrainConfig.resolve(3, "finetune")

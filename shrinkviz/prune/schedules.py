@@ -33,14 +33,6 @@ from shrinkviz.train import TrainConfig, fit
 UNITS = ("epoch", "step")
 
 
-def _config(finetune: TrainConfig | str) -> TrainConfig:
-    if isinstance(finetune, TrainConfig):
-        return finetune
-    if isinstance(finetune, str):
-        return TrainConfig.preset(finetune)
-    raise ValueError(f"finetune={finetune!r}: must be a TrainConfig or a preset name")
-
-
 def iterative_prune(model: nn.Module, data: Dataset | str, strategy: str = "global_weight",
                     compression: float = 8.0, *, rounds: int = 3, finetune: TrainConfig | str = "shrinkbench",
                     seed: int = 0, include_classifier: bool = False, prune_bias: bool = False,
@@ -66,7 +58,7 @@ def iterative_prune(model: nn.Module, data: Dataset | str, strategy: str = "glob
     compression = check_compression(compression)
     if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
         raise ValueError(f"rounds={rounds!r}: must be a whole number >= 1")
-    cfg = _config(finetune)
+    cfg = TrainConfig.resolve(finetune, "finetune")
     data = resolve_data(data)
     if data is None:
         raise ValueError("iterative_prune needs data=<Dataset or dataset name> to finetune")

@@ -104,7 +104,7 @@ def quantize(
 
     if not isinstance(data, Dataset):
         raise TypeError(f"QAT trains on a shrinkviz.data.Dataset, got {type(data).__name__}")
-    cfg = qat_config() if cfg is None else TrainConfig.preset(cfg) if isinstance(cfg, str) else cfg
+    cfg = qat_config() if cfg is None else TrainConfig.resolve(cfg)
     qat = prepare_qat(model)
     history = fit(qat, data, cfg, callbacks=callbacks, seed=seed, device=device, stage="Q", progress=progress)
     int8 = convert(qat)
