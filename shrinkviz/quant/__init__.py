@@ -37,7 +37,8 @@ METHODS = ("qat", "ptq")
 
 
 def qat_config(epochs: int = 3) -> Any:
-    """The default QAT training config: SGD lr 1e-3, Nesterov, cosine, no augmentation, ``epochs`` epochs.
+    """The default QAT training config: SGD lr 1e-3, Nesterov, cosine, the dataset's standard augmentation,
+    ``epochs`` epochs.
 
     QAT starts from a trained model, so it finetunes gently.
 
