@@ -57,7 +57,7 @@ def qat_config(epochs: int = 3) -> Any:
         nesterov=True,
         weight_decay=0.0,
         schedule="cosine",
-        augment="none",
+        augment="auto",
     )
 
 
