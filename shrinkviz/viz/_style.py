@@ -292,3 +292,6 @@ def technique(df: pd.DataFrame) -> pd.Series:
         return method.astype(object)
     order = df["order"].astype("string").fillna("")
     return order.where(order != "", method).astype(object)
+
+REFERENCE_LINE = {"dash": "dot", "color": "#222", "width": 1}
+"""Style of horizontal reference lines (dense baseline accuracy, overall sparsity)."""

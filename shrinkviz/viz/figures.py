@@ -28,6 +28,7 @@ from plotly.subplots import make_subplots
 from shrinkviz.viz._style import (
     DASHES,
     LOG2_COLUMNS,
+    REFERENCE_LINE,
     axis_props,
     colors_for,
     display_label,
@@ -205,7 +206,7 @@ def _baseline_line(fig: go.Figure, ok: pd.DataFrame, y: str, keys_vary: bool, **
     if np.isfinite(b):
         fig.add_hline(
             y=float(b),
-            line={"dash": "dot", "color": "#222", "width": 1},
+            line=REFERENCE_LINE,
             name="baseline",
             annotation_text=f"dense baseline {b:.2%}",
             annotation_position="bottom left",

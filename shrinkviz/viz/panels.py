@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 
 from shrinkviz.viz._style import (
     MAXIMIZE_COLUMNS,
+    REFERENCE_LINE,
     axis_props,
     axis_title,
     color_for,
@@ -308,7 +309,7 @@ def layer_sparsity(layers: pd.DataFrame, run_id: str, title: str | None = None) 
             overall = 1.0 - numeric(ok, "nonzero").sum() / total
             fig.add_hline(
                 y=float(overall),
-                line={"dash": "dot", "color": "#222", "width": 1},
+                line=REFERENCE_LINE,
                 name="overall",
                 annotation_text=f"overall {overall:.1%}",
                 annotation_position="top left",
