@@ -3,15 +3,17 @@ repeatability of the latency figure and the cost of a QAT training step. Prints 
 
     python benchmarks/bench_deploy.py                  # batch 1, 1 thread (the figures of issue #4)
     python benchmarks/bench_deploy.py --threads 2 --min-time 5
+    python benchmarks/bench_deploy.py --only sizes --checkpoint r18.pt --input-shape 1,28,28  # trained weights
 
-Weights are randomly initialised (no CIFAR offline), with BatchNorm statistics settled on calibration
-data and the INT8 model converted as QAT ends (BN statistics frozen while the observers see data, so the
-folded weights match the observed ranges; converting with BN statistics still moving saturates int8
-weights and made the sparse artefact look ~35% more compressible than it is). Latency does not depend on
-the values; sizes of the sparse artefacts do: at 90% unstructured sparsity with random-init magnitudes
-the int8 weights carry 0.91 bits per weight (per-layer order-0 entropy), a bound of ~1/35 of the FP32
-file that general-purpose coders do not reach (gzip -9 1/28, xz -9e 1/31, measured); trained weights
-pruned globally concentrate zeros in the large layers and compress further. Ratios are taken within one run; absolute
+Weights are randomly initialised unless ``--checkpoint`` gives a trained state_dict (no CIFAR offline).
+Random-init BatchNorm statistics are settled on calibration data, and the INT8 model is converted as QAT
+ends (BN statistics frozen while the observers see data, so the folded weights match the observed ranges;
+converting with BN statistics still moving saturates int8 weights and made the sparse artefact look ~35%
+more compressible than it is). Latency does not depend on the values; sizes of the sparse artefacts do.
+``int8_sparse90_entropy_bound`` is the FP32 file over the int8 weights' per-tensor order-0 entropy: no
+lossless coder of independent weights does better. The dense ``state_dict`` artefact under gzip stays well
+short of it (deflate codes scattered zeros badly); the ``packed`` artefact (bitmask + values streams,
+``shrinkviz.metrics.packed``) comes within a few percent. Ratios are taken within one run; absolute
 milliseconds move with the load of the shared machine (``load_avg_1min`` is recorded).
 """
 
@@ -80,6 +82,19 @@ def _step_time(model: torch.nn.Module, batch: int, steps: int, threads: int) -> 
     return statistics.median(times)
 
 
+def _entropy_bytes(model: torch.nn.Module) -> float:
+    """Bytes the int8 weights need at their per-tensor order-0 entropy: what no lossless coder of
+    independent weights beats (scales and biases not counted)."""
+    bits = 0.0
+    for tensor in model.state_dict().values():
+        for t in tensor if isinstance(tensor, tuple) else (tensor,):
+            if isinstance(t, torch.Tensor) and t.is_quantized:
+                _, counts = torch.unique(t.int_repr(), return_counts=True)
+                p = counts.double() / t.numel()
+                bits -= float((counts * p.log2()).sum())
+    return bits / 8
+
+
 def _lat(row: dict) -> dict:
     return {
         k: (round(v, 3) if isinstance(v, float) else v)
@@ -88,22 +103,9 @@ def _lat(row: dict) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed calls per measurement")
-    parser.add_argument("--train-batch", type=int, default=32)
-    parser.add_argument("--train-steps", type=int, default=5)
-    args = parser.parse_args()
-    torch.manual_seed(0)
+def latency_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.Tensor, args) -> dict:
+    """Latency of FP32 and INT8 on every runtime, ONNX Runtime static PTQ, and the repeatability figure."""
     opts = {"batch": args.batch, "threads": args.threads, "min_time_s": args.min_time, "rounds": 50}
-
-    fp32 = create_model("resnet18", input_shape=(3, 32, 32), seed=0)
-    calib = torch.randn(64, 3, 32, 32)
-    _settle_bn(fp32, calib)
-    int8 = _int8(fp32, calib)
-
     latency: dict[str, dict] = {}
     for runtime in RUNTIMES:
         latency[f"fp32_{runtime}"] = _lat(measure_latency(fp32, runtime, **opts))
@@ -115,7 +117,7 @@ def main() -> None:
             export_onnx(fp32, Path(tmp) / "fp32.onnx"), Path(tmp) / "static.onnx", list(calib.split(16))
         )
         session = onnx_session(static, args.threads)
-        feed = {"input": torch.randn(args.batch, 3, 32, 32).numpy()}
+        feed = {"input": torch.randn(args.batch, *fp32.input_shape).numpy()}
         with pinned_threads(args.threads):
             for _ in range(20):
                 session.run(None, feed)
@@ -145,8 +147,12 @@ def main() -> None:
             x, y = a[stat], b[stat]
             repeat[key][stat] = [round(x, 3), round(y, 3)]
             repeat[key][stat.replace("latency_ms", "spread")] = round(abs(x - y) / min(x, y), 4)
+    return {"latency": latency, "speedup_vs_fp32_eager": speedups, "best_int8_runtime": best,
+            "best_int8_speedup": speedups[best], "repeatability": repeat}
 
-    # sizes: FP32, INT8, 90%-sparse (x10 compression over all parameters) FP32 and INT8
+
+def size_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.Tensor) -> dict:
+    """Artefact sizes: FP32, INT8, and 90%-sparse (x10 compression over all parameters) FP32 and INT8."""
     sparse = prune(fp32, "global_weight", compression=10.0)
     sparse_int8 = _int8(sparse, calib)
     sizes = {
@@ -154,46 +160,77 @@ def main() -> None:
         "int8": measure_size(int8),
         "fp32_sparse90": measure_size(sparse),
         "int8_sparse90": measure_size(sparse_int8),
+        "int8_sparse90_packed": measure_size(sparse_int8, "packed"),
     }
     with tempfile.TemporaryDirectory() as tmp:
         sizes["int8_onnx"] = measure_size(int8, "onnx", path=Path(tmp) / "int8.onnx")
     fp32_raw = sizes["fp32"]["size_bytes_raw"]
+    return {
+        "sizes": sizes,
+        "sparse90_weight_sparsity": round(weight_sparsity(sparse_int8), 4),
+        "int8_sparse90_gzip_over_fp32_raw": round(sizes["int8_sparse90"]["size_bytes_gzip"] / fp32_raw, 5),
+        "fp32_raw_over_int8_sparse90_gzip": round(fp32_raw / sizes["int8_sparse90"]["size_bytes_gzip"], 2),
+        "fp32_raw_over_int8_sparse90_packed_gzip": round(
+            fp32_raw / sizes["int8_sparse90_packed"]["size_bytes_gzip"], 2
+        ),
+        "int8_sparse90_entropy_bound": round(fp32_raw / _entropy_bytes(sparse_int8), 2),
+    }
 
-    # QAT training step vs FP32 step
-    train_fp32 = create_model("resnet18", input_shape=(3, 32, 32), seed=0)
+
+def step_figures(shape: tuple[int, ...], args) -> dict:
+    """QAT training step vs FP32 step."""
+    train_fp32 = create_model("resnet18", input_shape=shape, seed=0)
     train_qat = prepare_qat(copy.deepcopy(train_fp32), check=False)
     t_fp32 = _step_time(train_fp32, args.train_batch, args.train_steps, args.threads)
     t_qat = _step_time(train_qat, args.train_batch, args.train_steps, args.threads)
+    return {"train_step_s": {"fp32": round(t_fp32, 4), "qat": round(t_qat, 4), "batch": args.train_batch},
+            "qat_over_fp32_step": round(t_qat / t_fp32, 3)}
 
-    print(
-        json.dumps(
-            {
-                "model": "resnet18",
-                "input_shape": [3, 32, 32],
-                "batch": args.batch,
-                "threads": args.threads,
-                "cpu_model": cpu_model(),
-                "torch": torch.__version__,
-                "load_avg_1min": round(os.getloadavg()[0], 2),
-                "latency": latency,
-                "speedup_vs_fp32_eager": speedups,
-                "best_int8_runtime": best,
-                "best_int8_speedup": speedups[best],
-                "repeatability": repeat,
-                "sizes": sizes,
-                "sparse90_weight_sparsity": round(weight_sparsity(sparse_int8), 4),
-                "int8_sparse90_gzip_over_fp32_raw": round(
-                    sizes["int8_sparse90"]["size_bytes_gzip"] / fp32_raw, 5
-                ),
-                "fp32_raw_over_int8_sparse90_gzip": round(
-                    fp32_raw / sizes["int8_sparse90"]["size_bytes_gzip"], 2
-                ),
-                "train_step_s": {"fp32": round(t_fp32, 4), "qat": round(t_qat, 4), "batch": args.train_batch},
-                "qat_over_fp32_step": round(t_qat / t_fp32, 3),
-            },
-            indent=1,
-        )
-    )
+
+PARTS = ("latency", "sizes", "step")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed calls per measurement")
+    parser.add_argument("--train-batch", type=int, default=32)
+    parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="state_dict of a trained resnet18 to measure instead of random-init weights")
+    parser.add_argument("--input-shape", default="3,32,32", help="C,H,W of the model (and its checkpoint)")
+    parser.add_argument("--only", choices=PARTS, nargs="+", default=list(PARTS), help="parts to measure")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    shape = tuple(int(d) for d in args.input_shape.split(","))
+
+    fp32 = create_model("resnet18", input_shape=shape, seed=0)
+    calib = torch.randn(64, *shape)
+    if args.checkpoint is None:
+        _settle_bn(fp32, calib)
+    else:  # trained weights and BatchNorm statistics
+        fp32.load_state_dict(torch.load(args.checkpoint, weights_only=True))
+        fp32.eval()
+    int8 = _int8(fp32, calib)
+
+    figures = {
+        "model": "resnet18",
+        "weights": str(args.checkpoint) if args.checkpoint else "random init",
+        "input_shape": list(shape),
+        "batch": args.batch,
+        "threads": args.threads,
+        "cpu_model": cpu_model(),
+        "torch": torch.__version__,
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+    }
+    if "latency" in args.only:
+        figures.update(latency_figures(fp32, int8, calib, args))
+    if "sizes" in args.only:
+        figures.update(size_figures(fp32, int8, calib))
+    if "step" in args.only:
+        figures.update(step_figures(shape, args))
+    print(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 The artefact is, by default, the model's ``state_dict`` saved with ``torch.save`` (``format="state_dict"``)
 as a deployment would ship it: for an INT8 model that is the int8 weights with their scales (no FP32
 copies), for a pruned model the weights with zeros baked in, *without* the pruning-mask buffers (masks
-are training state, not deployment state). ``format="torchscript"`` measures a traced + frozen
+are training state, not deployment state). ``format="packed"`` is that state_dict with each sparse tensor
+stored as a bitmask plus its nonzero values (:mod:`shrinkviz.metrics.packed`; gzip then gets close to the
+weights' entropy, which it cannot on zeros stored densely). ``format="torchscript"`` measures a traced + frozen
 TorchScript file and ``format="onnx"`` the ONNX file of :func:`shrinkviz.quant.export.export_onnx`.
 
 Unstructured sparsity stores zeros densely, so it shows only in the gzip figure (``gzip -9``); the raw
@@ -30,7 +32,7 @@ from torch import nn
 
 from shrinkviz.io import atomic_write_bytes
 
-FORMATS = ("state_dict", "torchscript", "onnx")
+FORMATS = ("state_dict", "packed", "torchscript", "onnx")
 MASK_SUFFIX = "_mask"
 
 
@@ -76,6 +78,10 @@ def artefact_bytes(
     if format == "state_dict":
         torch.save(deployable_state_dict(model), buffer)
         return buffer.getvalue()
+    if format == "packed":
+        from shrinkviz.metrics.packed import packed_bytes
+
+        return packed_bytes(deployable_state_dict(model))
     from shrinkviz.quant.export import export_onnx, quiet_trace, torchscript
 
     if format == "torchscript":
@@ -109,7 +115,8 @@ def measure_size(
 
     Args:
         model: a float (possibly pruned) or converted INT8 model.
-        format: ``state_dict`` (default), ``torchscript`` or ``onnx``.
+        format: ``state_dict`` (default), ``packed`` (sparse tensors as bitmask + values), ``torchscript``
+            or ``onnx``.
         path: also write the artefact there (atomically); the figures are of exactly those bytes.
         input_shape: (C, H, W) for traced formats when the model has no ``input_shape``.
 
