@@ -178,7 +178,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     runs = store.runs()
     for problem in store.problems:
         print(f"warning: skipped corrupt entry {problem}", file=sys.stderr)
-    out = write_report(store, args.out, title=args.title)
+    out = write_report(store, args.out, title=args.title, plotlyjs=args.plotlyjs)
     print(f"{len(runs)} runs from {store.path}")
     print(f"report: {out}")
     return 0
@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write a standalone HTML report of a store")
     report.add_argument("--out", help="report file (default: <store>/report.html)")
     report.add_argument("--title", default="shrinkviz report")
+    report.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
+                        help="embed plotly.js (opens offline; default) or load it from its CDN (~4.5 MB smaller)")
     common(report, executors=False)
     report.set_defaults(func=cmd_report)
     return parser

@@ -139,5 +139,10 @@ def test_report_of_a_store_with_a_corrupt_entry_and_of_an_empty_store(tmp_path, 
     assert "2 runs from" in captured.out and f"report: {out_file}" in captured.out
     assert "skipped corrupt entry" in captured.err and "garbage.json" in captured.err
     assert "All successful runs" in out_file.read_text()
+    small = tmp_path / "small.html"
+    with pytest.warns(RuntimeWarning, match="garbage.json"):
+        assert main(["report", "--store", str(store_dir), "--out", str(small), "--plotlyjs", "cdn"]) == 0
+    assert "All successful runs" in small.read_text() and "cdn.plot.ly" in small.read_text()
+    assert small.stat().st_size < out_file.stat().st_size - 3_000_000
     assert main(["report", "--store", str(tmp_path / "empty")]) == 0
     assert "The store holds no runs yet" in (tmp_path / "empty" / "report.html").read_text()

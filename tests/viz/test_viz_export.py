@@ -81,6 +81,22 @@ def test_report_html_embeds_plotlyjs_once(tmp_path: Path, runs: pd.DataFrame) ->
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 
+def test_report_html_cdn_is_small_and_fetches_the_installed_version(tmp_path: Path, runs: pd.DataFrame) -> None:
+    import plotly
+
+    inline = report_html({"Curves": curves(runs)}, tmp_path / "inline.html")
+    cdn = report_html({"Curves": curves(runs)}, tmp_path / "cdn.html", plotlyjs="cdn")
+    text = cdn.read_text(encoding="utf-8")
+    assert PLOTLY_BANNER not in text and text.count("Plotly.newPlot(") == 1
+    (src,) = re.findall(r"<script[^>]*\bsrc='([^']+)'", text)
+    assert src.startswith("https://") and src.endswith(".js")
+    assert plotly.__version__ in src or re.search(r"plotly-\d+\.\d+\.\d+", src)  # pinned, not "latest"
+    assert inline.stat().st_size - cdn.stat().st_size > 3_000_000
+    with pytest.raises(ValueError, match="plotlyjs='web': valid values are inline, cdn"):
+        report_html({"Curves": curves(runs)}, tmp_path / "bad.html", plotlyjs="web")
+    assert not (tmp_path / "bad.html").exists()
+
+
 def test_report_html_accepts_mapping(tmp_path: Path, runs: pd.DataFrame) -> None:
     path = report_html({"A": curves(runs), "B": runs.head(1)}, tmp_path / "m.html")
     text = path.read_text(encoding="utf-8")
