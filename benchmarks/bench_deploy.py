@@ -3,9 +3,11 @@ repeatability of the latency figure and the cost of a QAT training step. Prints 
 
     python benchmarks/bench_deploy.py                  # batch 1, 1 thread (the figures of issue #4)
     python benchmarks/bench_deploy.py --threads 2 --min-time 5
-    python benchmarks/bench_deploy.py --only sizes --checkpoint r18.pt --input-shape 1,28,28  # trained weights
+    python benchmarks/bench_deploy.py --only sizes --trained-on fashion_mnist   # trained weights (cached)
 
-Weights are randomly initialised unless ``--checkpoint`` gives a trained state_dict (no CIFAR offline).
+Weights are randomly initialised (no CIFAR offline) unless ``--trained-on`` names a dataset: then the
+ResNet-18 (CIFAR layout, that dataset's input shape) is trained with the ``cifar_sgd`` recipe cut to
+``--train-epochs`` on the first ``--train-examples`` images, through ``shrinkviz.pretrained`` (cached).
 Random-init BatchNorm statistics are settled on calibration data, and the INT8 model is converted as QAT
 ends (BN statistics frozen while the observers see data, so the folded weights match the observed ranges;
 converting with BN statistics still moving saturates int8 weights and made the sparse artefact look ~35%
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.ao.nn.intrinsic.qat import freeze_bn_stats
 
+from shrinkviz.data import Normalizer, load_dataset
 from shrinkviz.metrics.latency import cpu_model, measure_latency, pinned_threads
 from shrinkviz.metrics.runtimes import RUNTIMES
 from shrinkviz.metrics.size import measure_size
@@ -40,6 +43,8 @@ from shrinkviz.pipeline import weight_sparsity
 from shrinkviz.prune import prune
 from shrinkviz.quant import convert, prepare_qat
 from shrinkviz.quant.export import export_onnx, quantize_onnx_static
+from shrinkviz.train import evaluate
+from shrinkviz.zoo import pretrained
 
 
 def _settle_bn(model: torch.nn.Module, calib: torch.Tensor, passes: int = 10) -> torch.nn.Module:
@@ -93,6 +98,10 @@ def _entropy_bytes(model: torch.nn.Module) -> float:
                 p = counts.double() / t.numel()
                 bits -= float((counts * p.log2()).sum())
     return bits / 8
+
+
+def _top1(model: torch.nn.Module, data) -> float:
+    return evaluate(model, data.test, Normalizer(data.mean, data.std))["top1"]
 
 
 def _lat(row: dict) -> dict:
@@ -197,26 +206,28 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed calls per measurement")
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=5)
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="state_dict of a trained resnet18 to measure instead of random-init weights")
-    parser.add_argument("--input-shape", default="3,32,32", help="C,H,W of the model (and its checkpoint)")
+    parser.add_argument("--trained-on", metavar="DATASET", help="measure a resnet18 trained on this dataset")
+    parser.add_argument("--train-examples", type=int, default=12_000, help="with --trained-on")
+    parser.add_argument("--train-epochs", type=int, default=2, help="with --trained-on")
     parser.add_argument("--only", choices=PARTS, nargs="+", default=list(PARTS), help="parts to measure")
     args = parser.parse_args()
     torch.manual_seed(0)
-    shape = tuple(int(d) for d in args.input_shape.split(","))
-
-    fp32 = create_model("resnet18", input_shape=shape, seed=0)
-    calib = torch.randn(64, *shape)
-    if args.checkpoint is None:
+    if args.trained_on:
+        data = load_dataset(args.trained_on).subset(train=args.train_examples, val=1000, test=1000)
+        fp32 = pretrained("resnet18", data, recipe="cifar_sgd", epochs=args.train_epochs)  # progress on stderr
+        shape = data.input_shape
+        calib = Normalizer(data.mean, data.std)(data.train.images[:64])
+    else:
+        shape = (3, 32, 32)
+        fp32 = create_model("resnet18", input_shape=shape, seed=0)
+        calib = torch.randn(64, *shape)
         _settle_bn(fp32, calib)
-    else:  # trained weights and BatchNorm statistics
-        fp32.load_state_dict(torch.load(args.checkpoint, weights_only=True))
-        fp32.eval()
     int8 = _int8(fp32, calib)
 
     figures = {
         "model": "resnet18",
-        "weights": str(args.checkpoint) if args.checkpoint else "random init",
+        "weights": (f"trained on {args.train_examples} {args.trained_on} images, {args.train_epochs} epochs "
+                    f"(cifar_sgd), test top-1 {_top1(fp32, data):.4f}") if args.trained_on else "random init",
         "input_shape": list(shape),
         "batch": args.batch,
         "threads": args.threads,
