@@ -28,7 +28,7 @@ import platform
 import statistics
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -176,19 +176,29 @@ def measure_latency(
         ValueError: bad arguments (the field is named) or a fake-quant model.
         LatencyError: the model fails on the runtime; LatencyTimeoutError: it hangs.
     """
+    shape = _checked_shape(model, runtime, input_shape, batch=batch, threads=threads, rounds=rounds,
+                           max_rounds=max_rounds, warmup=warmup, warmup_s=warmup_s, min_time_s=min_time_s,
+                           timeout_s=timeout_s)
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+    what = f"{runtime} inference of {type(model).__name__} on input {tuple(x.shape)}"
+    with pinned_threads(threads):
+        runner = _watchdog(lambda: _prepare_and_probe(model, runtime, x, threads), timeout_s, what)
+        times, cpu = _time_calls(runner, warmup, warmup_s, rounds, min_time_s, max_rounds)
+    return _row(runner, runtime, times, cpu, threads, batch, shape)
+
+
+def _checked_shape(model: nn.Module, runtime: str, input_shape: tuple[int, ...] | None, *, timeout_s: float,
+                   **counts: float) -> tuple[int, ...]:
+    """Validate the arguments of a measurement (each bad one named) and return the input shape (C, H, W)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r}: valid runtimes are {', '.join(RUNTIMES)}")
-    for name, value in (
-        ("batch", batch),
-        ("threads", threads),
-        ("rounds", rounds),
-        ("max_rounds", max_rounds),
-    ):
+    for name in ("batch", "threads", "rounds", "max_rounds"):
+        value = counts[name]
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r}: must be a whole number >= 1")
-    for name, value in (("warmup", warmup), ("warmup_s", warmup_s), ("min_time_s", min_time_s)):
-        if value < 0:
-            raise ValueError(f"{name}={value!r}: must be >= 0")
+    for name in ("warmup", "warmup_s", "min_time_s"):
+        if counts[name] < 0:
+            raise ValueError(f"{name}={counts[name]!r}: must be >= 0")
     if not timeout_s > 0:
         raise ValueError(f"timeout_s={timeout_s!r}: must be > 0")
     shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
@@ -198,11 +208,11 @@ def measure_latency(
             "(pass input_shape= when the model has none)"
         )
     model_dtype(model)  # refuses a fake-quant model before any work
-    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
-    what = f"{runtime} inference of {type(model).__name__} on input {tuple(x.shape)}"
-    with pinned_threads(threads):
-        runner = _watchdog(lambda: _prepare_and_probe(model, runtime, x, threads), timeout_s, what)
-        times, cpu = _time_calls(runner, warmup, warmup_s, rounds, min_time_s, max_rounds)
+    return shape
+
+
+def _row(runner: Runner, runtime: str, times: list[float], cpu: list[float], threads: int, batch: int,
+         shape: tuple[int, ...]) -> dict[str, Any]:
     return {
         "latency_ms_p50": statistics.median(times),
         "latency_ms_p90": percentile(times, 90),
@@ -250,6 +260,99 @@ def compare_runtimes(
         ['eager', 'onnxruntime']
     """
     return [measure_latency(model, runtime, **kwargs) for runtime in runtimes]
+
+
+def compare_latency(
+    models: Mapping[str, nn.Module],
+    runtime: str = "eager",
+    *,
+    reference: str | None = None,
+    blocks: int = 10,
+    block_s: float = 0.2,
+    batch: int = 1,
+    input_shape: tuple[int, ...] | None = None,
+    threads: int = 1,
+    warmup: int = 10,
+    warmup_s: float = 0.5,
+    timeout_s: float = 300.0,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Latency of several models measured side by side: interleaved blocks, ratios taken within each block.
+
+    Separate measurements taken minutes apart compare the machine's state as much as the models: on a
+    shared VM the same model's median moved by up to 2x between runs of a sweep, with CPU time moving
+    with it (the core itself ran slower). Here every model is prepared and warmed up, then timed in
+    ``blocks`` rounds; in each round every model (in rotated order) runs for ``block_s`` seconds. A
+    model's ratio to ``reference`` is taken within each round, where both saw the same machine, and the
+    median over rounds is reported with its range.
+
+    Args:
+        models: name -> model (float, pruned, or converted INT8), all taking the same input shape.
+        runtime: one of :data:`RUNTIMES`, used for every model.
+        reference: the name ratios are taken against (default: the first model).
+        blocks: interleaved rounds (>= 1).
+        block_s: seconds each model runs per round.
+        batch, input_shape, threads, warmup, warmup_s, timeout_s, seed: as in :func:`measure_latency`.
+
+    Returns:
+        One row per model, in the given order: the :func:`measure_latency` keys over all its timed calls,
+        plus ``model``, ``latency_vs_reference`` (median over rounds of its round median / the reference's),
+        ``latency_vs_reference_min`` / ``_max`` (the range over rounds), ``latency_reference`` and
+        ``latency_blocks``.
+
+    Raises:
+        ValueError: no models, an unknown reference, models with different input shapes, bad arguments.
+        LatencyError / LatencyTimeoutError: a model fails or hangs on the runtime (named in the message).
+
+    Example:
+        >>> from shrinkviz.models import create_model
+        >>> net = create_model("tiny_mlp", input_shape=(1, 8, 8))
+        >>> rows = compare_latency({"a": net, "b": net}, blocks=2, block_s=0.01, warmup=1, warmup_s=0)
+        >>> [(r["model"], r["latency_reference"], r["latency_blocks"]) for r in rows]
+        [('a', 'a', 2), ('b', 'a', 2)]
+    """
+    if not models:
+        raise ValueError("models is empty: give a mapping name -> model")
+    names = list(models)
+    reference = names[0] if reference is None else reference
+    if reference not in models:
+        raise ValueError(f"reference={reference!r} is not one of the models: {', '.join(names)}")
+    if not isinstance(blocks, int) or blocks < 1:
+        raise ValueError(f"blocks={blocks!r}: must be a whole number >= 1")
+    if not block_s > 0:
+        raise ValueError(f"block_s={block_s!r}: must be > 0")
+    shapes = {name: _checked_shape(m, runtime, input_shape, batch=batch, threads=threads, rounds=1, max_rounds=1,
+                                   warmup=warmup, warmup_s=warmup_s, min_time_s=0, timeout_s=timeout_s)
+              for name, m in models.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError("compare_latency needs one input shape for all models, got "
+                         + ", ".join(f"{n}: {s}" for n, s in shapes.items()) + " (pass input_shape=)")
+    shape = shapes[reference]
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    medians: dict[str, list[float]] = {name: [] for name in names}
+    with pinned_threads(threads):
+        runners = {name: _watchdog(lambda m=m: _prepare_and_probe(m, runtime, x, threads), timeout_s,
+                                   f"{runtime} inference of {name!r} on input {tuple(x.shape)}")
+                   for name, m in models.items()}
+        for runner in runners.values():
+            _time_calls(runner, warmup, warmup_s, 1, 0, 1)
+        for block in range(blocks):
+            for name in names[block % len(names):] + names[: block % len(names)]:  # rotate the order
+                t, c = _time_calls(runners[name], 0, 0, 1, block_s, 100_000)
+                times[name] += t
+                cpu[name] += c
+                medians[name].append(statistics.median(t))
+    result = []
+    for name in names:
+        ratios = [a / b for a, b in zip(medians[name], medians[reference], strict=True)]
+        result.append({
+            "model": name, **_row(runners[name], runtime, times[name], cpu[name], threads, batch, shape),
+            "latency_vs_reference": statistics.median(ratios), "latency_vs_reference_min": min(ratios),
+            "latency_vs_reference_max": max(ratios), "latency_reference": reference, "latency_blocks": blocks,
+        })
+    return result
 
 
 def latency_metrics(model: nn.Module, runtime: str = "eager", **kwargs: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ failures and hangs raise, bad arguments are named. No timing is asserted (the ma
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from shrinkviz.metrics.latency import (
     LatencyError,
     LatencyTimeoutError,
+    compare_latency,
     compare_runtimes,
     cpu_model,
     latency_metrics,
@@ -178,3 +180,55 @@ def test_percentile():
     assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 90) == pytest.approx(4.6)
     assert percentile([7.0], 90) == 7.0
+
+
+class _Sleeps(_Probe):
+    """A model whose call takes a known wall time (sleeping needs no CPU, so load barely moves it)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        time.sleep(self.seconds)
+        return x.flatten(1)
+
+
+def test_compare_latency_takes_ratios_within_interleaved_rounds():
+    fast, slow = _Sleeps(0.002), _Sleeps(0.006)
+    rows = compare_latency({"fast": fast, "slow": slow}, blocks=4, block_s=0.05, warmup=1, warmup_s=0)
+    assert [r["model"] for r in rows] == ["fast", "slow"]
+    by = {r["model"]: r for r in rows}
+    assert by["fast"]["latency_vs_reference"] == 1.0 and by["fast"]["latency_reference"] == "fast"
+    assert 2.0 < by["slow"]["latency_vs_reference"] < 3.6  # 6 ms / 2 ms, oversleeping allowed for
+    assert by["slow"]["latency_vs_reference_min"] <= by["slow"]["latency_vs_reference"] \
+        <= by["slow"]["latency_vs_reference_max"]
+    assert all(r["latency_blocks"] == 4 and r["latency_rounds"] >= 4 for r in rows)
+    assert fast.calls > slow.calls  # each ran for the same time per round
+    assert {"latency_ms_p50", "latency_runtime", "latency_threads", "cpu_model"} <= set(rows[0])
+    other = compare_latency({"fast": fast, "slow": slow}, reference="slow", blocks=1, block_s=0.02, warmup=1)
+    assert other[1]["latency_vs_reference"] == 1.0 and other[0]["latency_vs_reference"] < 0.6
+
+
+def test_compare_latency_on_real_models_and_runtimes(fp32, int8):
+    rows = compare_latency({"fp32": fp32, "int8": int8}, "onnxruntime", blocks=2, block_s=0.01, **{
+        k: v for k, v in FAST.items() if k in ("warmup", "warmup_s")})
+    assert [(r["model"], r["latency_dtype"], r["latency_runtime"]) for r in rows] == [
+        ("fp32", "fp32", "onnxruntime"), ("int8", "int8", "onnxruntime")]
+
+
+def test_compare_latency_bad_input(fp32):
+    with pytest.raises(ValueError, match="models is empty"):
+        compare_latency({})
+    with pytest.raises(ValueError, match="reference='c' is not one of the models: a, b"):
+        compare_latency({"a": fp32, "b": fp32}, reference="c")
+    with pytest.raises(ValueError, match="one input shape for all models.*a: \\(1, 8, 8\\), b: \\(2, 3, 4\\)"):
+        compare_latency({"a": fp32, "b": _Probe()})
+    with pytest.raises(ValueError, match="blocks=0"):
+        compare_latency({"a": fp32}, blocks=0)
+    with pytest.raises(ValueError, match="convert it to INT8"):
+        compare_latency({"a": fp32, "qat": prepare_qat(fp32)})
+    with pytest.raises(LatencyError, match="'broken'.*kernel missing"):
+        compare_latency({"ok": _Probe(), "broken": _Broken()}, blocks=1, block_s=0.01)
