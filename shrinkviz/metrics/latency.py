@@ -263,7 +263,7 @@ def compare_runtimes(
 
 
 def compare_latency(
-    models: Mapping[str, nn.Module],
+    models: Mapping[str, nn.Module | tuple[nn.Module, str]],
     runtime: str = "eager",
     *,
     reference: str | None = None,
@@ -287,8 +287,9 @@ def compare_latency(
     median over rounds is reported with its range.
 
     Args:
-        models: name -> model (float, pruned, or converted INT8), all taking the same input shape.
-        runtime: one of :data:`RUNTIMES`, used for every model.
+        models: name -> model (float, pruned, or converted INT8), or name -> ``(model, runtime)`` to time
+            that entry on its own runtime; all take the same input shape.
+        runtime: one of :data:`RUNTIMES`, for the entries that do not name theirs.
         reference: the name ratios are taken against (default: the first model).
         blocks: interleaved rounds (>= 1).
         block_s: seconds each model runs per round.
@@ -321,9 +322,10 @@ def compare_latency(
         raise ValueError(f"blocks={blocks!r}: must be a whole number >= 1")
     if not block_s > 0:
         raise ValueError(f"block_s={block_s!r}: must be > 0")
-    shapes = {name: _checked_shape(m, runtime, input_shape, batch=batch, threads=threads, rounds=1, max_rounds=1,
+    entries = {name: value if isinstance(value, tuple) else (value, runtime) for name, value in models.items()}
+    shapes = {name: _checked_shape(m, rt, input_shape, batch=batch, threads=threads, rounds=1, max_rounds=1,
                                    warmup=warmup, warmup_s=warmup_s, min_time_s=0, timeout_s=timeout_s)
-              for name, m in models.items()}
+              for name, (m, rt) in entries.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError("compare_latency needs one input shape for all models, got "
                          + ", ".join(f"{n}: {s}" for n, s in shapes.items()) + " (pass input_shape=)")
@@ -333,9 +335,9 @@ def compare_latency(
     cpu: dict[str, list[float]] = {name: [] for name in names}
     medians: dict[str, list[float]] = {name: [] for name in names}
     with pinned_threads(threads):
-        runners = {name: _watchdog(lambda m=m: _prepare_and_probe(m, runtime, x, threads), timeout_s,
-                                   f"{runtime} inference of {name!r} on input {tuple(x.shape)}")
-                   for name, m in models.items()}
+        runners = {name: _watchdog(lambda m=m, rt=rt: _prepare_and_probe(m, rt, x, threads), timeout_s,
+                                   f"{rt} inference of {name!r} on input {tuple(x.shape)}")
+                   for name, (m, rt) in entries.items()}
         for runner in runners.values():
             _time_calls(runner, warmup, warmup_s, 1, 0, 1)
         for block in range(blocks):
@@ -348,7 +350,7 @@ def compare_latency(
     for name in names:
         ratios = [a / b for a, b in zip(medians[name], medians[reference], strict=True)]
         result.append({
-            "model": name, **_row(runners[name], runtime, times[name], cpu[name], threads, batch, shape),
+            "model": name, **_row(runners[name], entries[name][1], times[name], cpu[name], threads, batch, shape),
             "latency_vs_reference": statistics.median(ratios), "latency_vs_reference_min": min(ratios),
             "latency_vs_reference_max": max(ratios), "latency_reference": reference, "latency_blocks": blocks,
         })

@@ -217,6 +217,10 @@ def test_compare_latency_on_real_models_and_runtimes(fp32, int8):
         k: v for k, v in FAST.items() if k in ("warmup", "warmup_s")})
     assert [(r["model"], r["latency_dtype"], r["latency_runtime"]) for r in rows] == [
         ("fp32", "fp32", "onnxruntime"), ("int8", "int8", "onnxruntime")]
+    mixed = compare_latency({"eager": fp32, "ort": (fp32, "onnxruntime")}, blocks=1, block_s=0.01, warmup=1)
+    assert [r["latency_runtime"] for r in mixed] == ["eager", "onnxruntime"]
+    with pytest.raises(ValueError, match="runtime='tvm'"):
+        compare_latency({"a": fp32, "b": (fp32, "tvm")})
 
 
 def test_compare_latency_bad_input(fp32):
