@@ -25,6 +25,8 @@ from shrinkviz.store import Store
 
 TABLE_COLUMNS = ("technique", "strategy", "compression", "seed", "top1", "compression_ratio", "speedup_theoretical",
                  "size_bytes_gzip", "latency_ms_p50", "latency_runtime", "duration_s", "run_id")
+PROTOCOL_COLUMNS = ("baseline_recipe", "baseline_seed", "finetune")
+"""What a pruning curve holds fixed: the pretrained baseline and the finetuning recipe."""
 SUMMARY_METRICS = ("top1", "compression_ratio", "speedup_theoretical", "size_bytes_gzip", "latency_ms_p50")
 
 
@@ -75,10 +77,18 @@ def _context_sections(ok: pd.DataFrame, layers: pd.DataFrame | None, prefix: str
     size = "size_bytes_gzip" if has_latency else None
     sections.append(_safe(f"{prefix}Accuracy vs {'latency (marker area: gzip size)' if has_latency else 'size'}",
                           lambda: viz.frontier(ok, x=x, y="top1", size=size, color="technique")))
-    pruned = ok[(ok["method"] == "prune") | ((ok["method"] == "baseline") & (ok["strategy"].fillna("") == ""))]
-    if (pruned["method"] == "prune").any():
-        sections.append(_safe(f"{prefix}Pruning: accuracy vs compression and vs theoretical speedup",
-                              lambda: viz.shrinkbench_views(pruned[pruned["method"] == "prune"])))
+    pruned = ok[ok["method"] == "prune"]
+    # one figure per protocol: averaging a strategy's curve over different baselines or finetuning recipes
+    # would mix exactly the confounders ShrinkBench warns about
+    protocol = [c for c in PROTOCOL_COLUMNS if c in pruned and pruned[c].nunique() > 1]
+    groups = pruned.groupby(protocol, dropna=False) if protocol else [((), pruned)]
+    for key, group in groups:
+        if group.empty:
+            continue
+        key = key if isinstance(key, tuple) else (key,)
+        where = f" ({', '.join(f'{c} {v}' for c, v in zip(protocol, key, strict=True))})" if protocol else ""
+        sections.append(_safe(f"{prefix}Pruning{where}: accuracy vs compression and vs theoretical speedup",
+                              lambda group=group: viz.shrinkbench_views(group)))
     if ok["method"].isin(["quant", "distill", "pipeline"]).any():
         sections.append(_safe(f"{prefix}Techniques and pipeline orders", lambda: viz.ordering_ablation(ok)))
     run_id = _layer_run(ok, layers)
@@ -131,8 +141,9 @@ def build_sections(runs: pd.DataFrame, layers: pd.DataFrame | None = None) -> li
         prefix = f"{model} / {dataset}: " if len(contexts) > 1 else ""
         sections += _context_sections(sub, layers, prefix)
         sections.append(_safe(f"{prefix}Summary over seeds (mean, std, 95% CI)", lambda sub=sub: _summary_table(sub)))
-    cols = [c for c in ("dataset", "model", *TABLE_COLUMNS) if c in runs and (c not in ("dataset", "model")
-                                                                              or len(contexts) > 1)]
+    varying = [c for c in PROTOCOL_COLUMNS if c in ok and ok[c].nunique() > 1]
+    cols = [c for c in ("dataset", "model", *varying, *TABLE_COLUMNS) if c in runs
+            and (c not in ("dataset", "model") or len(contexts) > 1)]
     sections.append(("All successful runs", ok[cols].reset_index(drop=True)))
     if len(failed):
         errors = failed.assign(error=failed["error"].astype(str).str.split("\n").str[0].str.slice(0, 300))
