@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -177,4 +178,9 @@ def load_packed(source: str | os.PathLike[str] | bytes) -> dict[str, Any]:
     Loads with ``weights_only=True``: the file holds only tensors, numbers, strings and containers.
     """
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
-    return unpack_state_dict(torch.load(handle, weights_only=True))
+    with warnings.catch_warnings():
+        # torch's own unpickler of quantized tensors (torch._utils._rebuild_qtensor, kept dense when packing
+        # would not save bytes) touches TypedStorage.device and warns; nothing the caller can act on
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+        packed = torch.load(handle, weights_only=True)
+    return unpack_state_dict(packed)
