@@ -34,12 +34,12 @@ import torch
 FORMAT = "shrinkviz-packed"
 VERSION = 1
 _TAG = "__shrinkviz_packed__"
-_QDTYPES = {str(d): d for d in (torch.qint8, torch.quint8, torch.qint32)}
+_PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
 
 
 def _zero_codes(tensor: torch.Tensor) -> torch.Tensor:
     """The stored integer that means 0.0 at each position of a quantized tensor (its zero point)."""
-    if tensor.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+    if tensor.qscheme() in _PER_TENSOR:
         return torch.tensor(tensor.q_zero_point())
     shape = [1] * tensor.dim()
     shape[tensor.q_per_channel_axis()] = -1
@@ -85,7 +85,7 @@ def _pack_tensor(tensor: torch.Tensor, streams: _Streams) -> torch.Tensor | dict
     entry: dict[str, Any] = {_TAG: VERSION, "shape": tuple(tensor.shape), **streams.add(nonzero, values)}
     if tensor.is_quantized:
         entry["dtype"] = str(tensor.dtype)
-        if tensor.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        if tensor.qscheme() in _PER_TENSOR:
             entry["scale"], entry["zero_point"] = float(tensor.q_scale()), int(tensor.q_zero_point())
         else:
             entry["scales"] = tensor.q_per_channel_scales().clone()
