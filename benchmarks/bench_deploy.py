@@ -37,16 +37,16 @@ import torch.nn.functional as F
 from torch.ao.nn.intrinsic.qat import freeze_bn_stats
 
 from shrinkviz.data import Normalizer, load_dataset
+from shrinkviz.deploy.export import export_onnx, quantize_onnx_static
+from shrinkviz.deploy.runtimes import RUNTIMES
+from shrinkviz.loop.train import evaluate
+from shrinkviz.loop.zoo import pretrained
 from shrinkviz.metrics.latency import cpu_model, measure_latency, pinned_threads
-from shrinkviz.metrics.runtimes import RUNTIMES
 from shrinkviz.metrics.size import measure_size
 from shrinkviz.models import create_model
-from shrinkviz.pipeline import weight_sparsity
-from shrinkviz.prune import prune
-from shrinkviz.quant import convert, prepare_qat
-from shrinkviz.quant.export import export_onnx, quantize_onnx_static
-from shrinkviz.train import evaluate
-from shrinkviz.zoo import pretrained
+from shrinkviz.techniques.pipeline import weight_sparsity
+from shrinkviz.techniques.prune import prune
+from shrinkviz.techniques.quant import convert, prepare_qat
 
 
 def _settle_bn(model: torch.nn.Module, calib: torch.Tensor, passes: int = 10) -> torch.nn.Module:
@@ -122,7 +122,7 @@ def latency_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.T
         latency[f"fp32_{runtime}"] = _lat(measure_latency(fp32, runtime, **opts))
         latency[f"int8_{runtime}"] = _lat(measure_latency(int8, runtime, **opts))
     with tempfile.TemporaryDirectory() as tmp:  # REFERENCE's path: ONNX Runtime static PTQ of the FP32 export
-        from shrinkviz.quant.export import onnx_session
+        from shrinkviz.deploy.export import onnx_session
 
         static = quantize_onnx_static(
             export_onnx(fp32, Path(tmp) / "fp32.onnx"), Path(tmp) / "static.onnx", list(calib.split(16))
@@ -158,8 +158,13 @@ def latency_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.T
             x, y = a[stat], b[stat]
             repeat[key][stat] = [round(x, 3), round(y, 3)]
             repeat[key][stat.replace("latency_ms", "spread")] = round(abs(x - y) / min(x, y), 4)
-    return {"latency": latency, "speedup_vs_fp32_eager": speedups, "best_int8_runtime": best,
-            "best_int8_speedup": speedups[best], "repeatability": repeat}
+    return {
+        "latency": latency,
+        "speedup_vs_fp32_eager": speedups,
+        "best_int8_runtime": best,
+        "best_int8_speedup": speedups[best],
+        "repeatability": repeat,
+    }
 
 
 def size_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.Tensor) -> dict:
@@ -194,8 +199,10 @@ def step_figures(shape: tuple[int, ...], args) -> dict:
     train_qat = prepare_qat(copy.deepcopy(train_fp32), check=False)
     t_fp32 = _step_time(train_fp32, args.train_batch, args.train_steps, args.threads)
     t_qat = _step_time(train_qat, args.train_batch, args.train_steps, args.threads)
-    return {"train_step_s": {"fp32": round(t_fp32, 4), "qat": round(t_qat, 4), "batch": args.train_batch},
-            "qat_over_fp32_step": round(t_qat / t_fp32, 3)}
+    return {
+        "train_step_s": {"fp32": round(t_fp32, 4), "qat": round(t_qat, 4), "batch": args.train_batch},
+        "qat_over_fp32_step": round(t_qat / t_fp32, 3),
+    }
 
 
 PARTS = ("latency", "sizes", "step")
@@ -216,7 +223,9 @@ def main() -> None:
     torch.manual_seed(0)
     if args.trained_on:
         data = load_dataset(args.trained_on).subset(train=args.train_examples, val=1000, test=1000)
-        fp32 = pretrained("resnet18", data, recipe="cifar_sgd", epochs=args.train_epochs)  # progress on stderr
+        fp32 = pretrained(
+            "resnet18", data, recipe="cifar_sgd", epochs=args.train_epochs
+        )  # progress on stderr
         shape = data.input_shape
         calib = Normalizer(data.mean, data.std)(data.train.images[:64])
     else:
@@ -228,8 +237,12 @@ def main() -> None:
 
     figures = {
         "model": "resnet18",
-        "weights": (f"trained on {args.train_examples} {args.trained_on} images, {args.train_epochs} epochs "
-                    f"(cifar_sgd), test top-1 {_top1(fp32, data):.4f}") if args.trained_on else "random init",
+        "weights": (
+            f"trained on {args.train_examples} {args.trained_on} images, {args.train_epochs} epochs "
+            f"(cifar_sgd), test top-1 {_top1(fp32, data):.4f}"
+        )
+        if args.trained_on
+        else "random init",
         "input_shape": list(shape),
         "batch": args.batch,
         "threads": args.threads,

@@ -16,10 +16,10 @@ import torch
 
 import shrinkviz as sv
 from shrinkviz.data import Normalizer
+from shrinkviz.loop.train import evaluate
 from shrinkviz.metrics.latency import measure_latency
 from shrinkviz.metrics.size import measure_size
-from shrinkviz.pipeline import pipeline
-from shrinkviz.train import evaluate
+from shrinkviz.techniques.pipeline import pipeline
 
 
 def split_budget(order: str, budget: int) -> tuple[int, ...]:

@@ -32,7 +32,14 @@ from torch.utils.benchmark import Timer
 import shrinkviz
 from shrinkviz.metrics.counts import count_parameters, layer_table
 from shrinkviz.models import create_model
-from shrinkviz.prune import MaskCallback, get_masks, masked_sparsity, prune, prune_channels, remove_masks
+from shrinkviz.techniques.prune import (
+    MaskCallback,
+    get_masks,
+    masked_sparsity,
+    prune,
+    prune_channels,
+    remove_masks,
+)
 
 
 def cpu_model() -> str:
@@ -46,8 +53,9 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def interleaved_ms(variants: dict[str, Callable[[], object]], rounds: int,
-                   min_run_time: float) -> dict[str, list[float]]:
+def interleaved_ms(
+    variants: dict[str, Callable[[], object]], rounds: int, min_run_time: float
+) -> dict[str, list[float]]:
     """Per round, each variant's blocked_autorange median in ms; variants interleaved, their order rotated
     every round so that no variant always runs first."""
     samples: dict[str, list[float]] = {name: [] for name in variants}
@@ -55,7 +63,7 @@ def interleaved_ms(variants: dict[str, Callable[[], object]], rounds: int,
     for fn in variants.values():
         fn()  # warm-up
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             fn = variants[name]
             timer = Timer("fn()", globals={"fn": fn})
             samples[name].append(timer.blocked_autorange(min_run_time=min_run_time).median * 1e3)
@@ -71,7 +79,7 @@ def ratio(samples: dict[str, list[float]], name: str, reference: str) -> dict[st
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, callbacks: list[MaskCallback]) -> Callable:
-    """One step exactly as ``shrinkviz.train.fit`` runs it (forward, backward, callbacks, SGD step)."""
+    """One step exactly as ``shrinkviz.loop.train.fit`` runs it (forward, backward, callbacks, SGD step)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
     for cb in callbacks:
         cb.fit_start(model, optimizer)
@@ -111,8 +119,12 @@ def bench_masked_step(arch: str, batch: int, rounds: int, min_run_time: float) -
     overhead = Timer("cb.after_backward(m); cb.after_step(m)", globals={"cb": callback, "m": masked})
     overhead_ms = overhead.blocked_autorange(min_run_time=min_run_time).median * 1e3
     return {
-        "model": arch, "input": [batch, 3, 32, 32], "optimizer": "sgd nesterov momentum 0.9",
-        "compression": 8, "rounds": rounds, "ratio": "per-round step-time ratio: median and quartiles",
+        "model": arch,
+        "input": [batch, 3, 32, 32],
+        "optimizer": "sgd nesterov momentum 0.9",
+        "compression": 8,
+        "rounds": rounds,
+        "ratio": "per-round step-time ratio: median and quartiles",
         "step_ms_median": {k: round(statistics.median(v), 1) for k, v in samples.items()},
         "ratio_shrinkviz_masks_vs_dense": ratio(samples, "shrinkviz_masks", "dense"),
         "ratio_mask_in_forward_vs_dense": ratio(samples, "mask_in_forward", "dense"),
@@ -142,10 +154,14 @@ def bench_structured(arch: str, rounds: int, min_run_time: float) -> dict[str, o
         def forward() -> object:
             with torch.inference_mode():
                 return model(x)
+
         return forward
 
-    samples = interleaved_ms({"dense": run(dense), "structured_half_channels": run(structured),
-                              "unstructured_90pct": run(sparse)}, rounds, min_run_time)
+    samples = interleaved_ms(
+        {"dense": run(dense), "structured_half_channels": run(structured), "unstructured_90pct": run(sparse)},
+        rounds,
+        min_run_time,
+    )
     times = {name: statistics.median(values) for name, values in samples.items()}
     dense_macs = int(layer_table(dense)["macs"].sum())
 
@@ -158,18 +174,30 @@ def bench_structured(arch: str, rounds: int, min_run_time: float) -> dict[str, o
             "speedup_measured": round(1 / ratios["median"], 3),
             "speedup_measured_q1_q3": [round(1 / ratios["q3"], 3), round(1 / ratios["q1"], 3)],
             "speedup_theoretical": round(dense_macs / int(table["macs_nonzero"].sum()), 3),
-            "params": params, "params_nonzero": nonzero, "macs": int(table["macs"].sum()),
+            "params": params,
+            "params_nonzero": nonzero,
+            "macs": int(table["macs"].sum()),
             "macs_nonzero": int(table["macs_nonzero"].sum()),
         }
 
     return {
-        "model": arch, "input": [1, 3, 32, 32], "runtime": "eager fp32, torch.inference_mode",
-        "rounds": rounds, "speedup": "dense / variant latency per round: median and [q1, q3]",
+        "model": arch,
+        "input": [1, 3, 32, 32],
+        "runtime": "eager fp32, torch.inference_mode",
+        "rounds": rounds,
+        "speedup": "dense / variant latency per round: median and [q1, q3]",
         "dense": entry(dense, "dense"),
-        "structured_half_channels": {**entry(structured, "structured_half_channels"), "keep": 0.5,
-                                     "norm": "l2"},
-        "unstructured_90pct": {**entry(sparse, "unstructured_90pct"), "strategy": "global_weight",
-                               "compression": 10, "prunable_sparsity": round(sparsity, 4)},
+        "structured_half_channels": {
+            **entry(structured, "structured_half_channels"),
+            "keep": 0.5,
+            "norm": "l2",
+        },
+        "unstructured_90pct": {
+            **entry(sparse, "unstructured_90pct"),
+            "strategy": "global_weight",
+            "compression": 10,
+            "prunable_sparsity": round(sparsity, 4),
+        },
         "target_structured_speedup_min": 1.6,
     }
 
@@ -186,8 +214,11 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     result = {
         "benchmark": "bench_pruning",
-        "shrinkviz_version": shrinkviz.__version__, "torch_version": torch.__version__,
-        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+        "shrinkviz_version": shrinkviz.__version__,
+        "torch_version": torch.__version__,
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
         "masked_finetuning_step": bench_masked_step("resnet20", 128, rounds, min_run_time),
         "structured_latency": bench_structured("resnet18", 3 * rounds, min_run_time / 2),
     }

@@ -20,10 +20,10 @@ import textwrap
 import time
 from pathlib import Path
 
-WRITER = textwrap.dedent('''
+WRITER = textwrap.dedent("""
     import sys, time
-    from shrinkviz.schema import RUN_COLUMNS
-    from shrinkviz.store import Store
+    from shrinkviz.experiments.schema import RUN_COLUMNS
+    from shrinkviz.experiments.store import Store
     store, writer, n = Store(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     start_at = float(sys.argv[4])
     while time.time() < start_at:  # all writers start together
@@ -38,7 +38,7 @@ WRITER = textwrap.dedent('''
         store.put({**base, "run_id": f"w{writer}-{i:04d}", "seed": i, "top1": i / n}, history, layers)
         store.put({**base, "run_id": "shared", "seed": writer})
     print(time.perf_counter() - t0)
-''')
+""")
 
 
 def main() -> None:
@@ -47,12 +47,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
 
-    from shrinkviz.store import Store
+    from shrinkviz.experiments.store import Store
 
     root = Path(tempfile.mkdtemp(prefix="bench_store_"))
     start_at = time.time() + 3.0  # leave time for every interpreter to import the store
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(w), str(args.runs), str(start_at)],
-                              stdout=subprocess.PIPE, text=True) for w in range(args.writers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(root), str(w), str(args.runs), str(start_at)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(args.writers)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     codes = [p.returncode for p in procs]
     wall = time.time() - start_at
@@ -67,18 +73,34 @@ def main() -> None:
     expected = {f"w{w}-{i:04d}" for w in range(args.writers) for i in range(args.runs)} | {"shared"}
     got = set(runs["run_id"])
     puts = args.writers * args.runs * 2
-    print(json.dumps({
-        "benchmark": "store_concurrent_writers",
-        "writers": args.writers, "runs_per_writer": args.runs, "writer_exit_codes": codes,
-        "rows_written": len(expected) - 1, "rows_read_back": len(got - {"shared"}),
-        "rows_lost": len(expected - got), "unexpected_rows": len(got - expected),
-        "shared_run_readable": "shared" in got, "corrupt_entries": len(store.problems),
-        "leftover_temp_files": len([p for p in (root / "runs").iterdir() if p.name.startswith(".")]),
-        "history_rows": len(store.history()), "layer_rows": len(store.layers()),
-        "puts_total": puts, "write_wall_s": round(wall, 3),
-        "put_ms_mean_per_writer": round(1000 * sum(write_s) / max(1, len(write_s)) / (2 * args.runs), 3),
-        "read_all_cold_s": round(cold, 3), "read_all_warm_s": round(warm, 3), "store": str(root),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "store_concurrent_writers",
+                "writers": args.writers,
+                "runs_per_writer": args.runs,
+                "writer_exit_codes": codes,
+                "rows_written": len(expected) - 1,
+                "rows_read_back": len(got - {"shared"}),
+                "rows_lost": len(expected - got),
+                "unexpected_rows": len(got - expected),
+                "shared_run_readable": "shared" in got,
+                "corrupt_entries": len(store.problems),
+                "leftover_temp_files": len([p for p in (root / "runs").iterdir() if p.name.startswith(".")]),
+                "history_rows": len(store.history()),
+                "layer_rows": len(store.layers()),
+                "puts_total": puts,
+                "write_wall_s": round(wall, 3),
+                "put_ms_mean_per_writer": round(
+                    1000 * sum(write_s) / max(1, len(write_s)) / (2 * args.runs), 3
+                ),
+                "read_all_cold_s": round(cold, 3),
+                "read_all_warm_s": round(warm, 3),
+                "store": str(root),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

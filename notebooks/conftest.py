@@ -21,8 +21,10 @@ CHECK_MARK = "NBVAL_CHECK_OUTPUT"
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.environ.get("CI") and os.environ.get("SHRINKVIZ_PROFILE") != "smoke":
-        raise pytest.UsageError("under CI the notebooks run with SHRINKVIZ_PROFILE=smoke "
-                                f"(got {os.environ.get('SHRINKVIZ_PROFILE')!r})")
+        raise pytest.UsageError(
+            "under CI the notebooks run with SHRINKVIZ_PROFILE=smoke "
+            f"(got {os.environ.get('SHRINKVIZ_PROFILE')!r})"
+        )
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
@@ -32,7 +34,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             continue
         expected = cell.get("metadata", {}).get("shrinkviz", {}).get("expected_output")
         if expected is None:
-            raise pytest.UsageError(f"{item.nodeid}: a {CHECK_MARK} cell needs its expected output in the "
-                                    "cell metadata as shrinkviz.expected_output")
+            raise pytest.UsageError(
+                f"{item.nodeid}: a {CHECK_MARK} cell needs its expected output in the "
+                "cell metadata as shrinkviz.expected_output"
+            )
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=expected)]
         cell.execution_count = 1

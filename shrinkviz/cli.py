@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shrinkviz.profiles import PROFILES, profile
+from shrinkviz.experiments.profiles import PROFILES, profile
 
 CONFIG_KEYS = ("base", "experiments", "grid", "store", "report", "title")
 
@@ -40,30 +40,43 @@ def demo_experiments(profile_name: str = "full") -> list[Any]:
     (the paper's 20/40/40 shape); eager latency at batch 1 on 1 thread. ``smoke``: the same code path on
     1,000 / 250 / 500 images with a 1-epoch baseline and fewer operating points.
     """
-    from shrinkviz.experiment import Experiment
-    from shrinkviz.sweep import expand
+    from shrinkviz.experiments.experiment import Experiment
+    from shrinkviz.experiments.sweep import expand
 
     if not profile(profile_name).smoke:  # validates the name too
-        base = Experiment(model="mnistnet", data="fashion_mnist", baseline={"recipe": "default"},
-                          finetune={"preset": "finetune_sgd_cosine", "epochs": 1, "examples": 8000},
-                          latency={"runtimes": ["eager"], "threads": 1, "batch": 1, "rounds": 50, "min_time_s": 1.0})
+        base = Experiment(
+            model="mnistnet",
+            data="fashion_mnist",
+            baseline={"recipe": "default"},
+            finetune={"preset": "finetune_sgd_cosine", "epochs": 1, "examples": 8000},
+            latency={"runtimes": ["eager"], "threads": 1, "batch": 1, "rounds": 50, "min_time_s": 1.0},
+        )
         grid = {"strategy": ["global_weight", "layer_weight", "random"], "compression": [2, 4, 8, 16]}
         stage_epochs = [1, 2, 2]
     else:
-        base = Experiment(model="mnistnet", data={"name": "fashion_mnist", "train": 1000, "val": 250, "test": 500},
-                          baseline={"recipe": "default", "epochs": 1}, finetune={"preset": "finetune_sgd_cosine",
-                                                                                 "epochs": 1},
-                          latency={"runtimes": ["eager"], "rounds": 5, "warmup": 1, "min_time_s": 0.05})
+        base = Experiment(
+            model="mnistnet",
+            data={"name": "fashion_mnist", "train": 1000, "val": 250, "test": 500},
+            baseline={"recipe": "default", "epochs": 1},
+            finetune={"preset": "finetune_sgd_cosine", "epochs": 1},
+            latency={"runtimes": ["eager"], "rounds": 5, "warmup": 1, "min_time_s": 0.05},
+        )
         grid = {"strategy": ["global_weight", "random"], "compression": [2, 8]}
         stage_epochs = [1, 1, 1]
     qat = base.replace(quantization="qat")
-    pqd = base.replace(strategy="global_weight", compression=8, quantization="qat", order="PQD",
-                       stage_epochs=stage_epochs, **{"distill.enabled": True})
+    pqd = base.replace(
+        strategy="global_weight",
+        compression=8,
+        quantization="qat",
+        order="PQD",
+        stage_epochs=stage_epochs,
+        **{"distill.enabled": True},
+    )
     return [base, *expand(base, **grid), qat, pqd]
 
 
 def _executor(args: argparse.Namespace) -> Any:
-    from shrinkviz.executors import DaskExecutor
+    from shrinkviz.experiments.executors import DaskExecutor
 
     if getattr(args, "scheduler", None):
         return DaskExecutor(address=args.scheduler)
@@ -75,46 +88,68 @@ def _executor(args: argparse.Namespace) -> Any:
 def _print_runs(runs: Any) -> None:
     if runs.empty:
         return
-    view = runs.assign(technique=runs["order"].where(runs["order"] != "", runs["method"]),
-                       size_kB=runs["size_bytes_gzip"] / 1000)
-    cols = ["technique", "strategy", "compression", "seed", "status", "top1", "compression_ratio", "size_kB",
-            "latency_ms_p50"]
+    view = runs.assign(
+        technique=runs["order"].where(runs["order"] != "", runs["method"]),
+        size_kB=runs["size_bytes_gzip"] / 1000,
+    )
+    cols = [
+        "technique",
+        "strategy",
+        "compression",
+        "seed",
+        "status",
+        "top1",
+        "compression_ratio",
+        "size_kB",
+        "latency_ms_p50",
+    ]
     print(view[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for row in runs[runs["status"] != "ok"].itertuples():
-        print(f"  FAILED {row.run_id} ({row.method} {row.strategy} x{row.compression:g}): "
-              f"{str(row.error).splitlines()[0]}")
+        print(
+            f"  FAILED {row.run_id} ({row.method} {row.strategy} x{row.compression:g}): "
+            f"{str(row.error).splitlines()[0]}"
+        )
 
 
 def _run_sweep(experiments: Any, store: Any, executor: Any, progress: bool) -> Any:
-    from shrinkviz.sweep import sweep
+    from shrinkviz.experiments.sweep import sweep
 
     result = sweep(experiments, executor, store=store, progress=progress)
-    print(f"{len(result.run_ids)} runs: {result.ran} ran ({result.failed} failed), {result.skipped} already "
-          f"stored, in {result.elapsed_s:.1f} s")
+    print(
+        f"{len(result.run_ids)} runs: {result.ran} ran ({result.failed} failed), {result.skipped} already "
+        f"stored, in {result.elapsed_s:.1f} s"
+    )
     return result
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from shrinkviz.report import write_report
-    from shrinkviz.runner import load_baseline
-    from shrinkviz.store import Store
+    from shrinkviz.experiments.runner import load_baseline
+    from shrinkviz.experiments.store import Store
+    from shrinkviz.viz.report import write_report
 
     started = time.perf_counter()
     args.profile = profile(args.profile).name  # --profile, else $SHRINKVIZ_PROFILE, else full
     experiments = demo_experiments(args.profile)
     store = Store(args.store)
     base = experiments[0]
-    print(f"shrinkviz demo ({args.profile} profile): {base.model} on {base.data.name}, {len(experiments)} runs; "
-          f"results in {store.path}")
+    print(
+        f"shrinkviz demo ({args.profile} profile): {base.model} on {base.data.name}, {len(experiments)} runs; "
+        f"results in {store.path}"
+    )
     t0 = time.perf_counter()
     baseline = load_baseline(base, progress=not args.quiet)
     top1 = baseline.shrinkviz_manifest["metrics"]["test_top1"]
-    print(f"baseline ({base.baseline.recipe} recipe, seed {base.baseline.seed}): test top-1 {top1:.4f} "
-          f"({time.perf_counter() - t0:.1f} s)")
+    print(
+        f"baseline ({base.baseline.recipe} recipe, seed {base.baseline.seed}): test top-1 {top1:.4f} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
     result = _run_sweep(experiments, store, _executor(args), not args.quiet)
     _print_runs(result.runs)
-    out = write_report(result, args.out or store.path / "report.html",
-                       title=f"shrinkviz demo: {base.model} on {base.data.name} ({args.profile})")
+    out = write_report(
+        result,
+        args.out or store.path / "report.html",
+        title=f"shrinkviz demo: {base.model} on {base.data.name} ({args.profile})",
+    )
     print(f"report: {out}")
     print(f"demo finished in {time.perf_counter() - started:.1f} s")
     return 1 if result.runs["status"].ne("ok").any() else 0
@@ -147,10 +182,10 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from shrinkviz.experiment import Experiment
-    from shrinkviz.report import write_report
-    from shrinkviz.store import Store
-    from shrinkviz.sweep import expand
+    from shrinkviz.experiments.experiment import Experiment
+    from shrinkviz.experiments.store import Store
+    from shrinkviz.experiments.sweep import expand
+    from shrinkviz.viz.report import write_report
 
     config = load_config(args.config)
     bases = config.get("experiments") or [config["base"]]
@@ -166,13 +201,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _print_runs(result.runs)
     out = args.report or config.get("report")
     if out:
-        print(f"report: {write_report(result, out, title=config.get('title') or f'shrinkviz sweep {args.config}')}")
+        print(
+            f"report: {write_report(result, out, title=config.get('title') or f'shrinkviz sweep {args.config}')}"
+        )
     return 1 if result.runs["status"].ne("ok").any() else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from shrinkviz.report import write_report
-    from shrinkviz.store import Store
+    from shrinkviz.experiments.store import Store
+    from shrinkviz.viz.report import write_report
 
     store = Store(args.store)
     runs = store.runs()
@@ -186,8 +223,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``shrinkviz`` command."""
-    parser = argparse.ArgumentParser(prog="shrinkviz", description="Compress neural networks and judge the result: "
-                                     "accuracy, size and measured CPU latency.")
+    parser = argparse.ArgumentParser(
+        prog="shrinkviz",
+        description="Compress neural networks and judge the result: accuracy, size and measured CPU latency.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, executors: bool = True) -> None:
@@ -195,12 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if executors:
             g = p.add_mutually_exclusive_group()
-            g.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes")
-            g.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster (tcp://host:8786)")
+            g.add_argument(
+                "--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes"
+            )
+            g.add_argument(
+                "--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster (tcp://host:8786)"
+            )
 
     demo = sub.add_parser("demo", help="pretrained baseline, a small compression sweep, an HTML report")
-    demo.add_argument("--profile", choices=PROFILES, help="smoke: about a minute; full: about 10-15 minutes on 2 "
-                      "cores (default: $SHRINKVIZ_PROFILE, else full)")
+    demo.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help="smoke: about a minute; full: about 10-15 minutes on 2 "
+        "cores (default: $SHRINKVIZ_PROFILE, else full)",
+    )
     demo.add_argument("--out", help="report file (default: <store>/report.html)")
     common(demo)
     demo.set_defaults(func=cmd_demo)
@@ -214,8 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write a standalone HTML report of a store")
     report.add_argument("--out", help="report file (default: <store>/report.html)")
     report.add_argument("--title", default="shrinkviz report")
-    report.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
-                        help="embed plotly.js (opens offline; default) or load it from its CDN (~4.5 MB smaller)")
+    report.add_argument(
+        "--plotlyjs",
+        choices=("inline", "cdn"),
+        default="inline",
+        help="embed plotly.js (opens offline; default) or load it from its CDN (~4.5 MB smaller)",
+    )
     common(report, executors=False)
     report.set_defaults(func=cmd_report)
     return parser
@@ -231,8 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shrinkviz {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"shrinkviz {args.command}: interrupted; finished runs are stored and the next run resumes",
-              file=sys.stderr)
+        print(
+            f"shrinkviz {args.command}: interrupted; finished runs are stored and the next run resumes",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from shrinkviz.cli import demo_experiments, main
-from shrinkviz.store import Store
+from shrinkviz.experiments.store import Store
 
 SWEEP_YAML = """\
 base:
@@ -29,8 +29,12 @@ store: out/results
 def test_console_script_is_installed():
     out = subprocess.run(["shrinkviz", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "{demo,sweep,report}" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "shrinkviz.cli", "demo", "--profile", "huge"], capture_output=True,
-                         text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "shrinkviz.cli", "demo", "--profile", "huge"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "invalid choice: 'huge'" in bad.stderr
 
 
@@ -38,12 +42,15 @@ def test_demo_profiles_describe_the_readme_runs():
     full = demo_experiments("full")
     assert [e.method for e in full] == ["baseline"] + ["prune"] * 12 + ["quant", "pipeline"]
     assert {(e.model, e.data.name, e.data.subset, e.baseline.recipe, e.baseline.epochs) for e in full} == {
-        ("mnistnet", "fashion_mnist", None, "default", None)}
+        ("mnistnet", "fashion_mnist", None, "default", None)
+    }
     assert sorted({e.prune.compression for e in full if e.method == "prune"}) == [2.0, 4.0, 8.0, 16.0]
     assert full[-1].pipeline.order == "PQD" and full[-1].pipeline.epochs == (1, 2, 2)
     smoke = demo_experiments("smoke")
     assert [e.method for e in smoke] == ["baseline"] + ["prune"] * 4 + ["quant", "pipeline"]
-    with pytest.raises(ValueError, match="profile 'huge' is unknown; SHRINKVIZ_PROFILE must be one of: smoke, full"):
+    with pytest.raises(
+        ValueError, match="profile 'huge' is unknown; SHRINKVIZ_PROFILE must be one of: smoke, full"
+    ):
         demo_experiments("huge")
 
 
@@ -62,8 +69,14 @@ def test_smoke_demo_end_to_end_then_instant_rerun(tmp_path, capsys):
     assert runs["latency_ms_p50"].notna().all() and (runs["size_bytes_gzip"] > 0).all()
     html = report.read_text()
     assert html.count("Plotly.newPlot") >= 4 and "plotly.js v" in html  # figures, with plotly.js embedded
-    for heading in ("Accuracy vs latency", "Pruning: accuracy vs compression", "Techniques and pipeline orders",
-                    "Per-layer sparsity", "Summary over seeds", "All successful runs"):
+    for heading in (
+        "Accuracy vs latency",
+        "Pruning: accuracy vs compression",
+        "Techniques and pipeline orders",
+        "Per-layer sparsity",
+        "Summary over seeds",
+        "All successful runs",
+    ):
         assert heading in html, heading
     assert main(argv) == 0  # a second demo loads the cached baseline and runs nothing
     assert "7 runs: 0 ran (0 failed), 7 already stored" in capsys.readouterr().out
@@ -88,16 +101,25 @@ def test_sweep_from_yaml_resumes_and_reports(tmp_path, capsys):
     assert "2 runs: 0 ran (0 failed), 2 already stored" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda c: c.replace("finetune: {", "finetune: {sparsity: 1, "),
-     "unknown field(s) Experiment.finetune.sparsity; valid fields: preset, epochs, examples"),
-    (lambda c: c.replace("compression: [2, 4]", "compression: [2, 4]\n  prune.ratio: [3]"),
-     "Experiment has no field 'prune.ratio'"),
-    (lambda c: c.replace("compression: [2, 4]", "compression: [2, 0.5]"),
-     "Experiment.prune.compression=0.5: must be >= 1 (grid point {'strategy': 'random', 'compression': 0.5})"),
-    (lambda c: c + "workers: 3\n", "unknown key(s) ['workers']; valid keys: base, experiments, grid"),
-    (lambda c: c + "title: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c.replace("finetune: {", "finetune: {sparsity: 1, "),
+            "unknown field(s) Experiment.finetune.sparsity; valid fields: preset, epochs, examples",
+        ),
+        (
+            lambda c: c.replace("compression: [2, 4]", "compression: [2, 4]\n  prune.ratio: [3]"),
+            "Experiment has no field 'prune.ratio'",
+        ),
+        (
+            lambda c: c.replace("compression: [2, 4]", "compression: [2, 0.5]"),
+            "Experiment.prune.compression=0.5: must be >= 1 (grid point {'strategy': 'random', 'compression': 0.5})",
+        ),
+        (lambda c: c + "workers: 3\n", "unknown key(s) ['workers']; valid keys: base, experiments, grid"),
+        (lambda c: c + "title: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_bad_sweep_configs_are_rejected_before_anything_runs(tmp_path, capsys, edit, message):
     config = tmp_path / "sweep.yaml"
     config.write_text(edit(SWEEP_YAML))
@@ -112,17 +134,31 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path, capsys):
     config.write_text(SWEEP_YAML)
     assert main(["sweep", str(config), "--scheduler", "tcp://127.0.0.1:9", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert re.search(r"cannot reach the Dask scheduler at 'tcp://127\.0\.0\.1:9' within 5 s .*Nothing was run", err)
+    assert re.search(
+        r"cannot reach the Dask scheduler at 'tcp://127\.0\.0\.1:9' within 5 s .*Nothing was run", err
+    )
     assert not (tmp_path / "out").exists()
 
 
 def test_failed_runs_give_exit_status_1_and_are_listed(tmp_path, capsys):
     config = tmp_path / "sweep.json"
-    config.write_text(json.dumps({"experiments": [{"model": "mnistnet", "data": {"name": "digits"},
-                                                   "latency": {"runtimes": []}}], "store": "res"}))
+    config.write_text(
+        json.dumps(
+            {
+                "experiments": [
+                    {"model": "mnistnet", "data": {"name": "digits"}, "latency": {"runtimes": []}}
+                ],
+                "store": "res",
+            }
+        )
+    )
     assert main(["sweep", str(config), "--quiet"]) == 1
     out = capsys.readouterr().out
-    assert "1 runs: 1 ran (1 failed)" in out and "FAILED" in out and "mnistnet cannot take inputs of shape" in out
+    assert (
+        "1 runs: 1 ran (1 failed)" in out
+        and "FAILED" in out
+        and "mnistnet cannot take inputs of shape" in out
+    )
     assert Store(tmp_path / "res").runs()["status"].tolist() == ["failed"]
 
 

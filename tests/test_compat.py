@@ -1,5 +1,5 @@
 """The torchvision workaround: the registry's CUDA-only build imports against CPU torch through
-shrinkviz.compat, in a fresh interpreter so the state of this one does not matter."""
+shrinkviz.core.compat, in a fresh interpreter so the state of this one does not matter."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
-                                reason="torchvision (optional extra) is not installed")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("torchvision") is None, reason="torchvision (optional extra) is not installed"
+)
 
 
 def test_import_torchvision_gives_working_models_and_transforms():
     code = (
         "import torch\n"
-        "from shrinkviz.compat import import_torchvision\n"
+        "from shrinkviz.core.compat import import_torchvision\n"
         "tv = import_torchvision()\n"
         "m = tv.models.resnet18(num_classes=7).eval()\n"
         "from torchvision.transforms import v2\n"

@@ -11,13 +11,11 @@ import torch
 import torch.nn.functional as F
 
 import shrinkviz as sv
-from shrinkviz.distill import DistillCallback, baseline_teacher, check_compatible, distill, kd_loss
+from shrinkviz.loop.train import TrainConfig, fit
 from shrinkviz.models import create_model
-from shrinkviz.train import TrainConfig, fit
+from shrinkviz.techniques.distill import DistillCallback, baseline_teacher, check_compatible, distill, kd_loss
 
 CFG = TrainConfig.preset("adam_fast").replace(epochs=2, batch_size=64)
-
-
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +148,7 @@ def test_default_teacher_is_the_pretrained_baseline(small):
 
 
 def test_distilling_a_fake_quant_student_keeps_it_trainable(small):
-    from shrinkviz.quant import convert, is_int8, prepare_qat
+    from shrinkviz.techniques.quant import convert, is_int8, prepare_qat
 
     teacher = create_model("tiny_cnn", dataset=small, seed=1)
     student = prepare_qat(create_model("tiny_cnn", dataset=small, seed=2))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from shrinkviz.experiment import (
+from shrinkviz.experiments.experiment import (
     ALIASES,
     DataSpec,
     Experiment,
@@ -20,17 +20,29 @@ from shrinkviz.experiment import (
 
 BASE = Experiment(model="tiny_mlp", data="digits")
 PRUNED = BASE.replace(strategy="random", compression=4)
-PQD = Experiment(model="tiny_cnn", data="digits", prune=PruneSpec("random", 8), quant="qat",
-                 distill={"enabled": True}, pipeline=PipelineSpec("PQD", (1, 2, 3)))
+PQD = Experiment(
+    model="tiny_cnn",
+    data="digits",
+    prune=PruneSpec("random", 8),
+    quant="qat",
+    distill={"enabled": True},
+    pipeline=PipelineSpec("PQD", (1, 2, 3)),
+)
 
 
 def test_defaults_and_friendly_sections():
     exp = Experiment()
     assert (exp.model, exp.data.name, exp.baseline.recipe, exp.finetune.preset) == (
-        "mnistnet", "fashion_mnist", "default", "shrinkbench")
+        "mnistnet",
+        "fashion_mnist",
+        "default",
+        "shrinkbench",
+    )
     assert Experiment(model="tiny_mlp", data="digits").data == DataSpec("digits")
     assert Experiment(model="tiny_mlp", data={"name": "digits", "train": 100}).data.train == 100
-    assert Experiment(model="tiny_mlp", data="digits", finetune="adam_fast").finetune == FinetuneSpec("adam_fast")
+    assert Experiment(model="tiny_mlp", data="digits", finetune="adam_fast").finetune == FinetuneSpec(
+        "adam_fast"
+    )
 
 
 def test_method_is_derived():
@@ -41,28 +53,31 @@ def test_method_is_derived():
     assert PQD.method == "pipeline"
 
 
-@pytest.mark.parametrize(("changes", "path", "allowed"), [
-    ({"prune.compression": 0.5}, "Experiment.prune.compression=0.5", "must be >= 1"),
-    ({"compression": 4}, "Experiment.prune.compression=4.0", "needs Experiment.prune.strategy"),
-    ({"quant.method": "int4"}, "Experiment.quant.method='int4'", "'none', 'qat', 'ptq'"),
-    ({"finetune.preset": "nope"}, "Experiment.finetune.preset='nope'", "'adam_fast'"),
-    ({"finetune.epochs": 0}, "Experiment.finetune.epochs=0", "must be >= 1"),
-    ({"finetune.epochs": 1.5}, "Experiment.finetune.epochs=1.5", "whole number"),
-    ({"finetune.examples": 0}, "Experiment.finetune.examples=0", "must be >= 1"),
-    ({"baseline.recipe": "x"}, "Experiment.baseline.recipe='x'", "'default'"),
-    ({"baseline.seed": -1}, "Experiment.baseline.seed=-1", "must be >= 0"),
-    ({"data.name": "imagenet9"}, "Experiment.data.name='imagenet9'", "'fashion_mnist'"),
-    ({"data.train": 0}, "Experiment.data.train=0", "must be >= 1"),
-    ({"model": "resnet9000"}, "Experiment.model='resnet9000'", "'tiny_mlp'"),
-    ({"seed": True}, "Experiment.seed=True", "whole number"),
-    ({"distill.alpha": 1.5}, "Experiment.distill.alpha=1.5", "in [0, 1]"),
-    ({"distill.temperature": 0}, "Experiment.distill.temperature=0", "> 0"),
-    ({"distill.enabled": "yes"}, "Experiment.distill.enabled='yes'", "True, False"),
-    ({"latency.runtimes": ["eager", "tpu"]}, "Experiment.latency.runtimes='tpu'", "'onnxruntime'"),
-    ({"latency.threads": 0}, "Experiment.latency.threads=0", "must be >= 1"),
-    ({"pipeline.order": "PXD"}, "Experiment.pipeline.order='PXD'", "letters of 'PQD'"),
-    ({"pipeline.order": "PP"}, "Experiment.pipeline.order='PP'", "distinct letters of 'PQD'"),
-])
+@pytest.mark.parametrize(
+    ("changes", "path", "allowed"),
+    [
+        ({"prune.compression": 0.5}, "Experiment.prune.compression=0.5", "must be >= 1"),
+        ({"compression": 4}, "Experiment.prune.compression=4.0", "needs Experiment.prune.strategy"),
+        ({"quant.method": "int4"}, "Experiment.quant.method='int4'", "'none', 'qat', 'ptq'"),
+        ({"finetune.preset": "nope"}, "Experiment.finetune.preset='nope'", "'adam_fast'"),
+        ({"finetune.epochs": 0}, "Experiment.finetune.epochs=0", "must be >= 1"),
+        ({"finetune.epochs": 1.5}, "Experiment.finetune.epochs=1.5", "whole number"),
+        ({"finetune.examples": 0}, "Experiment.finetune.examples=0", "must be >= 1"),
+        ({"baseline.recipe": "x"}, "Experiment.baseline.recipe='x'", "'default'"),
+        ({"baseline.seed": -1}, "Experiment.baseline.seed=-1", "must be >= 0"),
+        ({"data.name": "imagenet9"}, "Experiment.data.name='imagenet9'", "'fashion_mnist'"),
+        ({"data.train": 0}, "Experiment.data.train=0", "must be >= 1"),
+        ({"model": "resnet9000"}, "Experiment.model='resnet9000'", "'tiny_mlp'"),
+        ({"seed": True}, "Experiment.seed=True", "whole number"),
+        ({"distill.alpha": 1.5}, "Experiment.distill.alpha=1.5", "in [0, 1]"),
+        ({"distill.temperature": 0}, "Experiment.distill.temperature=0", "> 0"),
+        ({"distill.enabled": "yes"}, "Experiment.distill.enabled='yes'", "True, False"),
+        ({"latency.runtimes": ["eager", "tpu"]}, "Experiment.latency.runtimes='tpu'", "'onnxruntime'"),
+        ({"latency.threads": 0}, "Experiment.latency.threads=0", "must be >= 1"),
+        ({"pipeline.order": "PXD"}, "Experiment.pipeline.order='PXD'", "letters of 'PQD'"),
+        ({"pipeline.order": "PP"}, "Experiment.pipeline.order='PP'", "distinct letters of 'PQD'"),
+    ],
+)
 def test_invalid_values_name_the_field_path_and_allowed_values(changes, path, allowed):
     with pytest.raises(ValueError) as err:
         BASE.replace(**changes)
@@ -72,23 +87,30 @@ def test_invalid_values_name_the_field_path_and_allowed_values(changes, path, al
 
 def test_strategy_validated_against_the_registry_when_it_exists():
     try:
-        from shrinkviz.prune import available_strategies
+        from shrinkviz.techniques.prune import available_strategies
     except ImportError:
-        pytest.skip("shrinkviz.prune has not landed")
+        pytest.skip("shrinkviz.techniques.prune has not landed")
     with pytest.raises(ValueError, match=r"^Experiment\.prune\.strategy='magic'.*'random'"):
         BASE.replace(strategy="magic", compression=2)
     assert set(available_strategies()) >= {"random"}
 
 
 def test_techniques_combine_only_through_a_pipeline_order():
-    with pytest.raises(ValueError, match=r"^Experiment\.pipeline\.order='': prune.strategy='random' and "
-                                         r"quant.method='qat' are set together.*'PQ'"):
+    with pytest.raises(
+        ValueError,
+        match=r"^Experiment\.pipeline\.order='': prune.strategy='random' and "
+        r"quant.method='qat' are set together.*'PQ'",
+    ):
         PRUNED.replace(quantization="qat")
     with pytest.raises(ValueError, match=r"^Experiment\.pipeline\.order='PQD': distill.enabled is off"):
         PQD.replace(**{"distill.enabled": False})
-    with pytest.raises(ValueError, match=r"^Experiment\.pipeline\.epochs=\(20, 40, 40\): needs one entry per stage"):
+    with pytest.raises(
+        ValueError, match=r"^Experiment\.pipeline\.epochs=\(20, 40, 40\): needs one entry per stage"
+    ):
         PRUNED.replace(quantization="qat", order="PQ")
-    with pytest.raises(ValueError, match=r"^Experiment\.quant\.method='ptq': the pipeline's Q stage is INT8 QAT"):
+    with pytest.raises(
+        ValueError, match=r"^Experiment\.quant\.method='ptq': the pipeline's Q stage is INT8 QAT"
+    ):
         PQD.replace(quantization="ptq")
     single = PRUNED.replace(order="P", stage_epochs=[5])  # one technique through the pipeline's allocation
     assert (single.method, single.pipeline.epochs) == ("pipeline", (5,))
@@ -104,12 +126,15 @@ def test_json_round_trip_and_unknown_fields_rejected():
         assert json.loads(text) == exp.to_dict()
     bad = json.loads(PRUNED.to_json())
     bad["prune"]["sparsity"] = 0.9
-    with pytest.raises(ValueError, match=r"unknown field\(s\) Experiment\.prune\.sparsity; valid fields: strategy, "):
+    with pytest.raises(
+        ValueError, match=r"unknown field\(s\) Experiment\.prune\.sparsity; valid fields: strategy, "
+    ):
         Experiment.from_dict(bad)
     with pytest.raises(ValueError, match=r"unknown field\(s\) Experiment\.epochs"):
         Experiment.from_dict({"model": "tiny_mlp", "epochs": 3})
-    partial = Experiment.from_dict({"model": "tiny_mlp", "data": {"name": "digits"}, "prune": {"strategy": "random",
-                                                                                               "compression": 2}})
+    partial = Experiment.from_dict(
+        {"model": "tiny_mlp", "data": {"name": "digits"}, "prune": {"strategy": "random", "compression": 2}}
+    )
     assert partial == BASE.replace(strategy="random", compression=2)
 
 
@@ -120,15 +145,28 @@ def test_run_id_is_stable_normalised_and_sensitive():
     assert a.run_id == BASE.replace(strategy="random", compression=8.000000000000001).run_id
     assert len(a.run_id) == 16 and int(a.run_id, 16) >= 0
     # any change gives a new id
-    ids = {BASE.run_id, a.run_id, a.replace(seed=1).run_id, a.replace(compression=16).run_id,
-           a.replace(**{"latency.rounds": 10}).run_id, a.replace(**{"data.train": 10}).run_id,
-           a.replace(recipe="adam_lr1e-3").run_id}
+    ids = {
+        BASE.run_id,
+        a.run_id,
+        a.replace(seed=1).run_id,
+        a.replace(compression=16).run_id,
+        a.replace(**{"latency.rounds": 10}).run_id,
+        a.replace(**{"data.train": 10}).run_id,
+        a.replace(recipe="adam_lr1e-3").run_id,
+    }
     assert len(ids) == 7
     # same id in a fresh interpreter (no dependence on hash seeds or process state)
-    code = ("from shrinkviz.experiment import Experiment;"
-            f"print(Experiment.from_json({a.to_json()!r}).run_id)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"})
+    code = (
+        "from shrinkviz.experiments.experiment import Experiment;"
+        f"print(Experiment.from_json({a.to_json()!r}).run_id)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"},
+    )
     assert out.stdout.strip() == a.run_id
 
 
@@ -148,7 +186,9 @@ def test_dotted_replace_aliases_and_section_updates():
     assert moved.data == DataSpec("fashion_mnist", train=64, test=32)
     assert sub.replace(data={"val": 16}).data == DataSpec("digits", train=64, val=16, test=32)
     assert sub.replace(data=DataSpec("digits")).data == DataSpec("digits")
-    assert sub.replace(**{"latency.runtimes": ["eager", "compiled"]}).latency == LatencySpec(("eager", "compiled"))
+    assert sub.replace(**{"latency.runtimes": ["eager", "compiled"]}).latency == LatencySpec(
+        ("eager", "compiled")
+    )
     for alias, path in ALIASES.items():
         assert path in Experiment.paths(), alias
     with pytest.raises(ValueError, match=r"Experiment has no field 'prune\.sparsity'; valid: model, seed"):
@@ -159,7 +199,17 @@ def test_dotted_replace_aliases_and_section_updates():
 
 
 def test_factors_and_label():
-    assert PQD.factors() == {"dataset": "digits", "model": "tiny_cnn", "baseline_recipe": "default",
-                             "baseline_seed": 0, "method": "pipeline", "strategy": "random", "compression": 8.0,
-                             "finetune": "shrinkbench", "order": "PQD", "quantization": "qat", "seed": 0}
+    assert PQD.factors() == {
+        "dataset": "digits",
+        "model": "tiny_cnn",
+        "baseline_recipe": "default",
+        "baseline_seed": 0,
+        "method": "pipeline",
+        "strategy": "random",
+        "compression": 8.0,
+        "finetune": "shrinkbench",
+        "order": "PQD",
+        "quantization": "qat",
+        "seed": 0,
+    }
     assert PRUNED.label == "tiny_mlp/digits prune random x4 s0"

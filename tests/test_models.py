@@ -10,8 +10,20 @@ ALL = available_models()
 
 
 def test_registry_lists_every_standard_architecture():
-    assert set(ALL) >= {"lenet5", "mnistnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-                        "resnet18", "vgg16_bn", "wrn28_10", "tiny_cnn", "tiny_mlp"}
+    assert set(ALL) >= {
+        "lenet5",
+        "mnistnet",
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet110",
+        "resnet18",
+        "vgg16_bn",
+        "wrn28_10",
+        "tiny_cnn",
+        "tiny_mlp",
+    }
 
 
 def test_unknown_model_lists_the_valid_ones():
@@ -35,11 +47,14 @@ def test_big_models_build_on_small_inputs(name):
         assert model(torch.randn(1, 3, 8, 8)).shape == (1, 10)
 
 
-@pytest.mark.parametrize("name,params", [
-    ("resnet18", 11_173_962),  # the standard CIFAR ResNet-18 count
-    ("mnistnet", 431_080),      # ShrinkBench's MnistNet: 20*25+20 + 50*500+50 + 800*500+500 + 500*10+10
-    ("lenet5", 61_706),
-])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("resnet18", 11_173_962),  # the standard CIFAR ResNet-18 count
+        ("mnistnet", 431_080),  # ShrinkBench's MnistNet: 20*25+20 + 50*500+50 + 800*500+500 + 500*10+10
+        ("lenet5", 61_706),
+    ],
+)
 def test_parameter_counts_match_the_literature(name, params):
     shape = (3, 32, 32) if name == "resnet18" else (1, 28, 28)
     assert sum(p.numel() for p in create_model(name, input_shape=shape).parameters()) == params
@@ -47,7 +62,9 @@ def test_parameter_counts_match_the_literature(name, params):
 
 def test_wrong_input_shape_names_model_and_expected_shape():
     model = create_model("resnet20", input_shape=(3, 32, 32))
-    with pytest.raises(InputShapeError, match=r"resnet20 expects inputs of shape \(N, 3, 32, 32\), got \(2, 1, 28, 28\)"):
+    with pytest.raises(
+        InputShapeError, match=r"resnet20 expects inputs of shape \(N, 3, 32, 32\), got \(2, 1, 28, 28\)"
+    ):
         model(torch.randn(2, 1, 28, 28))
 
 
@@ -63,7 +80,9 @@ def test_seeded_initialisation_is_reproducible_and_leaves_global_rng_alone():
     b = create_model("tiny_cnn", input_shape=(1, 8, 8), seed=5)
     c = create_model("tiny_cnn", input_shape=(1, 8, 8), seed=6)
     assert torch.equal(torch.random.get_rng_state(), before)
-    for (ka, va), (_, vb), (_, _vc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items(), strict=True):
+    for (ka, va), (_, vb), (_, _vc) in zip(
+        a.state_dict().items(), b.state_dict().items(), c.state_dict().items(), strict=True
+    ):
         torch.testing.assert_close(va, vb, msg=ka)
     assert not torch.equal(a.classifier.weight, c.classifier.weight)
 

@@ -49,6 +49,6 @@ def test_core_import_does_not_import_torchvision():
     import subprocess
     import sys
 
-    code = "import sys, shrinkviz, shrinkviz.data, shrinkviz.models, shrinkviz.train; print('torchvision' in sys.modules)"
+    code = "import sys, shrinkviz, shrinkviz.data, shrinkviz.models, shrinkviz.loop.train; print('torchvision' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

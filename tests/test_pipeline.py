@@ -12,14 +12,12 @@ import torch
 import torch.ao.nn.quantized as nnq
 
 import shrinkviz as sv
+from shrinkviz.loop.train import TrainConfig
 from shrinkviz.models import create_model
-from shrinkviz.pipeline import ORDERS, allocate_epochs, parse_order, pipeline, weight_sparsity
-from shrinkviz.quant import int8_weights, is_int8, is_qat
-from shrinkviz.train import TrainConfig
+from shrinkviz.techniques.pipeline import ORDERS, allocate_epochs, parse_order, pipeline, weight_sparsity
+from shrinkviz.techniques.quant import int8_weights, is_int8, is_qat
 
 CFG = TrainConfig.preset("adam_fast").replace(batch_size=64, lr=1e-3)
-
-
 
 
 @pytest.fixture(scope="module")

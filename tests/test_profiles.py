@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from shrinkviz.profiles import Profile, describe, profile
+from shrinkviz.experiments.profiles import Profile, describe, profile
 
 
 def test_full_is_the_default(monkeypatch):
@@ -38,7 +38,7 @@ def test_a_kernel_inherits_the_switch():
 
 
 def test_each_notebook_has_its_own_store_per_profile(monkeypatch, tmp_path):
-    from shrinkviz.profiles import store_path
+    from shrinkviz.experiments.profiles import store_path
 
     monkeypatch.setenv("SHRINKVIZ_CACHE", str(tmp_path))
     monkeypatch.setenv("SHRINKVIZ_PROFILE", "smoke")

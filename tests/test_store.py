@@ -17,33 +17,91 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shrinkviz.schema import HISTORY_COLUMNS, LAYER_COLUMNS, RUN_COLUMNS
-from shrinkviz.store import SchemaError, Store
+from shrinkviz.experiments.schema import HISTORY_COLUMNS, LAYER_COLUMNS, RUN_COLUMNS
+from shrinkviz.experiments.store import SchemaError, Store
 
 
 def make_row(run_id, top1=0.5, status="ok"):
-    row = {"run_id": run_id, "status": status, "error": "" if status == "ok" else "RuntimeError: boom",
-           "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:00:01+00:00",
-           "duration_s": 1.0, "shrinkviz_version": "0.1.0", "torch_version": "2.13.0", "device": "cpu",
-           "config_json": "{}", "dataset": "digits", "model": "tiny_mlp", "baseline_recipe": "default",
-           "baseline_seed": 0, "method": "prune", "strategy": "random", "compression": 4.0,
-           "finetune": "adam_fast", "order": "", "quantization": "none", "seed": 0}
+    row = {
+        "run_id": run_id,
+        "status": status,
+        "error": "" if status == "ok" else "RuntimeError: boom",
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "finished_at": "2026-01-01T00:00:01+00:00",
+        "duration_s": 1.0,
+        "shrinkviz_version": "0.1.0",
+        "torch_version": "2.13.0",
+        "device": "cpu",
+        "config_json": "{}",
+        "dataset": "digits",
+        "model": "tiny_mlp",
+        "baseline_recipe": "default",
+        "baseline_seed": 0,
+        "method": "prune",
+        "strategy": "random",
+        "compression": 4.0,
+        "finetune": "adam_fast",
+        "order": "",
+        "quantization": "none",
+        "seed": 0,
+    }
     if status == "ok":
-        row.update({"top1": top1, "top5": 0.9, "val_top1": 0.6, "baseline_top1": 0.7, "params": 2410,
-                    "params_nonzero": 700, "compression_ratio": 3.44, "macs": 2368, "macs_nonzero": 600,
-                    "speedup_theoretical": 3.95, "size_bytes_raw": 12000, "size_bytes_gzip": 5000,
-                    "latency_ms_p50": 0.05, "latency_ms_p90": 0.07, "latency_runtime": "eager",
-                    "latency_threads": 1, "latency_batch": 1, "cpu_model": "test cpu"})
+        row.update(
+            {
+                "top1": top1,
+                "top5": 0.9,
+                "val_top1": 0.6,
+                "baseline_top1": 0.7,
+                "params": 2410,
+                "params_nonzero": 700,
+                "compression_ratio": 3.44,
+                "macs": 2368,
+                "macs_nonzero": 600,
+                "speedup_theoretical": 3.95,
+                "size_bytes_raw": 12000,
+                "size_bytes_gzip": 5000,
+                "latency_ms_p50": 0.05,
+                "latency_ms_p90": 0.07,
+                "latency_runtime": "eager",
+                "latency_threads": 1,
+                "latency_batch": 1,
+                "cpu_model": "test cpu",
+            }
+        )
     return row
 
 
 ROW_CODE = inspect.getsource(make_row)  # the subprocesses below define the same helper
 
-HISTORY = [{"stage": "finetune", "epoch": e, "lr": 1e-3, "train_loss": 1.0 / e, "task_loss": 1.0 / e,
-            "kd_loss": math.nan, "train_top1": 0.5, "val_loss": 1.0, "val_top1": 0.5 + e / 10, "val_top5": 0.9,
-            "epoch_s": 0.1, "sparsity": 0.75} for e in (1, 2)]
-LAYERS = [{"layer": "features.1.linear", "kind": "Linear", "shape": "32x64", "params": 2048, "nonzero": 512,
-           "sparsity": 0.75, "macs": 2048, "macs_nonzero": 512}]
+HISTORY = [
+    {
+        "stage": "finetune",
+        "epoch": e,
+        "lr": 1e-3,
+        "train_loss": 1.0 / e,
+        "task_loss": 1.0 / e,
+        "kd_loss": math.nan,
+        "train_top1": 0.5,
+        "val_loss": 1.0,
+        "val_top1": 0.5 + e / 10,
+        "val_top5": 0.9,
+        "epoch_s": 0.1,
+        "sparsity": 0.75,
+    }
+    for e in (1, 2)
+]
+LAYERS = [
+    {
+        "layer": "features.1.linear",
+        "kind": "Linear",
+        "shape": "32x64",
+        "params": 2048,
+        "nonzero": 512,
+        "sparsity": 0.75,
+        "macs": 2048,
+        "macs_nonzero": 512,
+    }
+]
 
 
 def test_empty_store_has_the_schema_columns(tmp_path):
@@ -92,18 +150,21 @@ def test_numpy_scalars_are_accepted_and_stored_plain(tmp_path):
     assert type(got["params"]) is int
 
 
-@pytest.mark.parametrize(("row", "message"), [
-    ({"top1": "high"}, r"runs\.top1='high': expected float"),
-    ({"params": 1.5}, r"runs\.params=1\.5: expected int"),
-    ({"params": True}, r"runs\.params=True: expected int"),
-    ({"strategy": 3}, r"runs\.strategy=3: expected str"),
-    ({"extra": [1, 2]}, r"runs\.extra: unsupported value type list"),
-    ({"extra": {"a": 1}}, r"runs\.extra: unsupported value type dict"),
-    ({"extra": np.zeros(3)}, r"runs\.extra: unsupported value type ndarray"),
-    ({"status": "done"}, r"runs\.status='done': allowed values: ok, failed"),
-    ({"error": "oops"}, r"runs\.error: a failed run needs its error text and an ok run must have none"),
-    ({"run_id": "../evil"}, r"runs\.run_id='\.\./evil'"),
-])
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"top1": "high"}, r"runs\.top1='high': expected float"),
+        ({"params": 1.5}, r"runs\.params=1\.5: expected int"),
+        ({"params": True}, r"runs\.params=True: expected int"),
+        ({"strategy": 3}, r"runs\.strategy=3: expected str"),
+        ({"extra": [1, 2]}, r"runs\.extra: unsupported value type list"),
+        ({"extra": {"a": 1}}, r"runs\.extra: unsupported value type dict"),
+        ({"extra": np.zeros(3)}, r"runs\.extra: unsupported value type ndarray"),
+        ({"status": "done"}, r"runs\.status='done': allowed values: ok, failed"),
+        ({"error": "oops"}, r"runs\.error: a failed run needs its error text and an ok run must have none"),
+        ({"run_id": "../evil"}, r"runs\.run_id='\.\./evil'"),
+    ],
+)
 def test_bad_rows_are_rejected_and_nothing_is_written(tmp_path, row, message):
     store = Store(tmp_path)
     with pytest.raises(SchemaError, match=message):
@@ -145,8 +206,9 @@ def test_corrupt_entries_are_reported_and_treated_as_missing(tmp_path):
     store.put(make_row("trunc"))
     trunc = tmp_path / "runs" / "trunc.json"
     trunc.write_text(trunc.read_text()[:50])
-    (tmp_path / "runs" / "wrongname.json").write_text(json.dumps(json.loads((tmp_path / "runs" / "good.json")
-                                                                            .read_text())))
+    (tmp_path / "runs" / "wrongname.json").write_text(
+        json.dumps(json.loads((tmp_path / "runs" / "good.json").read_text()))
+    )
     with pytest.warns(RuntimeWarning) as caught:
         runs = store.runs()
     assert runs["run_id"].tolist() == ["good"]
@@ -160,21 +222,21 @@ def test_corrupt_entries_are_reported_and_treated_as_missing(tmp_path):
     assert store.has("trunc") and sorted(store.runs()["run_id"]) == ["good", "trunc"] and store.problems == []
 
 
-KILL_CODE = ROW_CODE + textwrap.dedent('''
+KILL_CODE = ROW_CODE + textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    import shrinkviz.io
-    from shrinkviz.store import Store
+    import shrinkviz.core.io
+    from shrinkviz.experiments.store import Store
     store = Store(sys.argv[1])
     store.put(make_row("before"))
-    real_replace = shrinkviz.io.os.replace
+    real_replace = shrinkviz.core.io.os.replace
     def stalled_replace(src, dst):  # the bytes are in the temp file: hold before publishing them
         Path(sys.argv[1], "ready").write_text(str(src))
         time.sleep(60)
         real_replace(src, dst)
-    shrinkviz.io.os.replace = stalled_replace
+    shrinkviz.core.io.os.replace = stalled_replace
     store.put(make_row("during"), [{"stage": "finetune", "epoch": i, "train_loss": 0.1} for i in range(20000)])
-''')
+""")
 
 
 def test_kill_9_mid_write_leaves_no_half_written_run(tmp_path):
@@ -194,16 +256,16 @@ def test_kill_9_mid_write_leaves_no_half_written_run(tmp_path):
     assert store.status("during") is None and store.problems == []
 
 
-LOOP_CODE = ROW_CODE + textwrap.dedent('''
+LOOP_CODE = ROW_CODE + textwrap.dedent("""
     import sys
-    from shrinkviz.store import Store
+    from shrinkviz.experiments.store import Store
     store = Store(sys.argv[1])
     big = [{"stage": "finetune", "epoch": i, "train_loss": 0.1, "val_top1": 0.5} for i in range(3000)]
     i = 0
     while True:
         store.put(make_row(f"loop{i % 5}", top1=i / 1e6), big)
         i += 1
-''')
+""")
 
 
 def test_kill_9_during_a_write_loop_never_corrupts(tmp_path):
@@ -221,18 +283,20 @@ def test_kill_9_during_a_write_loop_never_corrupts(tmp_path):
     assert (store.history()["run_id"].value_counts() == 3000).all()
 
 
-WRITER_CODE = ROW_CODE + textwrap.dedent('''
+WRITER_CODE = ROW_CODE + textwrap.dedent("""
     import sys
-    from shrinkviz.store import Store
+    from shrinkviz.experiments.store import Store
     store = Store(sys.argv[1])
     for i in range(int(sys.argv[3])):
         store.put(make_row(f"w{sys.argv[2]}-{i}", top1=i / 100), [{"stage": "finetune", "epoch": 1}])
         store.put(make_row("shared", top1=float(sys.argv[2])))  # every writer also rewrites one run id
-''')
+""")
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER_CODE, str(tmp_path), str(w), "20"]) for w in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER_CODE, str(tmp_path), str(w), "20"]) for w in range(3)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     store = Store(tmp_path)
     runs = store.runs()

@@ -7,22 +7,29 @@ import math
 import pytest
 
 import shrinkviz as sv
-from shrinkviz.executors import DaskExecutor, InProcessExecutor
-from shrinkviz.experiment import Experiment
-from shrinkviz.runner import run
-from shrinkviz.schema import RUN_COLUMNS
-from shrinkviz.store import Store
-from shrinkviz.sweep import expand, sweep
+from shrinkviz.experiments.executors import DaskExecutor, InProcessExecutor
+from shrinkviz.experiments.experiment import Experiment
+from shrinkviz.experiments.runner import run
+from shrinkviz.experiments.schema import RUN_COLUMNS
+from shrinkviz.experiments.store import Store
+from shrinkviz.experiments.sweep import expand, sweep
 
-BASE = Experiment(model="tiny_mlp", data={"name": "digits", "train": 256, "val": 64, "test": 128},
-                  baseline={"epochs": 2}, finetune={"preset": "adam_fast", "epochs": 1}, latency={"runtimes": []})
+BASE = Experiment(
+    model="tiny_mlp",
+    data={"name": "digits", "train": 256, "val": 64, "test": 128},
+    baseline={"epochs": 2},
+    finetune={"preset": "adam_fast", "epochs": 1},
+    latency={"runtimes": []},
+)
 
 
 def test_runner_baseline_row_is_the_pretrained_model():
     exp = BASE.replace(**{"latency.runtimes": ["eager"], "latency.rounds": 3, "latency.min_time_s": 0})
     row, history, layers = run(exp)
     assert list(row)[: len(RUN_COLUMNS)] == list(RUN_COLUMNS)
-    assert row["run_id"] == exp.run_id and row["status"] == "ok" and row["config_json"] == exp.canonical_json()
+    assert (
+        row["run_id"] == exp.run_id and row["status"] == "ok" and row["config_json"] == exp.canonical_json()
+    )
     assert Experiment.from_json(row["config_json"]) == exp
     assert (row["method"], row["strategy"], row["compression"], row["order"]) == ("baseline", "", 1.0, "")
     assert row["top1"] == row["baseline_top1"]  # the same model on the same 128 test images
@@ -30,7 +37,10 @@ def test_runner_baseline_row_is_the_pretrained_model():
     assert row["macs"] == row["macs_nonzero"] == 64 * 32 + 32 * 10 and row["compression_ratio"] == 1.0
     assert row["latency_runtime"] == "eager" and row["latency_threads"] == 1 and row["latency_ms_p50"] > 0
     assert row["size_bytes_gzip"] < row["size_bytes_raw"]
-    assert [h["stage"] for h in history] == ["pretrain", "pretrain"] and [h["epoch"] for h in history] == [1, 2]
+    assert [h["stage"] for h in history] == ["pretrain", "pretrain"] and [h["epoch"] for h in history] == [
+        1,
+        2,
+    ]
     assert [(r["layer"], r["params"]) for r in layers] == [("features.1.linear", 2048), ("classifier", 320)]
     Store(path=None).put(row, history, layers)  # the row validates against the schema
 
@@ -49,22 +59,33 @@ def test_runner_prune_row_counts_are_exact():
 
 def test_grid_aliases_and_dotted_paths_agree():
     by_alias = expand(BASE, strategy=["random", "global_weight"], compression=[2, 4], seed=[0, 1])
-    by_path = expand(BASE, **{"prune.strategy": ["random", "global_weight"], "prune.compression": [2.0, 4.0],
-                              "seed": [0, 1]})
+    by_path = expand(
+        BASE,
+        **{"prune.strategy": ["random", "global_weight"], "prune.compression": [2.0, 4.0], "seed": [0, 1]},
+    )
     assert [e.run_id for e in by_alias] == [e.run_id for e in by_path] and len(by_alias) == 8
     assert len({e.run_id for e in by_alias}) == 8
     assert expand([BASE, BASE], seed=[0, 0])[0] == BASE  # duplicates collapse
-    assert [e.pipeline.epochs for e in expand(BASE.replace(strategy="random", compression=2, quantization="qat",
-                                                           order="PQ", stage_epochs=[1, 1]),
-                                              stage_epochs=[1, 2])] == [(1, 2)]
+    assert [
+        e.pipeline.epochs
+        for e in expand(
+            BASE.replace(
+                strategy="random", compression=2, quantization="qat", order="PQ", stage_epochs=[1, 1]
+            ),
+            stage_epochs=[1, 2],
+        )
+    ] == [(1, 2)]
 
 
 def test_bad_grids_are_rejected_before_anything_runs(tmp_path):
     store = Store(tmp_path)
     with pytest.raises(ValueError, match=r"Experiment has no field 'prune\.ratio'"):
         sweep(BASE, store=store, progress=False, strategy=["random"], **{"prune.ratio": [2]})
-    with pytest.raises(ValueError, match=r"^Experiment\.prune\.compression=0\.5: must be >= 1 \(grid point "
-                                         r"\{'strategy': 'random', 'compression': 0\.5\}\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^Experiment\.prune\.compression=0\.5: must be >= 1 \(grid point "
+        r"\{'strategy': 'random', 'compression': 0\.5\}\)",
+    ):
         sweep(BASE, store=store, progress=False, strategy=["random"], compression=[2, 0.5])
     with pytest.raises(ValueError, match=r"sweep grid 'seed' has no values"):
         sweep(BASE, store=store, progress=False, seed=[])
@@ -93,7 +114,9 @@ def test_sweep_runs_then_resumes_and_reruns_instantly(tmp_path):
     assert (first.ran, first.skipped, first.failed) == (5, 3, 0)
     runs = first.runs
     assert runs["run_id"].tolist() == [e.run_id for e in expand(BASE, **grid)]
-    assert (runs["status"] == "ok").all() and runs[["strategy", "compression", "seed"]].drop_duplicates().shape[0] == 8
+    assert (runs["status"] == "ok").all() and runs[
+        ["strategy", "compression", "seed"]
+    ].drop_duplicates().shape[0] == 8
     assert runs["compression_ratio"].round(1).tolist() == [2.0, 2.0, 4.0, 4.0] * 2
     assert set(first.history["run_id"]) == set(runs["run_id"]) and len(first.layers) == 16
 
@@ -101,7 +124,9 @@ def test_sweep_runs_then_resumes_and_reruns_instantly(tmp_path):
         def start(self):
             raise AssertionError("a finished sweep must not start its executor")
 
-    again = sv.sweep(BASE, Untouchable(), store=store, progress=False, **grid)  # the package name is callable too
+    again = sv.sweep(
+        BASE, Untouchable(), store=store, progress=False, **grid
+    )  # the package name is callable too
     assert (again.ran, again.skipped) == (0, 8)  # nothing ran (timing: benchmarks/bench_sweep.py)
     assert again.runs["finished_at"].tolist() == runs["finished_at"].tolist()
     summary = first.summary(metrics=["top1", "compression_ratio"])
@@ -131,7 +156,8 @@ def test_failed_runs_are_recorded_the_sweep_continues_and_they_are_retried(tmp_p
     runs = res.runs.set_index("run_id")
     assert runs.loc[BASE.run_id, "status"] == "ok"
     assert runs.loc[bad.run_id, "status"] == "failed" and runs.loc[bad.run_id, "error"].startswith(
-        "ValueError: mnistnet cannot take inputs of shape (1, 8, 8)")
+        "ValueError: mnistnet cannot take inputs of shape (1, 8, 8)"
+    )
     assert len(runs.loc[bad.run_id, "error"]) <= 4000 and "Traceback" in runs.loc[bad.run_id, "error"]
     assert "RuntimeError: flaky builder: transient failure" in runs.loc[flaky_exp.run_id, "error"]
     assert math.isnan(runs.loc[bad.run_id, "top1"]) and runs.loc[bad.run_id, "method"] == "baseline"
@@ -143,10 +169,18 @@ def test_failed_runs_are_recorded_the_sweep_continues_and_they_are_retried(tmp_p
 
 def test_unreachable_dask_scheduler_is_a_clear_error_and_stores_nothing(tmp_path):
     store = Store(tmp_path)
-    with pytest.raises(ConnectionError, match=r"cannot reach the Dask scheduler at 'tcp://127\.0\.0\.1:9' within "
-                                              r"1 s .*Nothing was run"):
-        sweep(BASE, DaskExecutor(address="tcp://127.0.0.1:9", connect_timeout=1), store=store, progress=False,
-              seed=[0, 1])
+    with pytest.raises(
+        ConnectionError,
+        match=r"cannot reach the Dask scheduler at 'tcp://127\.0\.0\.1:9' within "
+        r"1 s .*Nothing was run",
+    ):
+        sweep(
+            BASE,
+            DaskExecutor(address="tcp://127.0.0.1:9", connect_timeout=1),
+            store=store,
+            progress=False,
+            seed=[0, 1],
+        )
     assert not tmp_path.joinpath("runs").exists()
     with pytest.raises(ValueError, match="unknown executor 'spark'"):
         sweep(BASE, "spark", store=store, progress=False, seed=[5])

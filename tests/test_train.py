@@ -7,19 +7,22 @@ import torch
 from torch import nn
 
 from shrinkviz.data import Normalizer, Split
+from shrinkviz.loop.train import PRESETS, Callback, TrainConfig, count_correct, evaluate, fit, lr_factor
 from shrinkviz.models import create_model
-from shrinkviz.train import PRESETS, Callback, TrainConfig, count_correct, evaluate, fit, lr_factor
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("lr", -0.1, "TrainConfig.lr=-0.1"),
-    ("lr", float("nan"), "TrainConfig.lr=nan"),
-    ("epochs", 0, "TrainConfig.epochs=0"),
-    ("optimizer", "lion", "TrainConfig.optimizer='lion': unknown optimizer; valid: sgd, adam, adamw"),
-    ("schedule", "linear", "TrainConfig.schedule='linear'"),
-    ("weight_decay", -1.0, "TrainConfig.weight_decay=-1.0"),
-    ("augment", "mixup", "TrainConfig.augment='mixup': valid: auto, none"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("lr", -0.1, "TrainConfig.lr=-0.1"),
+        ("lr", float("nan"), "TrainConfig.lr=nan"),
+        ("epochs", 0, "TrainConfig.epochs=0"),
+        ("optimizer", "lion", "TrainConfig.optimizer='lion': unknown optimizer; valid: sgd, adam, adamw"),
+        ("schedule", "linear", "TrainConfig.schedule='linear'"),
+        ("weight_decay", -1.0, "TrainConfig.weight_decay=-1.0"),
+        ("augment", "mixup", "TrainConfig.augment='mixup': valid: auto, none"),
+    ],
+)
 def test_invalid_hyperparameters_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         TrainConfig(**{field: value})
@@ -27,8 +30,16 @@ def test_invalid_hyperparameters_name_the_field(field, value, message):
 
 def test_shrinkbench_preset_is_their_default():
     cfg = TrainConfig.shrinkbench()
-    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.schedule, cfg.epochs,
-            cfg.batch_size) == ("sgd", 1e-3, 0.9, True, 0.0, "constant", 30, 128)
+    assert (
+        cfg.optimizer,
+        cfg.lr,
+        cfg.momentum,
+        cfg.nesterov,
+        cfg.weight_decay,
+        cfg.schedule,
+        cfg.epochs,
+        cfg.batch_size,
+    ) == ("sgd", 1e-3, 0.9, True, 0.0, "constant", 30, 128)
     with pytest.raises(ValueError, match="unknown training preset 'nope'; valid: "):
         TrainConfig.preset("nope")
 
@@ -60,22 +71,25 @@ class _FixedLogits(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(1))
 
     def forward(self, x):
-        out = self.logits[self.pos:self.pos + x.shape[0]]
+        out = self.logits[self.pos : self.pos + x.shape[0]]
         self.pos += x.shape[0]
         return out
 
 
 def test_exact_top1_top5_on_a_hand_checked_batch():
     # 7 examples, 6 classes, evaluated in batches of 3 (last batch partial: ShrinkBench divided by 3 there)
-    logits = torch.tensor([
-        [9, 1, 2, 3, 4, 5],   # y=0 top1 hit
-        [1, 9, 2, 3, 4, 5],   # y=0 miss; 0 is rank 6 -> top5 miss
-        [1, 2, 9, 3, 4, 5],   # y=5 miss top1; rank 2 -> top5 hit
-        [6, 5, 4, 3, 2, 1],   # y=4 rank 5 -> top5 hit
-        [1, 2, 3, 4, 5, 9],   # y=5 hit
-        [1, 2, 3, 4, 9, 5],   # y=0 rank 6 -> miss
-        [5, 4, 3, 2, 1, 9],   # y=5 hit
-    ], dtype=torch.float32)
+    logits = torch.tensor(
+        [
+            [9, 1, 2, 3, 4, 5],  # y=0 top1 hit
+            [1, 9, 2, 3, 4, 5],  # y=0 miss; 0 is rank 6 -> top5 miss
+            [1, 2, 9, 3, 4, 5],  # y=5 miss top1; rank 2 -> top5 hit
+            [6, 5, 4, 3, 2, 1],  # y=4 rank 5 -> top5 hit
+            [1, 2, 3, 4, 5, 9],  # y=5 hit
+            [1, 2, 3, 4, 9, 5],  # y=0 rank 6 -> miss
+            [5, 4, 3, 2, 1, 9],  # y=5 hit
+        ],
+        dtype=torch.float32,
+    )
     labels = torch.tensor([0, 0, 5, 4, 5, 0, 5])
     split = Split(torch.zeros(7, 1, 2, 2, dtype=torch.uint8), labels)
     result = evaluate(_FixedLogits(logits), split, Normalizer((0.5,), (0.5,)), batch_size=3, device="cpu")
@@ -105,8 +119,18 @@ def test_fit_learns_and_reports_history(digits):
     model = create_model("tiny_mlp", dataset=digits, seed=0)
     history = fit(model, digits, TrainConfig.preset("adam_fast").replace(epochs=5), progress=False)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
-    assert set(history[0]) >= {"stage", "lr", "train_loss", "task_loss", "kd_loss", "train_top1", "val_loss",
-                               "val_top1", "val_top5", "epoch_s"}
+    assert set(history[0]) >= {
+        "stage",
+        "lr",
+        "train_loss",
+        "task_loss",
+        "kd_loss",
+        "train_top1",
+        "val_loss",
+        "val_top1",
+        "val_top5",
+        "epoch_s",
+    }
     assert math.isnan(history[0]["kd_loss"])
     assert history[-1]["val_top1"] > 0.85 and history[-1]["train_loss"] < history[0]["train_loss"]
 
@@ -134,8 +158,13 @@ def test_callbacks_plug_into_the_one_loop(digits):
         def fit_end(self, model):
             calls.append("fit_end")
 
-    history = fit(create_model("tiny_mlp", dataset=data), data, TrainConfig(epochs=2, batch_size=32, lr=0.01),
-                  callbacks=[Recorder()], progress=False)
+    history = fit(
+        create_model("tiny_mlp", dataset=data),
+        data,
+        TrainConfig(epochs=2, batch_size=32, lr=0.01),
+        callbacks=[Recorder()],
+        progress=False,
+    )
     assert calls == ["fit_start", "epoch_start1", "step", "step", "epoch_start2", "step", "step", "fit_end"]
     assert history[0]["kd_loss"] == pytest.approx(1.5) and history[1]["extra"] == 2
     assert history[0]["train_loss"] == pytest.approx(2 * history[0]["task_loss"], rel=1e-5)
@@ -144,8 +173,9 @@ def test_callbacks_plug_into_the_one_loop(digits):
 def test_best_val_selection_restores_best_epoch(digits):
     data = digits.subset(train=200, val=100)
     model = create_model("tiny_mlp", dataset=data, seed=0)
-    history = fit(model, data, TrainConfig.preset("adam_fast").replace(epochs=3, select="best_val"),
-                  progress=False)
+    history = fit(
+        model, data, TrainConfig.preset("adam_fast").replace(epochs=3, select="best_val"), progress=False
+    )
     best = max(r["val_top1"] for r in history)
     assert evaluate(model, data.val, Normalizer(data.mean, data.std))["top1"] == best
 
@@ -158,14 +188,19 @@ def test_divergence_is_reported(digits):
             return task_loss * float("inf"), {}
 
     with pytest.raises(FloatingPointError, match="training diverged at epoch 1 .* lower TrainConfig.lr"):
-        fit(create_model("tiny_mlp", dataset=data), data, TrainConfig(epochs=2, lr=0.01), callbacks=[Diverge()],
-            progress=False)
+        fit(
+            create_model("tiny_mlp", dataset=data),
+            data,
+            TrainConfig(epochs=2, lr=0.01),
+            callbacks=[Diverge()],
+            progress=False,
+        )
 
 
 def test_auto_augmentation_follows_the_dataset(digits, monkeypatch):
     import dataclasses
 
-    import shrinkviz.train as train_module
+    import shrinkviz.loop.train as train_module
 
     seen = []
     real = train_module.batches
@@ -181,8 +216,12 @@ def test_auto_augmentation_follows_the_dataset(digits, monkeypatch):
     fit(create_model("tiny_mlp", dataset=data), data, TrainConfig(epochs=1, lr=0.01), progress=False)
     cifar_like = dataclasses.replace(data, augment="crop_flip")
     fit(create_model("tiny_mlp", dataset=data), cifar_like, TrainConfig(epochs=1, lr=0.01), progress=False)
-    fit(create_model("tiny_mlp", dataset=data), cifar_like, TrainConfig(epochs=1, lr=0.01, augment="flip"),
-        progress=False)
+    fit(
+        create_model("tiny_mlp", dataset=data),
+        cifar_like,
+        TrainConfig(epochs=1, lr=0.01, augment="flip"),
+        progress=False,
+    )
     assert seen == ["none", "crop_flip", "flip"]
 
 

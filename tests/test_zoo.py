@@ -7,19 +7,22 @@ import pytest
 import torch
 
 import shrinkviz as sv
-from shrinkviz.zoo import CheckpointError, baseline_spec, checkpoint_paths
+from shrinkviz.loop.zoo import CheckpointError, baseline_spec, checkpoint_paths
 
 KW = dict(epochs=2, subset=(400, 100, 200), progress=False)
 
 
 def _same_weights(a, b) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_trains_once_then_loads_from_cache_fast(tmp_path):
     first = sv.pretrained("tiny_mlp", "digits", seed=0, cache=tmp_path, **KW)
-    weights, manifest_path = checkpoint_paths(baseline_spec("tiny_mlp", "digits", "default", 0, 2, (400, 100, 200)),
-                                              tmp_path)
+    weights, manifest_path = checkpoint_paths(
+        baseline_spec("tiny_mlp", "digits", "default", 0, 2, (400, 100, 200)), tmp_path
+    )
     assert weights.is_file() and manifest_path.is_file()
     started = time.perf_counter()
     second = sv.pretrained("tiny_mlp", "digits", seed=0, cache=tmp_path, **KW)
@@ -31,7 +34,11 @@ def test_manifest_records_config_metrics_hash_and_versions(tmp_path):
     model = sv.pretrained("tiny_mlp", "digits", seed=0, cache=tmp_path, **KW)
     manifest = json.loads(next(tmp_path.glob("checkpoints/*.json")).read_text())
     assert manifest == model.shrinkviz_manifest
-    assert manifest["config"]["train_config"]["epochs"] == 2 and manifest["config"]["subset"] == [400, 100, 200]
+    assert manifest["config"]["train_config"]["epochs"] == 2 and manifest["config"]["subset"] == [
+        400,
+        100,
+        200,
+    ]
     assert set(manifest["metrics"]) >= {"test_top1", "test_top5", "val_top1"}
     assert 0.0 <= manifest["metrics"]["test_top1"] <= 1.0
     assert manifest["torch_version"] == torch.__version__ and manifest["shrinkviz_version"] == sv.__version__

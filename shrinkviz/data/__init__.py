@@ -11,6 +11,13 @@ from shrinkviz.data.datasets import DEFAULT_DATASET, Dataset, Split, available_d
 from shrinkviz.data.sources import DatasetNotFoundError
 
 __all__ = [
-    "AUGMENTATIONS", "DEFAULT_DATASET", "Dataset", "DatasetNotFoundError", "Normalizer", "Split",
-    "available_datasets", "batches", "load_dataset",
+    "AUGMENTATIONS",
+    "DEFAULT_DATASET",
+    "Dataset",
+    "DatasetNotFoundError",
+    "Normalizer",
+    "Split",
+    "available_datasets",
+    "batches",
+    "load_dataset",
 ]

@@ -61,9 +61,15 @@ class Normalizer:
         return (images.float() / 255.0 - mean) / std
 
 
-def batches(split: Split, batch_size: int, normalize: Normalizer, device: torch.device,
-            generator: torch.Generator | None = None, augment: str = "none",
-            crop_padding: int = 4) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    split: Split,
+    batch_size: int,
+    normalize: Normalizer,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    augment: str = "none",
+    crop_padding: int = 4,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (normalised float images, labels) batches of a split on ``device``.
 
     Args:
@@ -83,9 +89,9 @@ def batches(split: Split, batch_size: int, normalize: Normalizer, device: torch.
     order = torch.randperm(n, generator=generator).to(device) if generator is not None else None
     for start in range(0, n, batch_size):
         if order is None:
-            x, y = images[start:start + batch_size], labels[start:start + batch_size]
+            x, y = images[start : start + batch_size], labels[start : start + batch_size]
         else:
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             x, y = images[idx], labels[idx]
             if augment in ("crop", "crop_flip"):
                 x = random_crop(x, crop_padding, generator)

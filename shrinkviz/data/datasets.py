@@ -33,9 +33,13 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"images must be uint8 N x C x H x W, got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be uint8 N x C x H x W, got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels shape {tuple(self.labels.shape)} does not match {self.images.shape[0]} images")
+            raise ValueError(
+                f"labels shape {tuple(self.labels.shape)} does not match {self.images.shape[0]} images"
+            )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -97,8 +101,17 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(max(v, 1e-3), 4) for v in std.tolist())
 
 
-def _assemble(name: str, train_x, train_y, test_x, test_y, num_classes: int, val_fraction: float,
-              classes: tuple[str, ...] = (), augment: str = "none") -> Dataset:
+def _assemble(
+    name: str,
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    num_classes: int,
+    val_fraction: float,
+    classes: tuple[str, ...] = (),
+    augment: str = "none",
+) -> Dataset:
     train, val = _carve_validation(train_x, train_y, val_fraction)
     mean, std = _channel_stats(train.images)
     return Dataset(name, train, val, Split(test_x, test_y), num_classes, mean, std, classes, augment)
@@ -109,8 +122,16 @@ def _load_idx(name: str, cache: Path | None, download: bool, val_fraction: float
     read = lambda f: formats.read_idx(root / f)  # noqa: E731
     train_x, train_y = read("train-images-idx3-ubyte.gz"), read("train-labels-idx1-ubyte.gz")
     test_x, test_y = read("t10k-images-idx3-ubyte.gz"), read("t10k-labels-idx1-ubyte.gz")
-    return _assemble(name, train_x.unsqueeze(1), train_y.long(), test_x.unsqueeze(1), test_y.long(), 10,
-                     val_fraction, classes)
+    return _assemble(
+        name,
+        train_x.unsqueeze(1),
+        train_y.long(),
+        test_x.unsqueeze(1),
+        test_y.long(),
+        10,
+        val_fraction,
+        classes,
+    )
 
 
 def _load_cifar(name: str, cache: Path | None, download: bool, val_fraction: float) -> Dataset:
@@ -138,8 +159,16 @@ def _load_digits(val_fraction: float) -> Dataset:
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED + 1))
     n_test = int(round(0.2 * len(labels)))
     test_idx, train_idx = order[:n_test].sort().values, order[n_test:].sort().values
-    return _assemble("digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], 10,
-                     val_fraction, tuple(str(i) for i in range(10)))
+    return _assemble(
+        "digits",
+        images[train_idx],
+        labels[train_idx],
+        images[test_idx],
+        labels[test_idx],
+        10,
+        val_fraction,
+        tuple(str(i) for i in range(10)),
+    )
 
 
 def _load_image_folder(path: str | Path, image_size: int, val_fraction: float) -> Dataset:
@@ -152,7 +181,8 @@ def _load_image_folder(path: str | Path, image_size: int, val_fraction: float) -
     test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
     if not (root / "train").is_dir() or test_dir is None:
         raise sources.DatasetNotFoundError(
-            f"image folder {root} must contain train/<class>/ and val/<class>/ (or test/<class>/) folders")
+            f"image folder {root} must contain train/<class>/ and val/<class>/ (or test/<class>/) folders"
+        )
     classes = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
     if not classes:
         raise sources.DatasetNotFoundError(f"{root / 'train'} has no class folders")
@@ -171,19 +201,40 @@ def _load_image_folder(path: str | Path, image_size: int, val_fraction: float) -
 
     train_x, train_y = read(root / "train")
     test_x, test_y = read(test_dir)
-    return _assemble(f"imagefolder:{root.name}", train_x, train_y, test_x, test_y, len(classes), val_fraction,
-                     classes, augment="crop_flip")
+    return _assemble(
+        f"imagefolder:{root.name}",
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        len(classes),
+        val_fraction,
+        classes,
+        augment="crop_flip",
+    )
 
 
-_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                    "Bag", "Ankle boot")
+_FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 _LOADERS: dict[str, Callable[..., Dataset]] = {
     "digits": lambda cache, download, val_fraction: _load_digits(val_fraction),
     "fashion_mnist": lambda cache, download, val_fraction: _load_idx(
-        "fashion_mnist", cache, download, val_fraction, _FASHION_CLASSES),
+        "fashion_mnist", cache, download, val_fraction, _FASHION_CLASSES
+    ),
     "mnist": lambda cache, download, val_fraction: _load_idx(
-        "mnist", cache, download, val_fraction, tuple(str(i) for i in range(10))),
+        "mnist", cache, download, val_fraction, tuple(str(i) for i in range(10))
+    ),
     "cifar10": lambda cache, download, val_fraction: _load_cifar("cifar10", cache, download, val_fraction),
     "cifar100": lambda cache, download, val_fraction: _load_cifar("cifar100", cache, download, val_fraction),
 }
@@ -196,15 +247,22 @@ def available_datasets() -> list[str]:
     return sorted(_LOADERS) + ["imagefolder"]
 
 
-def load_dataset(name: str = DEFAULT_DATASET, *, path: str | Path | None = None, image_size: int = 64,
-                 cache: str | Path | None = None, download: bool = True, val_fraction: float = 0.1) -> Dataset:
+def load_dataset(
+    name: str = DEFAULT_DATASET,
+    *,
+    path: str | Path | None = None,
+    image_size: int = 64,
+    cache: str | Path | None = None,
+    download: bool = True,
+    val_fraction: float = 0.1,
+) -> Dataset:
     """Load a registered dataset as tensors (cached in memory per process).
 
     Args:
         name: one of :func:`available_datasets`.
         path: folder of an ``imagefolder`` dataset.
         image_size: side of the square images of an ``imagefolder`` dataset.
-        cache: cache root (default ``shrinkviz.io.cache_root()``).
+        cache: cache root (default ``shrinkviz.core.io.cache_root()``).
         download: try official mirrors when files are missing locally.
         val_fraction: share of the official train split held out (fixed seed) for validation.
 

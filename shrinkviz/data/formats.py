@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shrinkviz.io import atomic_write_bytes
+from shrinkviz.core.io import atomic_write_bytes
 
 _IDX_UBYTE = 0x08
 

@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shrinkviz.io import atomic_path, cache_root
+from shrinkviz.core.io import atomic_path, cache_root
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -60,32 +60,59 @@ _IDX_FILES = (
 SOURCES: dict[str, Source] = {
     "fashion_mnist": Source(
         files=_IDX_FILES,
-        archives=tuple(zip(_IDX_FILES, (
-            "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-            "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310",
-        ), strict=True)),
+        archives=tuple(
+            zip(
+                _IDX_FILES,
+                (
+                    "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                    "25c81989df183df01b3e8a0aad5dffbe",
+                    "bef4ecab320f06d8554ea6380940ec79",
+                    "bb300cfdad3c16e7a12a480ee83cd310",
+                ),
+                strict=True,
+            )
+        ),
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         system_dirs=("/usr/share/datasets/fashion-mnist",),
-        system_sha256=dict(zip(_IDX_FILES, (
-            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        ), strict=True)),
+        system_sha256=dict(
+            zip(
+                _IDX_FILES,
+                (
+                    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+                ),
+                strict=True,
+            )
+        ),
         how_to_install="apt-get update && apt-get install -y dataset-fashion-mnist",
     ),
     "mnist": Source(
         files=_IDX_FILES,
-        archives=tuple(zip(_IDX_FILES, (
-            "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-            "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c",
-        ), strict=True)),
+        archives=tuple(
+            zip(
+                _IDX_FILES,
+                (
+                    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                    "d53e105ee54ea40749a09fcbcd1e9432",
+                    "9fb629c4189551a2d022fa330f9573f3",
+                    "ec29112dd5afa0611ce80d1b7f02629c",
+                ),
+                strict=True,
+            )
+        ),
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
     ),
     "cifar10": Source(
-        files=("cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/data_batch_2",
-               "cifar-10-batches-py/data_batch_3", "cifar-10-batches-py/data_batch_4",
-               "cifar-10-batches-py/data_batch_5", "cifar-10-batches-py/test_batch"),
+        files=(
+            "cifar-10-batches-py/data_batch_1",
+            "cifar-10-batches-py/data_batch_2",
+            "cifar-10-batches-py/data_batch_3",
+            "cifar-10-batches-py/data_batch_4",
+            "cifar-10-batches-py/data_batch_5",
+            "cifar-10-batches-py/test_batch",
+        ),
         archives=(("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
         mirrors=("https://www.cs.toronto.edu/~kriz/",),
         extract=True,
@@ -175,7 +202,7 @@ def resolve(name: str, cache: Path | None = None, download: bool = True, timeout
 
     Args:
         name: a key of ``SOURCES``.
-        cache: the cache root (default: ``shrinkviz.io.cache_root()``).
+        cache: the cache root (default: ``shrinkviz.core.io.cache_root()``).
         download: try the official mirrors when the files are nowhere local.
         timeout: seconds per download attempt.
 
@@ -198,14 +225,18 @@ def resolve(name: str, cache: Path | None = None, download: bool = True, timeout
             return local
     ways = [f"1. put the official files {list(source.files)} in {local}"]
     if source.system_dirs:
-        ways.append(f"2. install the system package ({source.how_to_install}) which provides "
-                    f"{source.system_dirs[0]}")
+        ways.append(
+            f"2. install the system package ({source.how_to_install}) which provides {source.system_dirs[0]}"
+        )
     else:
         ways.append("2. (no system package is known for this dataset)")
-    ways.append(f"3. allow a download from {source.mirrors[0]} (checksums are verified)"
-                + (f"; it failed: {errors[0]}" if errors else " (download=False was given)"))
-    raise DatasetNotFoundError(f"dataset {name!r} not found. Provide it in one of three ways:\n  "
-                               + "\n  ".join(ways))
+    ways.append(
+        f"3. allow a download from {source.mirrors[0]} (checksums are verified)"
+        + (f"; it failed: {errors[0]}" if errors else " (download=False was given)")
+    )
+    raise DatasetNotFoundError(
+        f"dataset {name!r} not found. Provide it in one of three ways:\n  " + "\n  ".join(ways)
+    )
 
 
 def has_local_files(name: str, cache: Path | None = None) -> bool:
@@ -215,4 +246,5 @@ def has_local_files(name: str, cache: Path | None = None) -> bool:
     """
     source = SOURCES[name]
     return _all_present(dataset_dir(name, cache), source.files) or any(
-        _all_present(Path(d), source.files) for d in source.system_dirs)
+        _all_present(Path(d), source.files) for d in source.system_dirs
+    )

@@ -1,6 +1,6 @@
 """Metrics of a (compressed) model in one call: accuracy, counts, MACs, theoretical speedup, activations.
 
-:func:`measure` returns a flat dict keyed by ``shrinkviz.schema.RUN_COLUMNS`` names (plus
+:func:`measure` returns a flat dict keyed by ``shrinkviz.experiments.schema.RUN_COLUMNS`` names (plus
 ``activations_nonzero``), ready to become one row of the runs table. Counting lives in
 :mod:`shrinkviz.metrics.counts`; checkpoint size and measured latency are added by
 ``shrinkviz.metrics.size`` / ``shrinkviz.metrics.latency`` (see the marked section of :func:`measure`).
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
+from shrinkviz.core.device import model_device
 from shrinkviz.data import Dataset, Normalizer, batches, load_dataset
 from shrinkviz.metrics.counts import (
     count_parameters,
@@ -34,17 +34,20 @@ from shrinkviz.metrics.counts import (
 SPLITS = ("train", "val", "test")
 
 __all__ = [
-    "count_metrics", "count_parameters", "layer_macs", "layer_table", "measure", "nonzero_activations", "total_macs",
+    "count_metrics",
+    "count_parameters",
+    "layer_macs",
+    "layer_table",
+    "measure",
+    "nonzero_activations",
+    "total_macs",
     "weight_table",
 ]
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
-
-
-def count_metrics(model: nn.Module, *, baseline: nn.Module | None = None,
-                  input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+def count_metrics(
+    model: nn.Module, *, baseline: nn.Module | None = None, input_shape: tuple[int, ...] | None = None
+) -> dict[str, Any]:
     """Parameter and multiply-add counts, no data needed: params, params_nonzero, compression_ratio, macs,
     macs_nonzero, speedup_theoretical.
 
@@ -68,21 +71,30 @@ def count_metrics(model: nn.Module, *, baseline: nn.Module | None = None,
     else:
         base_params, base_macs = params, macs
     return {
-        "params": params, "params_nonzero": params_nonzero,
+        "params": params,
+        "params_nonzero": params_nonzero,
         "compression_ratio": base_params / params_nonzero if params_nonzero else float("inf"),
-        "macs": macs, "macs_nonzero": macs_nonzero,
+        "macs": macs,
+        "macs_nonzero": macs_nonzero,
         "speedup_theoretical": base_macs / macs_nonzero if macs_nonzero else float("inf"),
     }
 
 
-def measure(model: nn.Module, data: Dataset | str, *, split: str = "test", baseline: nn.Module | None = None,
-            activation_batch: int = 128, size: bool | str = False,
-            latency: dict[str, Any] | None = None) -> dict[str, Any]:
+def measure(
+    model: nn.Module,
+    data: Dataset | str,
+    *,
+    split: str = "test",
+    baseline: nn.Module | None = None,
+    activation_batch: int = 128,
+    size: bool | str = False,
+    latency: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Accuracy and cost of ``model`` as one flat dict (``RUN_COLUMNS`` names + ``activations_nonzero``).
 
     Args:
         model: the model to measure (a registry model, or any module with an ``input_shape``).
-        data: Dataset or dataset name; accuracy on ``split`` via :func:`shrinkviz.train.evaluate`.
+        data: Dataset or dataset name; accuracy on ``split`` via :func:`shrinkviz.loop.train.evaluate`.
         split: ``"test"`` (reporting; default), ``"val"`` or ``"train"``.
         baseline: the uncompressed model. Its dense parameters and MACs become the numerators of
             ``compression_ratio`` and ``speedup_theoretical``, so a structurally pruned (smaller, dense)
@@ -99,12 +111,12 @@ def measure(model: nn.Module, data: Dataset | str, *, split: str = "test", basel
 
     Example:
         >>> from shrinkviz.models import create_model
-        >>> from shrinkviz.prune import prune
+        >>> from shrinkviz.techniques.prune import prune
         >>> model = create_model("tiny_cnn", dataset=load_dataset("digits"), seed=0)
         >>> round(measure(prune(model, "layer_weight", 4), "digits")["compression_ratio"], 2)
         4.0
     """
-    from shrinkviz.train import evaluate
+    from shrinkviz.loop.train import evaluate
 
     if split not in SPLITS:
         raise ValueError(f"split={split!r}; valid: {', '.join(SPLITS)}")
@@ -116,9 +128,10 @@ def measure(model: nn.Module, data: Dataset | str, *, split: str = "test", basel
         raise ValueError(f"activation_batch={activation_batch}: must be >= 1")
     normalize = Normalizer(data.mean, data.std)
     evaluation = evaluate(model, getattr(data, split), normalize)
-    inputs, _ = next(batches(getattr(data, split), activation_batch, normalize, _device(model)))
+    inputs, _ = next(batches(getattr(data, split), activation_batch, normalize, model_device(model)))
     row: dict[str, Any] = {
-        "top1": evaluation["top1"], "top5": evaluation["top5"],
+        "top1": evaluation["top1"],
+        "top5": evaluation["top5"],
         **count_metrics(model, baseline=baseline, input_shape=data.input_shape),
         "activations_nonzero": nonzero_activations(model, inputs),
     }

@@ -15,72 +15,37 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pandas as pd
 import torch
-import torch.ao.nn.quantized as nnq
 from torch import nn
 
-LAYER_TABLE_COLUMNS = ("layer", "kind", "shape", "params", "nonzero", "sparsity", "macs", "macs_nonzero")
-"""Columns of :func:`layer_table` (``shrinkviz.schema.LAYER_COLUMNS`` without ``run_id``)."""
+from shrinkviz.core.device import model_device
+from shrinkviz.core.layers import (
+    WEIGHT_TABLE_COLUMNS,
+    count_parameters,
+    is_quantized_layer,
+    layer_kind,
+    layer_weight,
+    named_layers,
+    weight_table,
+)
 
+__all__ = [
+    "LAYER_TABLE_COLUMNS",
+    "count_parameters",
+    "is_quantized_layer",
+    "layer_kind",
+    "layer_macs",
+    "layer_table",
+    "layer_weight",
+    "named_layers",
+    "nonzero_activations",
+    "total_macs",
+    "weight_table",
+]
 
-def layer_kind(module: nn.Module) -> str | None:
-    """``"Conv2d"`` or ``"Linear"`` for float, QAT, fused-QAT and INT8 conv / linear layers, else None."""
-    if isinstance(module, nn.Conv2d | nnq.Conv2d):
-        return "Conv2d"
-    if isinstance(module, nn.Linear | nnq.Linear):
-        return "Linear"
-    return None
-
-
-def is_quantized_layer(module: nn.Module) -> bool:
-    """True for INT8 modules whose weight is packed (read it with :func:`layer_weight`)."""
-    return isinstance(module, nnq.Conv2d | nnq.Linear)
-
-
-def layer_weight(module: nn.Module) -> torch.Tensor:
-    """The (dequantized) weight of a conv / linear layer as a plain float tensor, detached."""
-    if is_quantized_layer(module):
-        return module.weight().dequantize()
-    return module.weight.detach()
-
-
-def named_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
-    """Yield ``(qualified name, module, kind)`` for every conv / linear layer in module order."""
-    for name, module in model.named_modules():
-        kind = layer_kind(module)
-        if kind is not None:
-            yield name, module, kind
-
-
-def _all_tensors(model: nn.Module) -> Iterator[torch.Tensor]:
-    seen: set[int] = set()
-    for module in model.modules():
-        for param in module.parameters(recurse=False):
-            if id(param) not in seen:  # shared parameters count once
-                seen.add(id(param))
-                yield param.detach()
-        if is_quantized_layer(module):
-            bias = module.bias()
-            yield module.weight().dequantize()
-            if bias is not None:
-                yield bias.detach()
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(all parameters, nonzero parameters), BatchNorm and classifier included, INT8 weights included.
-
-    Example:
-        >>> count_parameters(nn.Linear(3, 2))
-        (8, 8)
-    """
-    total = nonzero = 0
-    for tensor in _all_tensors(model):
-        total += tensor.numel()
-        nonzero += int(torch.count_nonzero(tensor))
-    return total, nonzero
+LAYER_TABLE_COLUMNS = (*WEIGHT_TABLE_COLUMNS, "macs", "macs_nonzero")
+"""Columns of :func:`layer_table` (``shrinkviz.experiments.schema.LAYER_COLUMNS`` without ``run_id``)."""
 
 
 def _resolve_input_shape(model: nn.Module, input_shape: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -91,8 +56,7 @@ def _resolve_input_shape(model: nn.Module, input_shape: tuple[int, ...] | None) 
 
 
 def _example(model: nn.Module, shape: tuple[int, ...], batch: int = 1) -> torch.Tensor:
-    device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
-    return torch.zeros(batch, *shape, device=device)
+    return torch.zeros(batch, *shape, device=model_device(model))
 
 
 @torch.no_grad()
@@ -116,9 +80,13 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
 
     def hook(name: str, kind: str):
         def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            per_output = module.in_features if kind == "Linear" else (
-                module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1])
+            per_output = (
+                module.in_features
+                if kind == "Linear"
+                else (module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1])
+            )
             macs[name] += int(output.numel()) * int(per_output)
+
         return record
 
     for name, module, kind in named_layers(model):
@@ -139,8 +107,9 @@ def total_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
     return sum(layer_macs(model, input_shape).values())
 
 
-def layer_table(model: nn.Module, input_shape: tuple[int, ...] | None = None, *,
-                macs: dict[str, int] | None = None) -> pd.DataFrame:
+def layer_table(
+    model: nn.Module, input_shape: tuple[int, ...] | None = None, *, macs: dict[str, int] | None = None
+) -> pd.DataFrame:
     """One row per conv / linear layer: layer, kind, shape, params, nonzero, sparsity, macs, macs_nonzero.
 
     ``params`` and ``nonzero`` count weight elements (not biases); ``macs_nonzero`` is the layer's
@@ -158,29 +127,11 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] | None = None, *,
     params, nonzero = table["params"].to_numpy(), table["nonzero"].to_numpy()
     layer_mac = table["layer"].map(lambda name: macs.get(name, 0)).to_numpy(dtype="int64")
     # exact integer rounding of macs * nonzero / params (conv MACs are a multiple of the weight count)
-    sparse = [(int(m) * int(nz) + int(p) // 2) // int(p) if p else 0
-              for m, nz, p in zip(layer_mac, nonzero, params, strict=True)]
+    sparse = [
+        (int(m) * int(nz) + int(p) // 2) // int(p) if p else 0
+        for m, nz, p in zip(layer_mac, nonzero, params, strict=True)
+    ]
     return table.assign(macs=pd.array(layer_mac, dtype="int64"), macs_nonzero=pd.array(sparse, dtype="int64"))
-
-
-def weight_table(model: nn.Module) -> pd.DataFrame:
-    """One row per conv / linear layer: layer, kind, shape, params, nonzero, sparsity (weights only).
-
-    Example:
-        >>> weight_table(nn.Sequential(nn.Linear(4, 2)))[["layer", "shape", "params"]].values.tolist()
-        [['0', '2x4', 8]]
-    """
-    rows = []
-    for name, module, kind in named_layers(model):
-        weight = layer_weight(module)
-        params, nonzero = weight.numel(), int(torch.count_nonzero(weight))
-        rows.append({"layer": name, "kind": kind, "shape": "x".join(str(s) for s in weight.shape),
-                     "params": params, "nonzero": nonzero,
-                     "sparsity": 1.0 - nonzero / params if params else 0.0})
-    columns = list(LAYER_TABLE_COLUMNS[:6])
-    table = pd.DataFrame(rows, columns=columns)
-    return table.astype({"layer": "str", "kind": "str", "shape": "str", "params": "int64", "nonzero": "int64",
-                         "sparsity": "float64"})
 
 
 @torch.no_grad()
@@ -204,7 +155,8 @@ def nonzero_activations(model: nn.Module, inputs: torch.Tensor) -> float:
 
     for module in model.modules():
         is_relu = isinstance(module, nn.ReLU) or (
-            "ReLU" in type(module).__name__ and not any(isinstance(c, nn.ReLU) for c in module.children()))
+            "ReLU" in type(module).__name__ and not any(isinstance(c, nn.ReLU) for c in module.children())
+        )
         if is_relu:
             handles.append(module.register_forward_hook(record))
     was_training = model.training

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shrinkviz.metrics.runtimes import RUNTIMES, Runner, make_runner, model_dtype
+from shrinkviz.deploy.runtimes import RUNTIMES, Runner, make_runner, model_dtype
 
 
 class LatencyError(RuntimeError):
@@ -154,7 +154,7 @@ def measure_latency(
 
     Args:
         model: a float (possibly pruned) or converted INT8 model (a fake-quant model is refused).
-        runtime: ``eager``, ``compiled`` or ``onnxruntime`` (see :mod:`shrinkviz.metrics.runtimes`).
+        runtime: ``eager``, ``compiled`` or ``onnxruntime`` (see :mod:`shrinkviz.deploy.runtimes`).
         batch: inputs per call.
         input_shape: (C, H, W); default ``model.input_shape``.
         threads: intra-op threads, pinned for the measurement and restored after.
@@ -176,9 +176,19 @@ def measure_latency(
         ValueError: bad arguments (the field is named) or a fake-quant model.
         LatencyError: the model fails on the runtime; LatencyTimeoutError: it hangs.
     """
-    shape = _checked_shape(model, runtime, input_shape, batch=batch, threads=threads, rounds=rounds,
-                           max_rounds=max_rounds, warmup=warmup, warmup_s=warmup_s, min_time_s=min_time_s,
-                           timeout_s=timeout_s)
+    shape = _checked_shape(
+        model,
+        runtime,
+        input_shape,
+        batch=batch,
+        threads=threads,
+        rounds=rounds,
+        max_rounds=max_rounds,
+        warmup=warmup,
+        warmup_s=warmup_s,
+        min_time_s=min_time_s,
+        timeout_s=timeout_s,
+    )
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
     what = f"{runtime} inference of {type(model).__name__} on input {tuple(x.shape)}"
     with pinned_threads(threads):
@@ -187,8 +197,9 @@ def measure_latency(
     return _row(runner, runtime, times, cpu, threads, batch, shape)
 
 
-def _checked_shape(model: nn.Module, runtime: str, input_shape: tuple[int, ...] | None, *, timeout_s: float,
-                   **counts: float) -> tuple[int, ...]:
+def _checked_shape(
+    model: nn.Module, runtime: str, input_shape: tuple[int, ...] | None, *, timeout_s: float, **counts: float
+) -> tuple[int, ...]:
     """Validate the arguments of a measurement (each bad one named) and return the input shape (C, H, W)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r}: valid runtimes are {', '.join(RUNTIMES)}")
@@ -211,8 +222,15 @@ def _checked_shape(model: nn.Module, runtime: str, input_shape: tuple[int, ...] 
     return shape
 
 
-def _row(runner: Runner, runtime: str, times: list[float], cpu: list[float], threads: int, batch: int,
-         shape: tuple[int, ...]) -> dict[str, Any]:
+def _row(
+    runner: Runner,
+    runtime: str,
+    times: list[float],
+    cpu: list[float],
+    threads: int,
+    batch: int,
+    shape: tuple[int, ...],
+) -> dict[str, Any]:
     return {
         "latency_ms_p50": statistics.median(times),
         "latency_ms_p90": percentile(times, 90),
@@ -322,26 +340,49 @@ def compare_latency(
         raise ValueError(f"blocks={blocks!r}: must be a whole number >= 1")
     if not block_s > 0:
         raise ValueError(f"block_s={block_s!r}: must be > 0")
-    entries = {name: value if isinstance(value, tuple) else (value, runtime) for name, value in models.items()}
-    shapes = {name: _checked_shape(m, rt, input_shape, batch=batch, threads=threads, rounds=1, max_rounds=1,
-                                   warmup=warmup, warmup_s=warmup_s, min_time_s=0, timeout_s=timeout_s)
-              for name, (m, rt) in entries.items()}
+    entries = {
+        name: value if isinstance(value, tuple) else (value, runtime) for name, value in models.items()
+    }
+    shapes = {
+        name: _checked_shape(
+            m,
+            rt,
+            input_shape,
+            batch=batch,
+            threads=threads,
+            rounds=1,
+            max_rounds=1,
+            warmup=warmup,
+            warmup_s=warmup_s,
+            min_time_s=0,
+            timeout_s=timeout_s,
+        )
+        for name, (m, rt) in entries.items()
+    }
     if len(set(shapes.values())) != 1:
-        raise ValueError("compare_latency needs one input shape for all models, got "
-                         + ", ".join(f"{n}: {s}" for n, s in shapes.items()) + " (pass input_shape=)")
+        raise ValueError(
+            "compare_latency needs one input shape for all models, got "
+            + ", ".join(f"{n}: {s}" for n, s in shapes.items())
+            + " (pass input_shape=)"
+        )
     shape = shapes[reference]
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
     times: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     medians: dict[str, list[float]] = {name: [] for name in names}
     with pinned_threads(threads):
-        runners = {name: _watchdog(lambda m=m, rt=rt: _prepare_and_probe(m, rt, x, threads), timeout_s,
-                                   f"{rt} inference of {name!r} on input {tuple(x.shape)}")
-                   for name, (m, rt) in entries.items()}
+        runners = {
+            name: _watchdog(
+                lambda m=m, rt=rt: _prepare_and_probe(m, rt, x, threads),
+                timeout_s,
+                f"{rt} inference of {name!r} on input {tuple(x.shape)}",
+            )
+            for name, (m, rt) in entries.items()
+        }
         for runner in runners.values():
             _time_calls(runner, warmup, warmup_s, 1, 0, 1)
         for block in range(blocks):
-            for name in names[block % len(names):] + names[: block % len(names)]:  # rotate the order
+            for name in names[block % len(names) :] + names[: block % len(names)]:  # rotate the order
                 t, c = _time_calls(runners[name], 0, 0, 1, block_s, 100_000)
                 times[name] += t
                 cpu[name] += c
@@ -349,11 +390,17 @@ def compare_latency(
     result = []
     for name in names:
         ratios = [a / b for a, b in zip(medians[name], medians[reference], strict=True)]
-        result.append({
-            "model": name, **_row(runners[name], entries[name][1], times[name], cpu[name], threads, batch, shape),
-            "latency_vs_reference": statistics.median(ratios), "latency_vs_reference_min": min(ratios),
-            "latency_vs_reference_max": max(ratios), "latency_reference": reference, "latency_blocks": blocks,
-        })
+        result.append(
+            {
+                "model": name,
+                **_row(runners[name], entries[name][1], times[name], cpu[name], threads, batch, shape),
+                "latency_vs_reference": statistics.median(ratios),
+                "latency_vs_reference_min": min(ratios),
+                "latency_vs_reference_max": max(ratios),
+                "latency_reference": reference,
+                "latency_blocks": blocks,
+            }
+        )
     return result
 
 

@@ -60,8 +60,12 @@ class _Streams:
     def add(self, nonzero: torch.Tensor, values: torch.Tensor) -> dict[str, Any]:
         bits = np.packbits(nonzero.cpu().numpy().ravel())
         key = str(values.dtype)
-        ref = {"mask_offset": self.mask_bytes, "values_dtype": key, "values_offset": self.value_counts.get(key, 0),
-               "count": values.numel()}
+        ref = {
+            "mask_offset": self.mask_bytes,
+            "values_dtype": key,
+            "values_offset": self.value_counts.get(key, 0),
+            "count": values.numel(),
+        }
         self.masks.append(bits)
         self.mask_bytes += bits.size
         self.values.setdefault(key, []).append(values.cpu())
@@ -80,7 +84,9 @@ def _pack_tensor(tensor: torch.Tensor, streams: _Streams) -> torch.Tensor | dict
     codes = tensor.int_repr() if tensor.is_quantized else tensor.detach()
     nonzero = (codes != _zero_codes(tensor)) if tensor.is_quantized else (codes != 0)
     values = codes[nonzero]
-    if (tensor.numel() + 7) // 8 + values.numel() * values.element_size() >= codes.numel() * codes.element_size():
+    if (
+        tensor.numel() + 7
+    ) // 8 + values.numel() * values.element_size() >= codes.numel() * codes.element_size():
         return tensor
     entry: dict[str, Any] = {_TAG: VERSION, "shape": tuple(tensor.shape), **streams.add(nonzero, values)}
     if tensor.is_quantized:
@@ -99,14 +105,22 @@ def _unpack_tensor(entry: dict[str, Any], streams: dict[str, Any]) -> torch.Tens
     numel = int(np.prod(shape)) if shape else 1
     start, stop = entry["mask_offset"], entry["mask_offset"] + (numel + 7) // 8
     pool = streams["values"].get(entry["values_dtype"])
-    if stop > streams["masks"].numel() or pool is None or entry["values_offset"] + entry["count"] > pool.numel():
-        raise ValueError(f"corrupt packed tensor of shape {shape}: its mask or values lie outside the streams")
+    if (
+        stop > streams["masks"].numel()
+        or pool is None
+        or entry["values_offset"] + entry["count"] > pool.numel()
+    ):
+        raise ValueError(
+            f"corrupt packed tensor of shape {shape}: its mask or values lie outside the streams"
+        )
     bits = np.unpackbits(streams["masks"][start:stop].numpy(), count=numel).astype(bool)
     nonzero = torch.from_numpy(bits).reshape(shape)
-    values = pool[entry["values_offset"]: entry["values_offset"] + entry["count"]]
+    values = pool[entry["values_offset"] : entry["values_offset"] + entry["count"]]
     if int(nonzero.sum()) != values.numel():
-        raise ValueError(f"corrupt packed tensor of shape {shape}: the mask marks {int(nonzero.sum())} "
-                         f"nonzeros but {values.numel()} values are stored")
+        raise ValueError(
+            f"corrupt packed tensor of shape {shape}: the mask marks {int(nonzero.sum())} "
+            f"nonzeros but {values.numel()} values are stored"
+        )
     if "dtype" not in entry:
         dense = torch.zeros(shape, dtype=values.dtype)
         dense[nonzero] = values
@@ -116,7 +130,9 @@ def _unpack_tensor(entry: dict[str, Any], streams: dict[str, Any]) -> torch.Tens
         view[entry["axis"]] = -1
         codes = entry["zero_points"].reshape(view).expand(shape).to(values.dtype).clone()
         codes[nonzero] = values
-        return torch._make_per_channel_quantized_tensor(codes, entry["scales"], entry["zero_points"], entry["axis"])
+        return torch._make_per_channel_quantized_tensor(
+            codes, entry["scales"], entry["zero_points"], entry["axis"]
+        )
     codes = torch.full(shape, entry["zero_point"], dtype=values.dtype)
     codes[nonzero] = values
     return torch._make_per_tensor_quantized_tensor(codes, entry["scale"], entry["zero_point"])
@@ -143,9 +159,14 @@ def pack_state_dict(state: dict[str, Any]) -> dict[str, Any]:
     """
     streams = _Streams()
     tree = _map(dict(state), lambda t: _pack_tensor(t, streams), lambda e: e)
-    return {"format": FORMAT, "version": VERSION, "state": tree, **streams.tensors(),
-            # per-module state_dict versions: quantized layers read them in load_state_dict
-            "metadata": dict(getattr(state, "_metadata", None) or {})}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "state": tree,
+        **streams.tensors(),
+        # per-module state_dict versions: quantized layers read them in load_state_dict
+        "metadata": dict(getattr(state, "_metadata", None) or {}),
+    }
 
 
 def unpack_state_dict(packed: dict[str, Any]) -> dict[str, Any]:
@@ -155,11 +176,15 @@ def unpack_state_dict(packed: dict[str, Any]) -> dict[str, Any]:
         ValueError: not a packed artefact, or one of a newer version, or a corrupt entry.
     """
     if not isinstance(packed, dict) or packed.get("format") != FORMAT:
-        raise ValueError("not a shrinkviz packed artefact (write one with "
-                         "shrinkviz.metrics.measure_size(model, 'packed', path=...))")
+        raise ValueError(
+            "not a shrinkviz packed artefact (write one with "
+            "shrinkviz.metrics.measure_size(model, 'packed', path=...))"
+        )
     if packed.get("version") != VERSION:
-        raise ValueError(f"packed artefact version {packed.get('version')!r}; this shrinkviz reads version "
-                         f"{VERSION}: upgrade shrinkviz")
+        raise ValueError(
+            f"packed artefact version {packed.get('version')!r}; this shrinkviz reads version "
+            f"{VERSION}: upgrade shrinkviz"
+        )
     state = OrderedDict(_map(packed["state"], lambda t: t, lambda e: _unpack_tensor(e, packed)))
     state._metadata = OrderedDict(packed.get("metadata", {}))  # type: ignore[attr-defined]
     return state

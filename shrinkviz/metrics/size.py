@@ -6,7 +6,7 @@ copies), for a pruned model the weights with zeros baked in, *without* the pruni
 are training state, not deployment state). ``format="packed"`` is that state_dict with each sparse tensor
 stored as a bitmask plus its nonzero values (:mod:`shrinkviz.metrics.packed`; gzip then gets close to the
 weights' entropy, which it cannot on zeros stored densely). ``format="torchscript"`` measures a traced + frozen
-TorchScript file and ``format="onnx"`` the ONNX file of :func:`shrinkviz.quant.export.export_onnx`.
+TorchScript file and ``format="onnx"`` the ONNX file of :func:`shrinkviz.deploy.export.export_onnx`.
 
 Unstructured sparsity stores zeros densely, so it shows only in the gzip figure (``gzip -9``); the raw
 figure changes with the dtype (INT8 is ~4x smaller than FP32).
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shrinkviz.io import atomic_write_bytes
+from shrinkviz.core.io import atomic_write_bytes
 
 FORMATS = ("state_dict", "packed", "torchscript", "onnx")
 MASK_SUFFIX = "_mask"
@@ -72,7 +72,7 @@ def artefact_bytes(
     if _is_qat(model):
         raise ValueError(
             "a fake-quant QAT model is not a deployable artefact; convert it to INT8 first "
-            "(shrinkviz.quant.convert)"
+            "(shrinkviz.techniques.quant.convert)"
         )
     buffer = io.BytesIO()
     if format == "state_dict":
@@ -82,7 +82,7 @@ def artefact_bytes(
         from shrinkviz.metrics.packed import packed_bytes
 
         return packed_bytes(deployable_state_dict(model))
-    from shrinkviz.quant.export import export_onnx, quiet_trace, torchscript
+    from shrinkviz.deploy.export import export_onnx, quiet_trace, torchscript
 
     if format == "torchscript":
         scripted = torchscript(model, input_shape=input_shape)

@@ -49,8 +49,14 @@ def register_model(name: str, builder: Callable[..., ShrinkNet], overwrite: bool
     _REGISTRY[name] = builder
 
 
-def create_model(name: str, input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
-                 dataset=None, seed: int | None = None, **kwargs) -> ShrinkNet:
+def create_model(
+    name: str,
+    input_shape: tuple[int, int, int] = (3, 32, 32),
+    num_classes: int = 10,
+    dataset=None,
+    seed: int | None = None,
+    **kwargs,
+) -> ShrinkNet:
     """Build a registry model for an input shape and class count (or for a ``Dataset``).
 
     ``seed`` makes the initial weights reproducible without touching the global RNG.
@@ -71,6 +77,14 @@ def create_model(name: str, input_shape: tuple[int, int, int] = (3, 32, 32), num
 
 
 __all__ = [
-    "ConvBNAct", "InputShapeError", "LinearAct", "Residual", "ShrinkNet", "TEST_MODELS", "available_models",
-    "create_model", "fusion_groups", "register_model",
+    "ConvBNAct",
+    "InputShapeError",
+    "LinearAct",
+    "Residual",
+    "ShrinkNet",
+    "TEST_MODELS",
+    "available_models",
+    "create_model",
+    "fusion_groups",
+    "register_model",
 ]

@@ -36,8 +36,10 @@ class MnistNet(ShrinkNet):
     def __init__(self, input_shape=(1, 28, 28), num_classes=10) -> None:
         super().__init__(input_shape, num_classes)
         features = nn.Sequential(
-            ConvBNAct(input_shape[0], 20, 5, bn=False), nn.MaxPool2d(2),
-            ConvBNAct(20, 50, 5, bn=False), nn.MaxPool2d(2),
+            ConvBNAct(input_shape[0], 20, 5, bn=False),
+            nn.MaxPool2d(2),
+            ConvBNAct(20, 50, 5, bn=False),
+            nn.MaxPool2d(2),
         )
         flat = _flat_size(features, self.input_shape, self.arch)
         self.features = nn.Sequential(*features, nn.Flatten(), LinearAct(flat, 500))
@@ -53,8 +55,10 @@ class LeNet5(ShrinkNet):
     def __init__(self, input_shape=(1, 28, 28), num_classes=10) -> None:
         super().__init__(input_shape, num_classes)
         features = nn.Sequential(
-            ConvBNAct(input_shape[0], 6, 5, padding=2, bn=False), nn.MaxPool2d(2),
-            ConvBNAct(6, 16, 5, bn=False), nn.MaxPool2d(2),
+            ConvBNAct(input_shape[0], 6, 5, padding=2, bn=False),
+            nn.MaxPool2d(2),
+            ConvBNAct(6, 16, 5, bn=False),
+            nn.MaxPool2d(2),
         )
         flat = _flat_size(features, self.input_shape, self.arch)
         self.features = nn.Sequential(*features, nn.Flatten(), LinearAct(flat, 120), LinearAct(120, 84))

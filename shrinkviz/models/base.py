@@ -67,8 +67,16 @@ class ShrinkNet(nn.Module):
 class ConvBNAct(nn.Module):
     """Conv2d -> optional BatchNorm2d -> optional ReLU; fusable as one unit."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0,
-                 bn: bool = True, act: bool = True) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        padding: int = 0,
+        bn: bool = True,
+        act: bool = True,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=not bn)
         self.bn = nn.BatchNorm2d(cout) if bn else None
@@ -120,7 +128,9 @@ def fusion_groups(model: nn.Module) -> list[list[str]]:
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         if isinstance(module, ConvBNAct):
-            group = [prefix + "conv"] + [prefix + part for part in ("bn", "act") if getattr(module, part) is not None]
+            group = [prefix + "conv"] + [
+                prefix + part for part in ("bn", "act") if getattr(module, part) is not None
+            ]
             if len(group) > 1:
                 groups.append(group)
         elif isinstance(module, LinearAct):

@@ -6,6 +6,7 @@ Example:
     >>> viz.CompressionExplorer(store)  # doctest: +SKIP
 """
 
+from shrinkviz.metrics.stats import aggregate, curve_crossings, pareto_mask, t_quantile
 from shrinkviz.viz._style import PALETTE, color_for
 from shrinkviz.viz.export import report_html, to_html
 from shrinkviz.viz.figures import (
@@ -17,7 +18,6 @@ from shrinkviz.viz.figures import (
     ordering_ablation,
     shrinkbench_views,
 )
-from shrinkviz.viz.stats import aggregate, curve_crossings, pareto_mask, t_quantile
 from shrinkviz.viz.widgets import CompressionExplorer, FrontierExplorer
 
 __all__ = [

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from shrinkviz.schema import LAYER_COLUMNS, RUN_COLUMNS
+from shrinkviz.experiments.schema import LAYER_COLUMNS, RUN_COLUMNS
 
 TEMPLATE = "plotly_white"
 
@@ -292,6 +292,7 @@ def technique(df: pd.DataFrame) -> pd.Series:
         return method.astype(object)
     order = df["order"].astype("string").fillna("")
     return order.where(order != "", method).astype(object)
+
 
 REFERENCE_LINE = {"dash": "dot", "color": "#222", "width": 1}
 """Style of horizontal reference lines (dense baseline accuracy, overall sparsity)."""

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from plotly.basedatatypes import BaseFigure
 from plotly.offline import get_plotlyjs
 
-from shrinkviz.io import atomic_write_text
+from shrinkviz.core.io import atomic_write_text
 
 __all__ = ["report_html", "to_html"]
 
@@ -74,7 +74,9 @@ def _plotlyjs_tag(plotlyjs: str) -> str:
 
 
 def report_html(
-    sections: Iterable[Any] | Mapping[str, Any], path: str | os.PathLike[str], title: str = "shrinkviz report",
+    sections: Iterable[Any] | Mapping[str, Any],
+    path: str | os.PathLike[str],
+    title: str = "shrinkviz report",
     plotlyjs: str = "inline",
 ) -> Path:
     """Assemble figures, tables and text into ONE standalone HTML page with plotly.js embedded once.

@@ -25,6 +25,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from shrinkviz.metrics.stats import aggregate, curve_crossings
 from shrinkviz.viz._style import (
     DASHES,
     LOG2_COLUMNS,
@@ -41,7 +42,6 @@ from shrinkviz.viz._style import (
     usable,
 )
 from shrinkviz.viz.panels import frontier, latency_by_runtime, layer_sparsity, ordering_ablation
-from shrinkviz.viz.stats import aggregate, curve_crossings
 
 __all__ = [
     "baseline_confounder",

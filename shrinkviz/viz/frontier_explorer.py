@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from shrinkviz.schema import FACTOR_COLUMNS, METRIC_COLUMNS
+from shrinkviz.experiments.schema import FACTOR_COLUMNS, METRIC_COLUMNS
 from shrinkviz.viz._source import resolve_source
 from shrinkviz.viz._style import display_label, require_columns, technique
 from shrinkviz.viz.panels import frontier_parts

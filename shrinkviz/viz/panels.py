@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from shrinkviz.metrics.stats import aggregate, pareto_mask
 from shrinkviz.viz._style import (
     MAXIMIZE_COLUMNS,
     REFERENCE_LINE,
@@ -36,7 +37,6 @@ from shrinkviz.viz._style import (
     technique,
     usable,
 )
-from shrinkviz.viz.stats import aggregate, pareto_mask
 
 __all__ = ["frontier", "latency_by_runtime", "layer_sparsity", "ordering_ablation"]
 

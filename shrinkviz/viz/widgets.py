@@ -22,12 +22,12 @@ import ipywidgets as widgets
 import pandas as pd
 import plotly.graph_objects as go
 
+from shrinkviz.metrics.stats import aggregate
 from shrinkviz.viz._source import one_context, py_scalar, resolve_source
 from shrinkviz.viz._style import TEMPLATE, display_label, require_columns, usable
 from shrinkviz.viz.figures import curves
 from shrinkviz.viz.frontier_explorer import FrontierExplorer
 from shrinkviz.viz.panels import layer_sparsity
-from shrinkviz.viz.stats import aggregate
 
 __all__ = ["CompressionExplorer", "FrontierExplorer", "resolve_source"]
 

@@ -116,7 +116,7 @@ def _expected_views(results: Path) -> dict[tuple[str, float], dict]:
     Computed from the results store the notebook wrote, independently of the widget: the representative
     run is the lowest seed (ties by run id); the highlighted point is the mean over seeds.
     """
-    from shrinkviz.store import Store
+    from shrinkviz.experiments.store import Store
 
     runs = Store(results).runs()
     ok = runs[runs["status"] == "ok"]
@@ -182,7 +182,7 @@ def _view_problems(state: dict, want: dict, n_traces: int, trace_names: list[str
 def test_quickstart_in_jupyterlab(browser_page, lab, watchdog, monkeypatch) -> None:
     page, console = browser_page
     # The notebook's store, as the kernel resolves it (same cache and profile as the server's env).
-    from shrinkviz.profiles import store_path
+    from shrinkviz.experiments.profiles import store_path
 
     monkeypatch.setenv("SHRINKVIZ_CACHE", str(lab.cache))
     monkeypatch.setenv("SHRINKVIZ_PROFILE", "smoke")
@@ -285,7 +285,7 @@ def _drive(page, lab, results: Path, shot: Path, t0: float) -> None:
     )
 
     # What the explorer must show, from the results the notebook stored (in the server's cache).
-    from shrinkviz.store import Store
+    from shrinkviz.experiments.store import Store
     from shrinkviz.viz import CompressionExplorer
     from shrinkviz.viz._style import display_label
 

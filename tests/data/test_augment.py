@@ -9,11 +9,13 @@ from shrinkviz.data.augment import random_crop, random_flip
 
 
 def test_random_crop_returns_a_window_of_the_padded_image():
-    images = torch.randint(1, 256, (16, 2, 5, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        1, 256, (16, 2, 5, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     out = random_crop(images, 2, torch.Generator().manual_seed(1))
     padded = F.pad(images, (2, 2, 2, 2))
     for i in range(16):
-        windows = [padded[i, :, r:r + 5, c:c + 7] for r in range(5) for c in range(5)]
+        windows = [padded[i, :, r : r + 5, c : c + 7] for r in range(5) for c in range(5)]
         assert any(torch.equal(out[i], w) for w in windows)
     # with 16 images, not every one can have been cut at the same offset
     assert len({tuple(map(int, (out[i] == 0).sum((1, 2)))) for i in range(16)}) > 1
@@ -29,7 +31,11 @@ def test_random_flip_flips_some_and_keeps_others():
 
 def test_batches_cover_each_example_once_including_the_partial_last_batch():
     split = Split(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1), torch.arange(10))
-    out = list(batches(split, 4, Normalizer((0.0,), (1 / 255,)), torch.device("cpu"), torch.Generator().manual_seed(0)))
+    out = list(
+        batches(
+            split, 4, Normalizer((0.0,), (1 / 255,)), torch.device("cpu"), torch.Generator().manual_seed(0)
+        )
+    )
     assert [len(y) for _, y in out] == [4, 4, 2]
     labels = torch.cat([y for _, y in out])
     assert sorted(labels.tolist()) == list(range(10))
@@ -42,7 +48,12 @@ def test_augmented_batches_are_deterministic_per_seed():
     norm = Normalizer((0.5,), (0.25,))
 
     def run(seed):
-        return [x for x, _ in batches(split, 16, norm, torch.device("cpu"), torch.Generator().manual_seed(seed), "crop_flip")]
+        return [
+            x
+            for x, _ in batches(
+                split, 16, norm, torch.device("cpu"), torch.Generator().manual_seed(seed), "crop_flip"
+            )
+        ]
 
     for a, b in zip(run(3), run(3), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -21,7 +21,9 @@ from shrinkviz.data.formats import write_cifar_batch, write_idx
 def _write_mnist_like(folder, n_train=50, n_test=20, seed=0):
     g = torch.Generator().manual_seed(seed)
     data = {
-        "train-images-idx3-ubyte.gz": torch.randint(0, 256, (n_train, 28, 28), dtype=torch.uint8, generator=g),
+        "train-images-idx3-ubyte.gz": torch.randint(
+            0, 256, (n_train, 28, 28), dtype=torch.uint8, generator=g
+        ),
         "train-labels-idx1-ubyte.gz": (torch.arange(n_train) % 10).to(torch.uint8),
         "t10k-images-idx3-ubyte.gz": torch.randint(0, 256, (n_test, 28, 28), dtype=torch.uint8, generator=g),
         "t10k-labels-idx1-ubyte.gz": (torch.arange(n_test) % 10).to(torch.uint8),
@@ -59,7 +61,8 @@ def test_idx_datasets_load_from_the_cache_first(tmp_path, name):
     # train + val partition the official train split exactly
     all_train = torch.cat([ds.train.images, ds.val.images])[:, 0]
     assert sorted(map(bytes, all_train.flatten(1).numpy())) == sorted(
-        map(bytes, data["train-images-idx3-ubyte.gz"].flatten(1).numpy()))
+        map(bytes, data["train-images-idx3-ubyte.gz"].flatten(1).numpy())
+    )
 
 
 @pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
@@ -85,7 +88,9 @@ def test_validation_split_is_fixed_and_disjoint(tmp_path):
 
 
 def test_missing_offline_names_the_three_ways(tmp_path, monkeypatch):
-    monkeypatch.setitem(sources.SOURCES, "mnist", replace(sources.SOURCES["mnist"], mirrors=("http://127.0.0.1:9/",)))
+    monkeypatch.setitem(
+        sources.SOURCES, "mnist", replace(sources.SOURCES["mnist"], mirrors=("http://127.0.0.1:9/",))
+    )
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("mnist", cache=tmp_path, download=True)
     text = str(err.value)
@@ -129,7 +134,9 @@ def test_download_verifies_checksums_and_unpacks(tmp_path, monkeypatch):
     server = _serve(served)
     try:
         url = f"http://127.0.0.1:{server.server_port}/"
-        bad = replace(sources.SOURCES["cifar10"], mirrors=(url,), archives=(("cifar-10-python.tar.gz", "f" * 32),))
+        bad = replace(
+            sources.SOURCES["cifar10"], mirrors=(url,), archives=(("cifar-10-python.tar.gz", "f" * 32),)
+        )
         monkeypatch.setitem(sources.SOURCES, "cifar10", bad)
         with pytest.raises(DatasetNotFoundError, match="checksum mismatch"):
             sources.resolve("cifar10", tmp_path / "c1")
@@ -149,7 +156,9 @@ def test_digits_is_always_offline():
 
 
 def test_fashion_mnist_system_package_is_the_official_data():
-    if not sources._all_present(sources.Path("/usr/share/datasets/fashion-mnist"), sources.SOURCES["fashion_mnist"].files):
+    if not sources._all_present(
+        sources.Path("/usr/share/datasets/fashion-mnist"), sources.SOURCES["fashion_mnist"].files
+    ):
         pytest.skip("dataset-fashion-mnist is not installed")
     ds = load_dataset("fashion_mnist", download=False)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (54000, 6000, 10000)

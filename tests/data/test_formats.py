@@ -19,7 +19,9 @@ def test_idx_round_trip_gzip_and_raw(tmp_path):
 def test_idx_header_is_the_official_layout(tmp_path):
     path = write_idx(tmp_path / "labels-idx1-ubyte.gz", torch.tensor([7, 2], dtype=torch.uint8))
     raw = gzip.decompress(path.read_bytes())
-    assert raw[:4] == bytes([0, 0, 8, 1]) and struct.unpack(">I", raw[4:8]) == (2,) and raw[8:] == bytes([7, 2])
+    assert (
+        raw[:4] == bytes([0, 0, 8, 1]) and struct.unpack(">I", raw[4:8]) == (2,) and raw[8:] == bytes([7, 2])
+    )
 
 
 def test_idx_rejects_bad_magic_and_truncation(tmp_path):

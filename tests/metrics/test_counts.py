@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from shrinkviz.data import Normalizer
+from shrinkviz.experiments.schema import LAYER_COLUMNS, RUN_COLUMNS
+from shrinkviz.loop.train import evaluate
 from shrinkviz.metrics import measure
 from shrinkviz.metrics.counts import (
     count_parameters,
@@ -21,9 +23,7 @@ from shrinkviz.metrics.counts import (
     weight_table,
 )
 from shrinkviz.models import create_model, fusion_groups
-from shrinkviz.prune import prune, prune_channels, remove_masks
-from shrinkviz.schema import LAYER_COLUMNS, RUN_COLUMNS
-from shrinkviz.train import evaluate
+from shrinkviz.techniques.prune import prune, prune_channels, remove_masks
 
 
 def test_mnistnet_macs_are_the_true_2293000_not_shrinkbenchs_same_padding_figure():
@@ -32,8 +32,12 @@ def test_mnistnet_macs_are_the_true_2293000_not_shrinkbenchs_same_padding_figure
     # pool -> 4x4 -> flatten 800 -> linear 500:                          500 * 800     =   400,000
     # linear 10:                                                         10 * 500      =     5,000
     model = create_model("mnistnet", input_shape=(1, 28, 28))
-    assert layer_macs(model) == {"features.0.conv": 288_000, "features.2.conv": 1_600_000,
-                                 "features.5.linear": 400_000, "classifier": 5_000}
+    assert layer_macs(model) == {
+        "features.0.conv": 288_000,
+        "features.2.conv": 1_600_000,
+        "features.5.linear": 400_000,
+        "classifier": 5_000,
+    }
     assert total_macs(model) == 2_293_000
 
 
@@ -49,12 +53,15 @@ def test_lenet5_macs_by_hand_with_a_padded_and_an_unpadded_conv():
 def test_resnet20_macs_by_hand():
     conv = lambda cout, hw, cin, k: cout * hw * hw * cin * k * k  # noqa: E731
     expected = (
-        conv(16, 32, 3, 3)                                       # stem
-        + 6 * conv(16, 32, 16, 3)                                # stage 1: 3 blocks x 2 convs at 32x32
-        + conv(32, 16, 16, 3) + 5 * conv(32, 16, 32, 3)          # stage 2: strided conv, then 5 at 16x16
-        + conv(32, 16, 16, 1)                                    # stage 2 projection shortcut (1x1, stride 2)
-        + conv(64, 8, 32, 3) + 5 * conv(64, 8, 64, 3) + conv(64, 8, 32, 1)  # stage 3 likewise at 8x8
-        + 64 * 10                                                # classifier
+        conv(16, 32, 3, 3)  # stem
+        + 6 * conv(16, 32, 16, 3)  # stage 1: 3 blocks x 2 convs at 32x32
+        + conv(32, 16, 16, 3)
+        + 5 * conv(32, 16, 32, 3)  # stage 2: strided conv, then 5 at 16x16
+        + conv(32, 16, 16, 1)  # stage 2 projection shortcut (1x1, stride 2)
+        + conv(64, 8, 32, 3)
+        + 5 * conv(64, 8, 64, 3)
+        + conv(64, 8, 32, 1)  # stage 3 likewise at 8x8
+        + 64 * 10  # classifier
     )
     assert expected == 40_813_184
     assert total_macs(create_model("resnet20", input_shape=(3, 32, 32))) == expected
@@ -62,9 +69,10 @@ def test_resnet20_macs_by_hand():
 
 def test_strided_grouped_and_depthwise_convs_and_linear_count_their_real_shapes():
     model = nn.Sequential(
-        nn.Conv2d(4, 8, 3, stride=2, groups=2),        # 9x9 -> 4x4: 8*16 outputs * (4/2 * 9) = 2,304
-        nn.Conv2d(8, 8, 3, padding=1, groups=8),       # depthwise 4x4: 8*16 * (1 * 9)        = 1,152
-        nn.Flatten(), nn.Linear(128, 5),               # 5 * 128                               =   640
+        nn.Conv2d(4, 8, 3, stride=2, groups=2),  # 9x9 -> 4x4: 8*16 outputs * (4/2 * 9) = 2,304
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),  # depthwise 4x4: 8*16 * (1 * 9)        = 1,152
+        nn.Flatten(),
+        nn.Linear(128, 5),  # 5 * 128                               =   640
     )
     assert layer_macs(model, input_shape=(4, 9, 9)) == {"0": 2_304, "1": 1_152, "3": 640}
 
@@ -103,8 +111,17 @@ def test_measure_returns_run_columns_with_exact_values(digits):
     model = create_model("tiny_cnn", dataset=data, seed=0)
     pruned = prune(model, "layer_weight", 4)
     row = measure(pruned, data)
-    assert set(row) == {"top1", "top5", "params", "params_nonzero", "compression_ratio", "macs",
-                        "macs_nonzero", "speedup_theoretical", "activations_nonzero"}
+    assert set(row) == {
+        "top1",
+        "top5",
+        "params",
+        "params_nonzero",
+        "compression_ratio",
+        "macs",
+        "macs_nonzero",
+        "speedup_theoretical",
+        "activations_nonzero",
+    }
     assert set(row) - {"activations_nonzero"} <= set(RUN_COLUMNS)
     expected = evaluate(pruned, data.test, Normalizer(data.mean, data.std))
     assert (row["top1"], row["top5"]) == (expected["top1"], expected["top5"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from shrinkviz.deploy.runtimes import make_runner
 from shrinkviz.metrics.latency import (
     LatencyError,
     LatencyTimeoutError,
@@ -20,9 +21,8 @@ from shrinkviz.metrics.latency import (
     measure_latency,
     percentile,
 )
-from shrinkviz.metrics.runtimes import make_runner
 from shrinkviz.models import create_model
-from shrinkviz.quant import convert, prepare_qat
+from shrinkviz.techniques.quant import convert, prepare_qat
 
 FAST = {"warmup": 2, "warmup_s": 0.0, "rounds": 5, "min_time_s": 0.0}
 
@@ -203,8 +203,11 @@ def test_compare_latency_takes_ratios_within_interleaved_rounds():
     by = {r["model"]: r for r in rows}
     assert by["fast"]["latency_vs_reference"] == 1.0 and by["fast"]["latency_reference"] == "fast"
     assert 2.0 < by["slow"]["latency_vs_reference"] < 3.6  # 6 ms / 2 ms, oversleeping allowed for
-    assert by["slow"]["latency_vs_reference_min"] <= by["slow"]["latency_vs_reference"] \
+    assert (
+        by["slow"]["latency_vs_reference_min"]
+        <= by["slow"]["latency_vs_reference"]
         <= by["slow"]["latency_vs_reference_max"]
+    )
     assert all(r["latency_blocks"] == 4 and r["latency_rounds"] >= 4 for r in rows)
     assert fast.calls > slow.calls  # each ran for the same time per round
     assert {"latency_ms_p50", "latency_runtime", "latency_threads", "cpu_model"} <= set(rows[0])
@@ -213,10 +216,17 @@ def test_compare_latency_takes_ratios_within_interleaved_rounds():
 
 
 def test_compare_latency_on_real_models_and_runtimes(fp32, int8):
-    rows = compare_latency({"fp32": fp32, "int8": int8}, "onnxruntime", blocks=2, block_s=0.01, **{
-        k: v for k, v in FAST.items() if k in ("warmup", "warmup_s")})
+    rows = compare_latency(
+        {"fp32": fp32, "int8": int8},
+        "onnxruntime",
+        blocks=2,
+        block_s=0.01,
+        **{k: v for k, v in FAST.items() if k in ("warmup", "warmup_s")},
+    )
     assert [(r["model"], r["latency_dtype"], r["latency_runtime"]) for r in rows] == [
-        ("fp32", "fp32", "onnxruntime"), ("int8", "int8", "onnxruntime")]
+        ("fp32", "fp32", "onnxruntime"),
+        ("int8", "int8", "onnxruntime"),
+    ]
     mixed = compare_latency({"eager": fp32, "ort": (fp32, "onnxruntime")}, blocks=1, block_s=0.01, warmup=1)
     assert [r["latency_runtime"] for r in mixed] == ["eager", "onnxruntime"]
     with pytest.raises(ValueError, match="runtime='tvm'"):
@@ -228,7 +238,9 @@ def test_compare_latency_bad_input(fp32):
         compare_latency({})
     with pytest.raises(ValueError, match="reference='c' is not one of the models: a, b"):
         compare_latency({"a": fp32, "b": fp32}, reference="c")
-    with pytest.raises(ValueError, match="one input shape for all models.*a: \\(1, 8, 8\\), b: \\(2, 3, 4\\)"):
+    with pytest.raises(
+        ValueError, match="one input shape for all models.*a: \\(1, 8, 8\\), b: \\(2, 3, 4\\)"
+    ):
         compare_latency({"a": fp32, "b": _Probe()})
     with pytest.raises(ValueError, match="blocks=0"):
         compare_latency({"a": fp32}, blocks=0)

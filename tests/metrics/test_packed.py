@@ -12,8 +12,8 @@ import torch
 from shrinkviz.metrics.packed import load_packed, pack_state_dict, packed_bytes, unpack_state_dict
 from shrinkviz.metrics.size import artefact_bytes, deployable_state_dict, measure_size
 from shrinkviz.models import create_model
-from shrinkviz.prune import prune
-from shrinkviz.quant import convert, prepare_qat
+from shrinkviz.techniques.prune import prune
+from shrinkviz.techniques.quant import convert, prepare_qat
 
 
 def _int8(model):
@@ -46,7 +46,10 @@ def test_float_round_trip_and_model_outputs(tmp_path):
     model = prune(create_model("mnistnet", input_shape=(1, 28, 28), seed=0), "global_weight", compression=10)
     state = deployable_state_dict(model)
     row = measure_size(model, "packed", path=tmp_path / "model.packed.pt")
-    assert row["size_format"] == "packed" and (tmp_path / "model.packed.pt").stat().st_size == row["size_bytes_raw"]
+    assert (
+        row["size_format"] == "packed"
+        and (tmp_path / "model.packed.pt").stat().st_size == row["size_bytes_raw"]
+    )
     restored = load_packed(tmp_path / "model.packed.pt")
     _assert_same_state(state, restored)
     fresh = create_model("mnistnet", input_shape=(1, 28, 28), seed=1)
@@ -66,8 +69,11 @@ def test_int8_round_trip_keeps_int8_kernels_and_outputs():
     target.load_state_dict(restored)
     x = model.example_input(4)
     assert torch.equal(int8(x), target(x))
-    weights = [m.weight() for m in target.modules() if type(m).__name__ in ("Conv2d", "Linear")
-               and callable(getattr(m, "weight", None))]
+    weights = [
+        m.weight()
+        for m in target.modules()
+        if type(m).__name__ in ("Conv2d", "Linear") and callable(getattr(m, "weight", None))
+    ]
     assert weights and all(w.dtype == torch.qint8 for w in weights)
 
 
@@ -76,11 +82,20 @@ def test_per_tensor_quantized_and_zero_point_round_trip():
     codes[torch.rand(64, 32) < 0.9] = 5  # the zero point: these positions mean 0.0
     per_tensor = torch._make_per_tensor_quantized_tensor(codes, 0.25, 5)
     per_channel = torch._make_per_channel_quantized_tensor(
-        codes, torch.rand(32, dtype=torch.float64) + 0.1, torch.full((32,), 5), 1)
-    state = {"t": per_tensor, "c": per_channel, "dense": torch.randn(4, 4), "flag": torch.tensor(True), "n": 7}
+        codes, torch.rand(32, dtype=torch.float64) + 0.1, torch.full((32,), 5), 1
+    )
+    state = {
+        "t": per_tensor,
+        "c": per_channel,
+        "dense": torch.randn(4, 4),
+        "flag": torch.tensor(True),
+        "n": 7,
+    }
     packed = pack_state_dict(state)
     assert isinstance(packed["state"]["t"], dict) and isinstance(packed["state"]["c"], dict)  # sparse: packed
-    assert packed["values"]["torch.int8"].numel() == 2 * int((codes != 5).sum())  # one values stream per dtype
+    assert packed["values"]["torch.int8"].numel() == 2 * int(
+        (codes != 5).sum()
+    )  # one values stream per dtype
     assert isinstance(packed["state"]["dense"], torch.Tensor)  # dense: packing would not save bytes
     _assert_same_state(state, unpack_state_dict(packed))
 

@@ -18,8 +18,8 @@ from shrinkviz.metrics.size import (
     size_metrics,
 )
 from shrinkviz.models import create_model
-from shrinkviz.prune import prune, remove_masks
-from shrinkviz.quant import convert, prepare_qat
+from shrinkviz.techniques.prune import prune, remove_masks
+from shrinkviz.techniques.quant import convert, prepare_qat
 
 
 def _int8(model):

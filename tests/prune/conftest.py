@@ -19,5 +19,3 @@ def synthetic():
         return cache[shape]
 
     return get
-
-

@@ -6,19 +6,21 @@ import pytest
 import torch
 
 import shrinkviz as sv
-from shrinkviz.api import finetune
+from shrinkviz.loop.train import TrainConfig
 from shrinkviz.models import create_model
-from shrinkviz.prune import get_masks, prune
-from shrinkviz.train import TrainConfig
+from shrinkviz.techniques.finetune import finetune
+from shrinkviz.techniques.prune import get_masks, prune
 
 
 def test_finetune_a_pruned_model_by_preset_name_and_dataset_name(monkeypatch):
     from shrinkviz.data import load_dataset
-    from shrinkviz.train import PRESETS
+    from shrinkviz.loop.train import PRESETS
 
     small = load_dataset("digits").subset(train=64, val=32, test=32)
     monkeypatch.setitem(PRESETS, "shrinkbench", PRESETS["shrinkbench"].replace(epochs=1, augment="none"))
-    monkeypatch.setattr("shrinkviz.api.load_dataset", lambda name: small if name == "digits" else None)
+    monkeypatch.setattr(
+        "shrinkviz.techniques.finetune.load_dataset", lambda name: small if name == "digits" else None
+    )
     model = prune(create_model("tiny_cnn", dataset=small, seed=0), "layer_weight", 4)
     masks = get_masks(model)
     before = {n: model.get_parameter(n).detach().clone() for n in masks}
@@ -37,5 +39,12 @@ def test_finetune_rejects_unknown_presets_and_configs(digits):
         finetune(model, digits, "shrinkbench_fast")
     with pytest.raises(TypeError, match="TrainConfig"):
         finetune(model, digits, {"epochs": 1})
-    assert finetune(model, digits.subset(train=32, val=16), TrainConfig.preset("adam_fast").replace(epochs=1),
-                    progress=False)[0]["epoch"] == 1
+    assert (
+        finetune(
+            model,
+            digits.subset(train=32, val=16),
+            TrainConfig.preset("adam_fast").replace(epochs=1),
+            progress=False,
+        )[0]["epoch"]
+        == 1
+    )

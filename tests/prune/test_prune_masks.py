@@ -10,8 +10,10 @@ import torch
 from prune_helpers import assert_same_state, state
 from torch import nn
 
+from shrinkviz.experiments.schema import LAYER_COLUMNS
+from shrinkviz.loop.train import TrainConfig, fit
 from shrinkviz.models import create_model
-from shrinkviz.prune import (
+from shrinkviz.techniques.prune import (
     MaskCallback,
     classifier_layers,
     get_masks,
@@ -24,8 +26,6 @@ from shrinkviz.prune import (
     remove_masks,
     set_masks,
 )
-from shrinkviz.schema import LAYER_COLUMNS
-from shrinkviz.train import TrainConfig, fit
 
 
 def _pruned(shape=(1, 8, 8), compression=4.0, strategy="layer_weight", name="tiny_cnn"):
@@ -98,14 +98,43 @@ def test_mask_table_reports_exact_counts_per_layer():
     assert str(table["params"].dtype) == "int64" and str(table["sparsity"].dtype) == "float64"
 
 
-@pytest.mark.parametrize("cfg", [
-    TrainConfig(epochs=2, batch_size=32, optimizer="sgd", lr=0.5, momentum=0.9, nesterov=True,
-                weight_decay=0.05, schedule="constant", augment="crop_flip"),
-    TrainConfig(epochs=2, batch_size=32, optimizer="adam", lr=0.05, momentum=0.0, weight_decay=0.01,
-                schedule="constant", augment="none"),
-    TrainConfig(epochs=2, batch_size=32, optimizer="adamw", lr=0.05, momentum=0.0, weight_decay=0.1,
-                schedule="cosine", augment="none"),
-], ids=["sgd_momentum_wd", "adam_wd", "adamw"])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TrainConfig(
+            epochs=2,
+            batch_size=32,
+            optimizer="sgd",
+            lr=0.5,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=0.05,
+            schedule="constant",
+            augment="crop_flip",
+        ),
+        TrainConfig(
+            epochs=2,
+            batch_size=32,
+            optimizer="adam",
+            lr=0.05,
+            momentum=0.0,
+            weight_decay=0.01,
+            schedule="constant",
+            augment="none",
+        ),
+        TrainConfig(
+            epochs=2,
+            batch_size=32,
+            optimizer="adamw",
+            lr=0.05,
+            momentum=0.0,
+            weight_decay=0.1,
+            schedule="cosine",
+            augment="none",
+        ),
+    ],
+    ids=["sgd_momentum_wd", "adam_wd", "adamw"],
+)
 def test_zeros_survive_training_with_any_optimizer(digits, cfg):
     data = digits.subset(train=160, val=32, test=32)  # 5 steps per epoch, 10 steps in all
     model = _pruned(compression=5.0, strategy="layer_weight")
@@ -157,8 +186,12 @@ def test_masks_reattach_after_qat_preparation_and_survive_qat_training(digits):
         assert not has_masks(qat)  # module swaps drop buffers: re-attach
         set_masks(qat, masks)
         assert sorted(get_masks(qat)) == sorted(masks)
-        fit(qat, data, TrainConfig(epochs=1, batch_size=16, lr=0.1, schedule="constant", augment="none"),
-            progress=False)
+        fit(
+            qat,
+            data,
+            TrainConfig(epochs=1, batch_size=16, lr=0.1, schedule="constant", augment="none"),
+            progress=False,
+        )
     for name, mask in masks.items():
         assert int(qat.get_parameter(name)[~mask].count_nonzero()) == 0
 

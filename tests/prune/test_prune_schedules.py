@@ -6,15 +6,23 @@ import pytest
 import torch
 from prune_helpers import assert_same_state, state
 
+from shrinkviz.loop.train import TrainConfig, fit
 from shrinkviz.metrics.counts import count_parameters
 from shrinkviz.models import create_model
-from shrinkviz.prune import GradualPruning, get_masks, iterative_prune, prunable_parameters
-from shrinkviz.prune.schedules import polynomial_sparsity
-from shrinkviz.prune.strategies import target_nonzero
-from shrinkviz.train import TrainConfig, fit
+from shrinkviz.techniques.prune import GradualPruning, get_masks, iterative_prune, prunable_parameters
+from shrinkviz.techniques.prune.schedules import polynomial_sparsity
+from shrinkviz.techniques.prune.strategies import target_nonzero
 
-CFG = TrainConfig(epochs=1, batch_size=32, optimizer="adam", lr=1e-2, momentum=0.0, weight_decay=0.0,
-                  schedule="constant", augment="none")
+CFG = TrainConfig(
+    epochs=1,
+    batch_size=32,
+    optimizer="adam",
+    lr=1e-2,
+    momentum=0.0,
+    weight_decay=0.0,
+    schedule="constant",
+    augment="none",
+)
 
 
 @pytest.fixture
@@ -24,7 +32,7 @@ def small(digits):
 
 def test_polynomial_schedule_matches_zhu_and_gupta():
     assert polynomial_sparsity(0, 0, 10, 0.1, 0.9) == pytest.approx(0.1)
-    assert polynomial_sparsity(5, 0, 10, 0.1, 0.9) == pytest.approx(0.9 - 0.8 * 0.5 ** 3)
+    assert polynomial_sparsity(5, 0, 10, 0.1, 0.9) == pytest.approx(0.9 - 0.8 * 0.5**3)
     assert polynomial_sparsity(10, 0, 10, 0.1, 0.9) == pytest.approx(0.9)
     assert polynomial_sparsity(42, 0, 10, 0.1, 0.9) == pytest.approx(0.9)
 
@@ -33,8 +41,9 @@ def test_iterative_pruning_takes_geometric_steps_to_the_exact_target(small):
     model = create_model("tiny_cnn", dataset=small, seed=0)
     before = state(model)
     total, _ = count_parameters(model)
-    pruned, history = iterative_prune(model, small, "global_weight", 8, rounds=3, finetune=CFG,
-                                      progress=False)
+    pruned, history = iterative_prune(
+        model, small, "global_weight", 8, rounds=3, finetune=CFG, progress=False
+    )
     assert_same_state(model, before)
     assert [row["round"] for row in history] == [1, 2, 3]
     assert [row["compression"] for row in history] == pytest.approx([2, 4, 8])

@@ -12,11 +12,24 @@ from torch import nn
 import shrinkviz as sv
 from shrinkviz.metrics.counts import count_parameters, layer_table
 from shrinkviz.models import create_model
-from shrinkviz.prune import available_strategies, get_masks, prunable_parameters, prune, register_strategy
-from shrinkviz.prune.strategies import _STRATEGIES, ScoreContext, apportion, target_nonzero
+from shrinkviz.techniques.prune import (
+    available_strategies,
+    get_masks,
+    prunable_parameters,
+    prune,
+    register_strategy,
+)
+from shrinkviz.techniques.prune.strategies import _STRATEGIES, ScoreContext, apportion, target_nonzero
 
-BUILTIN = ["global_activation", "global_gradient", "global_weight", "layer_activation", "layer_gradient",
-           "layer_weight", "random"]
+BUILTIN = [
+    "global_activation",
+    "global_gradient",
+    "global_weight",
+    "layer_activation",
+    "layer_gradient",
+    "layer_weight",
+    "random",
+]
 MODELS = {"tiny_cnn": (1, 8, 8), "lenet5": (1, 28, 28), "resnet20": (3, 8, 8)}
 
 
@@ -42,7 +55,7 @@ def test_every_strategy_reaches_the_exact_compression(synthetic, name, strategy)
     for compression in (2.0, 8.0, 17.5):
         pruned = prune(model, strategy, compression, data=synthetic(shape), seed=1)
         assert count_parameters(pruned) == (total, target_nonzero(total, compression))
-        assert abs(total / target_nonzero(total, compression) - compression) <= compression ** 2 / total
+        assert abs(total / target_nonzero(total, compression) - compression) <= compression**2 / total
         assert count_parameters(pruned.classifier) == count_parameters(model.classifier)  # excluded
         for module_name, module in pruned.named_modules():
             if isinstance(module, nn.BatchNorm2d):  # never pruned
@@ -108,8 +121,12 @@ def test_global_and_layerwise_order_theoretical_speedup_as_shrinkbench_reports()
         for compression in (8, 32):
             pruned = prune(model, strategy, compression)
             speedup[strategy, compression] = macs / layer_table(pruned)["macs_nonzero"].sum()
-        assert not torch.equal(*[get_masks(prune(model, s, 8))["features.0.conv.weight"]
-                                 for s in ("global_weight", "layer_weight")])
+        assert not torch.equal(
+            *[
+                get_masks(prune(model, s, 8))["features.0.conv.weight"]
+                for s in ("global_weight", "layer_weight")
+            ]
+        )
     assert 4.0 < speedup["global_weight", 8] < 4.8 and 7.9 < speedup["layer_weight", 8] < 8.6
     assert 10.5 < speedup["global_weight", 32] < 13.0 and 33 < speedup["layer_weight", 32] < 40
     assert speedup["layer_weight", 8] > speedup["global_weight", 8]
@@ -203,19 +220,22 @@ def _bad_score(module, name, weight, ctx):
     return torch.full_like(weight, float("nan"))
 
 
-@pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"compression": 0.5}, ValueError, ">= 1"),
-    ({"compression": float("nan")}, ValueError, "finite"),
-    ({"compression": float("inf")}, ValueError, "finite"),
-    ({"compression": "8"}, ValueError, "number"),
-    ({"compression": True}, ValueError, "number"),
-    ({"compression": 1e6}, ValueError, r"infeasible.*largest feasible ratio is x\d"),
-    ({"strategy": "magnitude"}, ValueError, "global_weight, layer_activation"),
-    ({"strategy": "global_gradient"}, ValueError, "needs data"),
-    ({"strategy": "nan_scores"}, ValueError, "NaN"),
-    ({"strategy": "wrong_shape"}, ValueError, "shape"),
-    ({"data": 3, "strategy": "layer_activation"}, TypeError, "Dataset"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"compression": 0.5}, ValueError, ">= 1"),
+        ({"compression": float("nan")}, ValueError, "finite"),
+        ({"compression": float("inf")}, ValueError, "finite"),
+        ({"compression": "8"}, ValueError, "number"),
+        ({"compression": True}, ValueError, "number"),
+        ({"compression": 1e6}, ValueError, r"infeasible.*largest feasible ratio is x\d"),
+        ({"strategy": "magnitude"}, ValueError, "global_weight, layer_activation"),
+        ({"strategy": "global_gradient"}, ValueError, "needs data"),
+        ({"strategy": "nan_scores"}, ValueError, "NaN"),
+        ({"strategy": "wrong_shape"}, ValueError, "shape"),
+        ({"data": 3, "strategy": "layer_activation"}, TypeError, "Dataset"),
+    ],
+)
 def test_invalid_input_is_rejected_and_nothing_is_modified(scratch_registry, kwargs, error, match):
     register_strategy("nan_scores", _bad_score)
     register_strategy("wrong_shape", lambda module, name, weight, ctx: weight.flatten())

@@ -9,14 +9,19 @@ import torch
 from prune_helpers import assert_same_state, state
 from torch import nn
 
+from shrinkviz.loop.train import TrainConfig, fit
 from shrinkviz.metrics.counts import count_parameters, total_macs
 from shrinkviz.models import ShrinkNet, create_model
 from shrinkviz.models.base import ConvBNAct
-from shrinkviz.prune import channel_groups, get_masks, plan_channels, prune, prune_channels
-from shrinkviz.train import TrainConfig, fit
+from shrinkviz.techniques.prune import channel_groups, get_masks, plan_channels, prune, prune_channels
 
-SHAPES = {"tiny_cnn": (1, 8, 8), "tiny_mlp": (1, 8, 8), "lenet5": (1, 28, 28), "mnistnet": (1, 28, 28),
-          "resnet20": (3, 16, 16)}
+SHAPES = {
+    "tiny_cnn": (1, 8, 8),
+    "tiny_mlp": (1, 8, 8),
+    "lenet5": (1, 28, 28),
+    "mnistnet": (1, 28, 28),
+    "resnet20": (3, 16, 16),
+}
 
 
 def _model(name: str) -> ShrinkNet:
@@ -73,8 +78,12 @@ def test_resnet_groups_tie_residual_channels_and_keep_every_shape_consistent():
     groups = channel_groups(model)
     residual = [g for g in groups if g.residual]
     assert [g.channels for g in residual] == [16, 32, 64]
-    assert residual[0].producers == ("features.0.conv", "features.1.body.1.conv", "features.2.body.1.conv",
-                                     "features.3.body.1.conv")
+    assert residual[0].producers == (
+        "features.0.conv",
+        "features.1.body.1.conv",
+        "features.2.body.1.conv",
+        "features.3.body.1.conv",
+    )
     assert "features.4.shortcut.conv" in residual[0].consumers and "classifier" in residual[2].consumers
     assert sum(not g.residual for g in groups) == 9  # one internal group per basic block
     small = prune_channels(model, keep=0.5)
@@ -120,8 +129,9 @@ class _Grouped(ShrinkNet):
 
     def __init__(self, input_shape=(2, 8, 8), num_classes=10) -> None:
         super().__init__(input_shape, num_classes)
-        self.features = nn.Sequential(ConvBNAct(input_shape[0], 4, 3, padding=1),
-                                      nn.Conv2d(4, 4, 3, groups=2), nn.AdaptiveAvgPool2d(1))
+        self.features = nn.Sequential(
+            ConvBNAct(input_shape[0], 4, 3, padding=1), nn.Conv2d(4, 4, 3, groups=2), nn.AdaptiveAvgPool2d(1)
+        )
         self.classifier = nn.Linear(4, num_classes)
 
 
@@ -134,14 +144,21 @@ class _Custom(nn.Module):
         return self.conv(x) * 2
 
 
-@pytest.mark.parametrize(("build", "match"), [
-    (lambda: _Grouped(), r"'features.1' \(Conv2d\).*groups=2"),
-    (lambda: nn.Sequential(nn.Conv2d(1, 2, 3)), "not a registry model"),
-    (lambda: _with(nn.Sequential(ConvBNAct(1, 4, 3), _Custom(), nn.AdaptiveAvgPool2d(1)), 4),
-     r"'features.1' \(_Custom\).*not one of the blocks"),
-    (lambda: _with(nn.Sequential(ConvBNAct(1, 4, 3), nn.Linear(6, 4), nn.AdaptiveAvgPool2d(1)), 4),
-     r"'features.1' \(Linear\).*4-D feature map"),
-])
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: _Grouped(), r"'features.1' \(Conv2d\).*groups=2"),
+        (lambda: nn.Sequential(nn.Conv2d(1, 2, 3)), "not a registry model"),
+        (
+            lambda: _with(nn.Sequential(ConvBNAct(1, 4, 3), _Custom(), nn.AdaptiveAvgPool2d(1)), 4),
+            r"'features.1' \(_Custom\).*not one of the blocks",
+        ),
+        (
+            lambda: _with(nn.Sequential(ConvBNAct(1, 4, 3), nn.Linear(6, 4), nn.AdaptiveAvgPool2d(1)), 4),
+            r"'features.1' \(Linear\).*4-D feature map",
+        ),
+    ],
+)
 def test_layers_that_cannot_be_shrunk_consistently_are_named(build, match):
     model = build()
     before = state(model)
@@ -182,8 +199,9 @@ def test_custom_architectures_built_from_the_blocks_are_supported():
 
         def __init__(self, input_shape=(1, 8, 8), num_classes=10) -> None:
             super().__init__(input_shape, num_classes)
-            self.features = nn.Sequential(ConvBNAct(input_shape[0], 12, 3, padding=1), nn.MaxPool2d(2),
-                                          nn.Flatten())
+            self.features = nn.Sequential(
+                ConvBNAct(input_shape[0], 12, 3, padding=1), nn.MaxPool2d(2), nn.Flatten()
+            )
             self.classifier = nn.Linear(12 * 16, num_classes)
 
     model = Wide().eval()

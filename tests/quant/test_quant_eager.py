@@ -14,9 +14,10 @@ from torch import nn
 
 import shrinkviz as sv
 from shrinkviz.data import Normalizer
+from shrinkviz.loop.train import TrainConfig, evaluate, fit
 from shrinkviz.models import ShrinkNet, available_models, create_model
-from shrinkviz.prune import get_masks, prune
-from shrinkviz.quant import (
+from shrinkviz.techniques.prune import get_masks, prune
+from shrinkviz.techniques.quant import (
     QuantizationError,
     convert,
     int8_weights,
@@ -27,7 +28,6 @@ from shrinkviz.quant import (
     quantize,
     quantize_ptq,
 )
-from shrinkviz.train import TrainConfig, evaluate, fit
 
 
 def _top1(model, data):

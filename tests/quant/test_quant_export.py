@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from shrinkviz.data import Normalizer, batches
+from shrinkviz.deploy.export import export_onnx, onnx_session, quantize_onnx_static, torchscript
 from shrinkviz.models import create_model
-from shrinkviz.quant import QuantizationError, prepare_qat, quantize
-from shrinkviz.quant.export import export_onnx, onnx_session, quantize_onnx_static, torchscript
+from shrinkviz.techniques.quant import QuantizationError, prepare_qat, quantize
 
 
 @pytest.fixture(scope="module")

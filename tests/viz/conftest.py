@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from shrinkviz.schema import LAYER_COLUMNS, RUN_COLUMNS
+from shrinkviz.experiments.schema import LAYER_COLUMNS, RUN_COLUMNS
 
 # strategy -> compression -> top1 per seed (seed = position)
 TOP1 = {

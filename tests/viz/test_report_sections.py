@@ -1,4 +1,4 @@
-"""shrinkviz.report: pruning curves are drawn per protocol (baseline x finetuning), never averaged across
+"""shrinkviz.viz.report: pruning curves are drawn per protocol (baseline x finetuning), never averaged across
 the confounders, and the runs table names the protocol when it varies."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from shrinkviz.report import build_sections
+from shrinkviz.viz.report import build_sections
 
 
 def _stored(runs: pd.DataFrame) -> pd.DataFrame:

@@ -81,7 +81,9 @@ def test_report_html_embeds_plotlyjs_once(tmp_path: Path, runs: pd.DataFrame) ->
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 
-def test_report_html_cdn_is_small_and_fetches_the_installed_version(tmp_path: Path, runs: pd.DataFrame) -> None:
+def test_report_html_cdn_is_small_and_fetches_the_installed_version(
+    tmp_path: Path, runs: pd.DataFrame
+) -> None:
     import plotly
 
     inline = report_html({"Curves": curves(runs)}, tmp_path / "inline.html")

@@ -1,4 +1,4 @@
-"""shrinkviz.viz.stats: seed aggregates with Student-t CIs, Pareto sets, curve crossings."""
+"""shrinkviz.metrics.stats: seed aggregates with Student-t CIs, Pareto sets, curve crossings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shrinkviz.viz.stats import aggregate, curve_crossings, pareto_mask, t_quantile
+from shrinkviz.metrics.stats import aggregate, curve_crossings, pareto_mask, t_quantile
 
 # Student t 0.975 quantiles (reference values, 16 significant digits)
 T975 = {

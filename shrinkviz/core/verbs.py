@@ -1,0 +1,39 @@
+"""Verbs that share their name with their module (``sv.prune`` / ``shrinkviz.techniques.prune``,
+``sv.sweep`` / ``shrinkviz.experiments.sweep``, ...).
+
+Importing a submodule binds it as an attribute of its package, replacing any function of the same name
+there. Making the module itself callable keeps both spellings working: ``sv.prune(model, ...)`` runs the
+verb, ``sv.prune.mask_table(...)`` reaches the module's other names. The module carries the verb's
+signature, and its call docstring is the verb's, so ``inspect.signature`` and Jupyter's Shift-Tab show the real parameters.
+
+Example:
+    >>> import inspect
+    >>> import shrinkviz as sv
+    >>> callable(sv.prune) and callable(sv.prune.mask_table)
+    True
+    >>> list(inspect.signature(sv.prune).parameters)[:2]
+    ['model', 'data']
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+
+def make_module_callable(module_name: str, verb: Callable[..., Any]) -> None:
+    """Make ``sys.modules[module_name](...)`` call ``verb(...)``; the module reports ``verb``'s signature and
+    its call docstring is ``verb``'s (the module keeps its own docstring)."""
+    module = sys.modules[module_name]
+
+    class _VerbModule(types.ModuleType):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return verb(*args, **kwargs)
+
+    functools.update_wrapper(_VerbModule.__call__, verb)
+    module.__class__ = _VerbModule
+    module.__signature__ = inspect.signature(verb)

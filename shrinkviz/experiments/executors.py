@@ -1,0 +1,200 @@
+"""Where sweep runs execute: in this process (default) or on a Dask distributed cluster.
+
+An executor maps a function over items and yields ``(item, result, error)`` as each finishes, in any order;
+exactly one of ``result`` / ``error`` is None. The sweep writes results to the store as they arrive, in
+the driver process, so workers need no access to the store and an interrupted sweep keeps what finished.
+
+Example:
+    >>> with InProcessExecutor() as ex:
+    ...     sorted(r for _, r, _ in ex.map_unordered(abs, [-2, 1]))
+    [1, 2]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+
+class Executor(Protocol):
+    """What ``shrinkviz.experiments.sweep`` needs from an executor."""
+
+    def start(self) -> None:
+        """Acquire resources (connect, start workers); called once, only when there is work."""
+
+    def map_unordered(
+        self, fn: Callable[..., Any], items: Iterable[Any], *args: Any
+    ) -> Iterator[tuple[Any, Any, BaseException | None]]:
+        """Yield ``(item, fn(item, *args), None)`` or ``(item, None, error)`` as runs finish."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+class InProcessExecutor:
+    """Run one item after the other in this process (exceptions are yielded, not raised)."""
+
+    name = "in-process"
+    torch_threads: int | None = None  # leave this process's torch threads alone
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def map_unordered(
+        self, fn: Callable[..., Any], items: Iterable[Any], *args: Any
+    ) -> Iterator[tuple[Any, Any, BaseException | None]]:
+        for item in items:
+            try:
+                yield item, fn(item, *args), None
+            except Exception as exc:  # noqa: BLE001 - reported to the caller with its item
+                yield item, None, exc
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> InProcessExecutor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DaskExecutor:
+    """Run items as tasks on Dask distributed: a ``LocalCluster`` of worker processes, or an existing one.
+
+    Args:
+        n_workers: worker processes of the local cluster (ignored with ``address``).
+        address: scheduler of an existing cluster, e.g. ``"tcp://host:8786"``.
+        threads_per_worker: task slots per worker; torch in each task uses this many threads too.
+        processes: local workers as processes (True) or threads.
+        connect_timeout: seconds to wait for the scheduler before giving up with a ConnectionError.
+        **cluster_kwargs: passed to ``distributed.LocalCluster``.
+
+    The cluster starts on :meth:`start` (the sweep calls it only when something needs running) and stops
+    on :meth:`close` or at the end of a ``with`` block; a client to an external cluster is closed, the
+    cluster itself is left running.
+
+    Example:
+        >>> with DaskExecutor(n_workers=2) as ex:  # doctest: +SKIP
+        ...     res = shrinkviz.experiments.sweep(base, executor=ex, seed=[0, 1, 2])
+    """
+
+    name = "dask"
+
+    def __init__(
+        self,
+        n_workers: int = 2,
+        *,
+        address: str | None = None,
+        threads_per_worker: int = 1,
+        processes: bool = True,
+        connect_timeout: float = 5.0,
+        **cluster_kwargs: Any,
+    ) -> None:
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            raise ValueError(
+                f"DaskExecutor.address={address!r}: expected a scheduler address like 'tcp://host:8786'"
+            )
+        if not isinstance(n_workers, int) or n_workers < 1:
+            raise ValueError(f"DaskExecutor.n_workers={n_workers!r}: must be a whole number >= 1")
+        if not isinstance(threads_per_worker, int) or threads_per_worker < 1:
+            raise ValueError(
+                f"DaskExecutor.threads_per_worker={threads_per_worker!r}: must be a whole number >= 1"
+            )
+        if not connect_timeout > 0:
+            raise ValueError(f"DaskExecutor.connect_timeout={connect_timeout!r}: must be > 0 seconds")
+        self.n_workers, self.address, self.threads_per_worker = n_workers, address, threads_per_worker
+        self.processes, self.connect_timeout, self.cluster_kwargs = processes, connect_timeout, cluster_kwargs
+        self.torch_threads: int | None = threads_per_worker
+        self.cluster: Any = None
+        self.client: Any = None
+
+    def __repr__(self) -> str:
+        where = self.address or f"LocalCluster(n_workers={self.n_workers}, processes={self.processes})"
+        return f"DaskExecutor({where})"
+
+    def start(self) -> None:
+        """Connect to the scheduler (starting a local cluster first when no address was given).
+
+        Raises:
+            ConnectionError: the scheduler cannot be reached within ``connect_timeout`` seconds.
+        """
+        if self.client is not None:
+            return
+        from distributed import Client, LocalCluster
+
+        if self.address is None:
+            kwargs = {"dashboard_address": None, "silence_logs": 40, **self.cluster_kwargs}
+            self.cluster = LocalCluster(
+                n_workers=self.n_workers,
+                threads_per_worker=self.threads_per_worker,
+                processes=self.processes,
+                **kwargs,
+            )
+            self.client = Client(self.cluster)
+            return
+        try:
+            self.client = Client(self.address, timeout=self.connect_timeout)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ConnectionError(
+                f"cannot reach the Dask scheduler at {self.address!r} within {self.connect_timeout:g} s ({exc}). "
+                "Start one with `dask scheduler` plus `dask worker <address>`, check the address, or use "
+                "DaskExecutor(n_workers=2) for a local cluster. Nothing was run."
+            ) from exc
+
+    def map_unordered(
+        self, fn: Callable[..., Any], items: Iterable[Any], *args: Any
+    ) -> Iterator[tuple[Any, Any, BaseException | None]]:
+        from distributed import as_completed
+
+        self.start()
+        futures = {}
+        for item in items:
+            futures[self.client.submit(fn, item, *args, pure=False)] = item
+        try:
+            for future in as_completed(futures):
+                item = futures[future]
+                try:
+                    yield item, future.result(), None
+                except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: reported with its item
+                    yield item, None, exc
+        finally:
+            pending = [f for f in futures if not f.done()]
+            if pending:
+                self.client.cancel(pending)
+
+    def close(self) -> None:
+        """Close the client and stop a cluster this executor started."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_executor(spec: Executor | str | None, **kwargs: Any) -> tuple[Executor, bool]:
+    """An executor from a spec: None / ``"local"`` (in-process), ``"dask"`` (LocalCluster), a
+    ``tcp://`` address, or an executor object. Returns ``(executor, owned)``; owned ones are closed by
+    the caller that made them."""
+    if spec is None or spec in ("local", "in-process", "inprocess"):
+        return InProcessExecutor(), True
+    if spec == "dask":
+        return DaskExecutor(**kwargs), True
+    if isinstance(spec, str) and "://" in spec:
+        return DaskExecutor(address=spec, **kwargs), True
+    if isinstance(spec, str):
+        raise ValueError(
+            f"unknown executor {spec!r}; use None/'local', 'dask', a 'tcp://host:port' scheduler "
+            "address, or an executor object"
+        )
+    if not all(hasattr(spec, m) for m in ("start", "map_unordered", "close")):
+        raise TypeError(f"executor {spec!r} lacks start/map_unordered/close")
+    return spec, False

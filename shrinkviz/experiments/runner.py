@@ -1,0 +1,307 @@
+"""One :class:`~shrinkviz.experiments.experiment.Experiment` -> one result row (plus its history and layer tables).
+
+The runner only wires the library's verbs together, in the order the config says: load (or train once
+and cache) the pretrained baseline, compress a copy of it (prune + finetune, quantize, distil, or an
+ordered pipeline), then ``measure`` the deployed model on the test split. The row carries exactly the
+names of :data:`shrinkviz.experiments.schema.RUN_COLUMNS` (extra scalar metrics after them).
+
+Example:
+    >>> from shrinkviz.experiments.experiment import Experiment
+    >>> row, history, layers = run(Experiment(model="tiny_mlp", data="digits"))  # doctest: +SKIP
+    >>> row["method"], 0 <= row["top1"] <= 1  # doctest: +SKIP
+    ('baseline', True)
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import time
+import traceback
+from typing import Any
+
+import torch
+
+from shrinkviz.core.version import __version__
+from shrinkviz.experiments.experiment import Experiment
+from shrinkviz.experiments.schema import RUN_COLUMNS
+
+ERROR_CHARS = 4000
+"""Failed runs keep at most this many characters of their traceback in ``error``."""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def load_data(exp: Experiment) -> Any:
+    """The experiment's dataset, cut to its subset sizes."""
+    from shrinkviz.data import load_dataset
+
+    data = load_dataset(exp.data.name)
+    return data.subset(*exp.data.subset) if exp.data.subset else data
+
+
+def load_baseline(exp: Experiment, progress: bool = False) -> Any:
+    """The pretrained baseline of an experiment (trained once and cached by ``shrinkviz.pretrained``)."""
+    from shrinkviz.loop.zoo import pretrained
+
+    return pretrained(
+        exp.model,
+        exp.data.name,
+        exp.baseline.recipe,
+        exp.baseline.seed,
+        epochs=exp.baseline.epochs,
+        subset=exp.data.subset,
+        progress=progress,
+    )
+
+
+def _history(result: Any) -> list[dict[str, Any]]:
+    """History rows from whatever a verb returned: a list of dicts, a DataFrame, or an object with .history."""
+    hist = getattr(result, "shrinkviz_history", getattr(result, "history", result))
+    if hist is None or isinstance(hist, torch.nn.Module):
+        return []
+    if hasattr(hist, "to_dict"):
+        return hist.to_dict("records")
+    return [dict(h) for h in hist]
+
+
+def _model_of(result: Any, fallback: Any) -> Any:
+    if isinstance(result, torch.nn.Module):
+        return result
+    return getattr(result, "model", fallback)
+
+
+def _compress(exp: Experiment, baseline: Any, data: Any, progress: bool) -> tuple[Any, list[dict[str, Any]]]:
+    """Apply the experiment's technique(s) to a copy of the baseline; return (model, history rows)."""
+    method = exp.method
+    if method == "baseline":
+        hist = getattr(baseline, "shrinkviz_manifest", {}).get("history", [])
+        return baseline, [{"stage": "pretrain", **h} for h in hist]
+    model = copy.deepcopy(baseline)
+    train_cfg = exp.finetune.train_config()
+    if (
+        exp.finetune.examples is not None
+    ):  # compression stages train on the first examples; val/test unchanged
+        data = data.subset(train=exp.finetune.examples)
+    if method == "prune":
+        from shrinkviz.techniques.finetune import finetune
+        from shrinkviz.techniques.prune import prune
+
+        pruned = prune(
+            model, exp.prune.strategy, exp.prune.compression, data=data, seed=exp.seed, inplace=True
+        )
+        history = finetune(pruned, data, train_cfg, seed=exp.seed, progress=progress)
+        return pruned, _history(history)
+    if method == "quant":
+        from shrinkviz.techniques.quant import quantize
+
+        cfg = train_cfg if exp.quant.epochs is None else train_cfg.replace(epochs=exp.quant.epochs)
+        result = quantize(model, data, method=exp.quant.method, cfg=cfg, seed=exp.seed, progress=progress)
+        return _model_of(result, model), _history(result)
+    if method == "distill":
+        from shrinkviz.techniques import distill
+
+        student = model
+        if exp.distill.student:
+            from shrinkviz.models import create_model
+
+            student = create_model(exp.distill.student, dataset=data, seed=exp.seed)
+        cfg = train_cfg if exp.distill.epochs is None else train_cfg.replace(epochs=exp.distill.epochs)
+        result = distill.distill(
+            student,
+            baseline,
+            data,
+            cfg,
+            temperature=exp.distill.temperature,
+            alpha=exp.distill.alpha,
+            seed=exp.seed,
+            progress=progress,
+        )
+        return _model_of(result, student), _history(result)
+    from shrinkviz.techniques.pipeline import pipeline
+
+    kwargs: dict[str, Any] = (
+        {"strategy": exp.prune.strategy, "compression": exp.prune.compression} if exp.prune.strategy else {}
+    )
+    result = pipeline(
+        model,
+        data,
+        exp.pipeline.order,
+        epochs=exp.pipeline.epochs,
+        teacher=baseline,
+        finetune=train_cfg,
+        temperature=exp.distill.temperature,
+        alpha=exp.distill.alpha,
+        seed=exp.seed,
+        progress=progress,
+        **kwargs,
+    )
+    return _model_of(result, model), _history(result)
+
+
+def _latency(exp: Experiment, model: Any) -> dict[str, Any]:
+    """Latency per the experiment's protocol: the first runtime fills the schema's ``latency_*`` columns,
+    further runtimes add ``latency_ms_p50_<runtime>`` / ``latency_ms_p90_<runtime>``. A runtime that
+    cannot run the model leaves its figures missing and says why in ``latency_error[_<runtime>]``."""
+    from shrinkviz.metrics.latency import LatencyError, measure_latency
+
+    lat = exp.latency
+    out: dict[str, Any] = {}
+    for i, runtime in enumerate(lat.runtimes):
+        suffix = "" if i == 0 else f"_{runtime}"
+        try:
+            got = measure_latency(
+                model,
+                runtime,
+                batch=lat.batch,
+                threads=lat.threads,
+                warmup=lat.warmup,
+                warmup_s=min(0.5, lat.min_time_s),
+                rounds=lat.rounds,
+                min_time_s=lat.min_time_s,
+                seed=exp.seed,
+            )
+        except LatencyError as exc:
+            out[f"latency_error{suffix}"] = f"{type(exc).__name__}: {exc}"
+            if i == 0:
+                out.update(latency_runtime=runtime, latency_threads=lat.threads, latency_batch=lat.batch)
+            continue
+        if i == 0:
+            out.update(got)
+        else:
+            out[f"latency_ms_p50{suffix}"] = got["latency_ms_p50"]
+            out[f"latency_ms_p90{suffix}"] = got["latency_ms_p90"]
+    return out
+
+
+def _measure(exp: Experiment, model: Any, data: Any, baseline: Any) -> dict[str, Any]:
+    """Accuracy (test and val), counts, size and latency of the deployed model."""
+    from shrinkviz.data import Normalizer
+    from shrinkviz.loop.train import evaluate
+    from shrinkviz.metrics import measure
+    from shrinkviz.metrics.size import measure_size
+
+    measured = dict(measure(model, data, baseline=baseline))
+    measured.update(measure_size(model))
+    measured["val_top1"] = evaluate(model, data.val, Normalizer(data.mean, data.std))["top1"]
+    measured.update(_latency(exp, model))
+    return measured
+
+
+def _layer_rows(model: Any, measured: dict[str, Any]) -> list[dict[str, Any]]:
+    table = measured.get("layers")
+    if table is None:
+        from shrinkviz.metrics.counts import layer_table
+
+        table = layer_table(model)
+    return table.to_dict("records") if hasattr(table, "to_dict") else list(table)
+
+
+def _is_scalar(value: Any) -> bool:
+    return (
+        value is None
+        or isinstance(value, bool | int | float | str)
+        or (type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0)
+    )
+
+
+def provenance(exp: Experiment, started_at: str, duration_s: float) -> dict[str, Any]:
+    """Identity, provenance and config columns shared by ok and failed rows."""
+    from shrinkviz.core.device import default_device
+
+    return {
+        "run_id": exp.run_id,
+        "status": "ok",
+        "error": "",
+        "started_at": started_at,
+        "finished_at": _now(),
+        "duration_s": duration_s,
+        "shrinkviz_version": __version__,
+        "torch_version": torch.__version__,
+        "device": default_device().type,
+        "config_json": exp.canonical_json(),
+        **exp.factors(),
+    }
+
+
+def run(
+    exp: Experiment, *, progress: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Execute one experiment.
+
+    Args:
+        exp: the config.
+        progress: show training progress bars.
+
+    Returns:
+        ``(row, history, layers)``: the runs row (every ``RUN_COLUMNS`` name; ``None`` where a quantity
+        was not measured, e.g. latency with ``latency.runtimes=[]``), per-epoch rows of the compression
+        stages (the pretraining epochs for a baseline run), and per-layer rows of the deployed model.
+
+    Example:
+        >>> row, history, layers = run(Experiment(model="tiny_mlp", data="digits"))  # doctest: +SKIP
+    """
+    started_at, t0 = _now(), time.perf_counter()
+    data = load_data(exp)
+    baseline = load_baseline(exp, progress)
+    model, history = _compress(exp, baseline, data, progress)
+    measured = _measure(exp, model, data, baseline)
+    layers = _layer_rows(model, measured)
+    row = provenance(exp, started_at, 0.0)
+    manifest_top1 = getattr(baseline, "shrinkviz_manifest", {}).get("metrics", {}).get("test_top1")
+    row["baseline_top1"] = manifest_top1
+    for key, value in measured.items():
+        if (
+            key in ("run_id", "status", "error")
+            or not _is_scalar(value)
+            or (key == "baseline_top1" and value is None)
+        ):
+            continue
+        row[key] = value
+    row["finished_at"], row["duration_s"] = _now(), time.perf_counter() - t0
+    row = {
+        **{name: row.get(name) for name in RUN_COLUMNS},
+        **{k: row[k] for k in sorted(row) if k not in RUN_COLUMNS},
+    }
+    return row, [{"run_id": exp.run_id, **h} for h in history], [{"run_id": exp.run_id, **r} for r in layers]
+
+
+def failed_row(
+    exp: Experiment, error: BaseException | str, started_at: str, duration_s: float
+) -> dict[str, Any]:
+    """The row of a run that raised: status ``failed`` and the error with the end of its traceback."""
+    if isinstance(error, BaseException):
+        head = f"{type(error).__name__}: {error}"[: ERROR_CHARS // 4]
+        trace = "".join(traceback.format_exception(error)).strip()
+        room = ERROR_CHARS - len(head) - 5
+        text = f"{head}\n{trace if len(trace) <= room else '...' + trace[-room:]}"
+    else:
+        text = str(error)[:ERROR_CHARS]
+    row = provenance(exp, started_at, duration_s)
+    row.update(status="failed", error=text or "unknown error")
+    return row
+
+
+def execute(config_json: str, threads: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Worker entry point: run an experiment given as JSON, never raise; return ``{row, history, layers}``.
+
+    Args:
+        config_json: ``Experiment.to_json()`` text (plain text travels to any worker).
+        threads: torch intra-op threads for this process (None: leave as is).
+        progress: show training progress bars.
+    """
+    exp = Experiment.from_json(config_json)
+    if threads:
+        torch.set_num_threads(threads)
+    started_at, t0 = _now(), time.perf_counter()
+    try:
+        row, history, layers = run(exp, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - a failed run is a result, recorded with its error
+        return {
+            "row": failed_row(exp, exc, started_at, time.perf_counter() - t0),
+            "history": [],
+            "layers": [],
+        }
+    return {"row": row, "history": history, "layers": layers}

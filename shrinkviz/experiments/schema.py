@@ -1,0 +1,133 @@
+"""The one results schema of shrinkviz.
+
+Every finished run is one row of the ``runs`` table; every epoch of every training stage is one row of
+the ``history`` table; every prunable layer of every run is one row of the ``layers`` table. The store
+writes these, the statistics and figures read them. Units are in the column names; accuracies are
+fractions in [0, 1].
+
+Example:
+    >>> from shrinkviz.experiments.schema import RUN_COLUMNS
+    >>> RUN_COLUMNS["latency_ms_p50"].unit
+    'ms'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    """One documented column: its pandas dtype kind, unit and meaning."""
+
+    dtype: str  # "str", "float", "int", "bool"
+    unit: str
+    doc: str
+
+
+RUN_COLUMNS: dict[str, Column] = {
+    # identity and provenance
+    "run_id": Column("str", "", "stable hash of the canonical experiment config"),
+    "status": Column("str", "", "'ok' or 'failed'"),
+    "error": Column("str", "", "the error of a failed run, empty otherwise"),
+    "started_at": Column("str", "ISO-8601 UTC", "when the run started"),
+    "finished_at": Column("str", "ISO-8601 UTC", "when the run finished"),
+    "duration_s": Column("float", "s", "wall time of the run"),
+    "shrinkviz_version": Column("str", "", "library version that produced the row"),
+    "torch_version": Column("str", "", "torch version that produced the row"),
+    "device": Column("str", "", "training device (cpu, cuda)"),
+    "config_json": Column("str", "", "the full canonical experiment config as JSON"),
+    # config factors (flattened from the experiment config)
+    "dataset": Column("str", "", "dataset registry name"),
+    "model": Column("str", "", "architecture registry name"),
+    "baseline_recipe": Column("str", "", "recipe of the pretrained baseline"),
+    "baseline_seed": Column("int", "", "seed of the pretrained baseline"),
+    "method": Column("str", "", "what was done: baseline, prune, quant, distill or pipeline"),
+    "strategy": Column("str", "", "pruning strategy ('' when no pruning)"),
+    "compression": Column("float", "x", "target compression ratio (1 when no pruning)"),
+    "finetune": Column("str", "", "finetuning preset name"),
+    "order": Column("str", "", "pipeline stage order such as 'PQD' ('' for single techniques)"),
+    "quantization": Column("str", "", "'none', 'qat' or 'ptq'"),
+    "seed": Column("int", "", "seed of the compression run"),
+    # accuracy (test split; model selection never uses it)
+    "top1": Column("float", "fraction", "test top-1 accuracy of the deployed model"),
+    "top5": Column("float", "fraction", "test top-5 accuracy of the deployed model"),
+    "val_top1": Column("float", "fraction", "validation top-1 accuracy"),
+    "baseline_top1": Column("float", "fraction", "test top-1 of the uncompressed baseline"),
+    # counts
+    "params": Column("int", "count", "all parameters, BatchNorm and classifier included"),
+    "params_nonzero": Column("int", "count", "nonzero parameters"),
+    "compression_ratio": Column("float", "x", "achieved: params / params_nonzero"),
+    "macs": Column("int", "count", "dense multiply-accumulates for one input"),
+    "macs_nonzero": Column("int", "count", "multiply-accumulates with nonzero weights"),
+    "speedup_theoretical": Column("float", "x", "macs of the baseline / macs_nonzero"),
+    # deployment cost
+    "size_bytes_raw": Column("int", "bytes", "deployable artefact on disk"),
+    "size_bytes_gzip": Column("int", "bytes", "deployable artefact gzip-compressed"),
+    "latency_ms_p50": Column("float", "ms", "median measured latency"),
+    "latency_ms_p90": Column("float", "ms", "90th percentile measured latency"),
+    "latency_runtime": Column("str", "", "runtime of the latency figure (eager, compiled, onnxruntime)"),
+    "latency_threads": Column("int", "count", "threads used for the latency figure"),
+    "latency_batch": Column("int", "count", "batch size of the latency figure"),
+    "cpu_model": Column("str", "", "CPU the latency was measured on"),
+}
+
+HISTORY_COLUMNS: dict[str, Column] = {
+    "run_id": Column("str", "", "run the epoch belongs to"),
+    "stage": Column("str", "", "training stage: pretrain, finetune, P, Q, D"),
+    "epoch": Column("int", "", "epoch within the stage, from 1"),
+    "lr": Column("float", "", "learning rate at the end of the epoch"),
+    "train_loss": Column("float", "", "mean total training loss"),
+    "task_loss": Column("float", "", "mean cross-entropy part of the loss"),
+    "kd_loss": Column("float", "", "mean distillation part of the loss (NaN without KD)"),
+    "train_top1": Column("float", "fraction", "training top-1 (augmented batches)"),
+    "val_loss": Column("float", "", "validation loss"),
+    "val_top1": Column("float", "fraction", "validation top-1"),
+    "val_top5": Column("float", "fraction", "validation top-5"),
+    "sparsity": Column("float", "fraction", "fraction of prunable weights that are zero"),
+    "epoch_s": Column("float", "s", "wall time of the epoch"),
+}
+
+LAYER_COLUMNS: dict[str, Column] = {
+    "run_id": Column("str", "", "run the layer belongs to"),
+    "layer": Column("str", "", "qualified module name"),
+    "kind": Column("str", "", "Conv2d or Linear"),
+    "shape": Column("str", "", "weight shape such as '16x3x3x3'"),
+    "params": Column("int", "count", "weight elements"),
+    "nonzero": Column("int", "count", "nonzero weight elements"),
+    "sparsity": Column("float", "fraction", "1 - nonzero / params"),
+    "macs": Column("int", "count", "dense multiply-accumulates of the layer"),
+    "macs_nonzero": Column("int", "count", "multiply-accumulates with nonzero weights"),
+}
+
+METRIC_COLUMNS: tuple[str, ...] = (
+    "top1",
+    "top5",
+    "val_top1",
+    "params",
+    "params_nonzero",
+    "compression_ratio",
+    "macs",
+    "macs_nonzero",
+    "speedup_theoretical",
+    "size_bytes_raw",
+    "size_bytes_gzip",
+    "latency_ms_p50",
+    "latency_ms_p90",
+)
+"""Numeric outcome columns (what figures put on their axes)."""
+
+FACTOR_COLUMNS: tuple[str, ...] = (
+    "dataset",
+    "model",
+    "baseline_recipe",
+    "baseline_seed",
+    "method",
+    "strategy",
+    "compression",
+    "finetune",
+    "order",
+    "quantization",
+    "seed",
+)
+"""Config columns (what figures colour, facet and filter by)."""

@@ -1,0 +1,339 @@
+"""The sections of an :class:`~shrinkviz.experiments.experiment.Experiment`: one frozen, validated dataclass per factor.
+
+Each section validates on construction and names the full field path in its errors
+(``Experiment.prune.compression=0.5: must be >= 1``), with the allowed values. Registries (datasets,
+models, training presets, pruning strategies, latency runtimes) are consulted lazily, so a strategy
+registered at run time is accepted.
+
+Example:
+    >>> PruneSpec("random", 4).compression
+    4.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+STAGES = "PQD"
+"""Pipeline stage letters: P = prune + finetune, Q = INT8 quantization, D = knowledge distillation."""
+QUANT_METHODS = ("none", "qat", "ptq")
+LATENCY_RUNTIMES = ("eager", "compiled", "onnxruntime")  # fallback when shrinkviz.deploy.runtimes is absent
+METHODS = ("baseline", "prune", "quant", "distill", "pipeline")
+RECIPE_DEFAULT = "default"
+
+
+def _bad(path: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"{path}={value!r}: {why}")
+
+
+def _int(path: str, value: Any, lo: int | None = None, optional: bool = False) -> int | None:
+    """An int (integral floats accepted, bools refused) >= lo, or None when optional."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _bad(path, value, "must be a whole number" + (" or None" if optional else ""))
+    if not isinstance(value, numbers.Integral):
+        if not (math.isfinite(value) and float(value).is_integer()):
+            raise _bad(path, value, "must be a whole number")
+    out = int(value)
+    if lo is not None and out < lo:
+        raise _bad(path, value, f"must be >= {lo}")
+    return out
+
+
+def _float(path: str, value: Any, lo: float, hi: float = math.inf, lo_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise _bad(path, value, "must be a finite number")
+    out = float(value)
+    if out < lo or (lo_open and out == lo) or out > hi:
+        span = (
+            f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+            if math.isfinite(hi)
+            else f"{'>' if lo_open else '>='} {lo:g}"
+        )
+        raise _bad(path, value, f"must be {'in ' if math.isfinite(hi) else ''}{span}")
+    return out
+
+
+def _choice(path: str, value: Any, allowed: list[str] | tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise _bad(path, value, f"allowed values: {', '.join(repr(a) for a in allowed)}")
+    return value
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+class _Section:
+    """Shared behaviour of the config sections: dict round-trip with unknown fields rejected."""
+
+    _path: ClassVar[str] = ""
+    _primary: ClassVar[str] = ""  # the field a plain string sets (Experiment(data="digits"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
+        }  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        if not isinstance(data, dict):
+            raise _bad(cls._path, data, "must be a mapping of its fields")
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            raise ValueError(
+                f"{cls._path}: unknown field(s) {', '.join(f'{cls._path}.{k}' for k in unknown)}; "
+                f"valid fields: {', '.join(names)}"
+            )
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class DataSpec(_Section):
+    """The dataset (a ``shrinkviz.data`` registry name) and optional sizes of its first examples per split."""
+
+    _path: ClassVar[str] = "Experiment.data"
+    _primary: ClassVar[str] = "name"
+    name: str = "fashion_mnist"
+    train: int | None = None
+    val: int | None = None
+    test: int | None = None
+
+    def __post_init__(self) -> None:
+        from shrinkviz.data import available_datasets
+
+        _choice(f"{self._path}.name", self.name, available_datasets())
+        for split in ("train", "val", "test"):
+            _set(self, split, _int(f"{self._path}.{split}", getattr(self, split), 1, optional=True))
+
+    @property
+    def subset(self) -> tuple[int | None, int | None, int | None] | None:
+        """(train, val, test) sizes, or None for the whole dataset."""
+        sizes = (self.train, self.val, self.test)
+        return None if sizes == (None, None, None) else sizes
+
+
+@dataclass(frozen=True)
+class BaselineSpec(_Section):
+    """The pretrained baseline: ``shrinkviz.pretrained(model, data, recipe, seed, epochs=...)``."""
+
+    _path: ClassVar[str] = "Experiment.baseline"
+    _primary: ClassVar[str] = "recipe"
+    recipe: str = RECIPE_DEFAULT
+    seed: int = 0
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        from shrinkviz.loop.train import PRESETS
+
+        _choice(f"{self._path}.recipe", self.recipe, [RECIPE_DEFAULT, *sorted(PRESETS)])
+        _set(self, "seed", _int(f"{self._path}.seed", self.seed, 0))
+        _set(self, "epochs", _int(f"{self._path}.epochs", self.epochs, 1, optional=True))
+
+
+def _strategies() -> tuple[str, ...] | None:
+    """The pruning strategy registry, or None while ``shrinkviz.techniques.prune`` does not exist yet."""
+    try:
+        from shrinkviz.techniques.prune import available_strategies
+    except ImportError:
+        return None
+    return tuple(available_strategies())
+
+
+@dataclass(frozen=True)
+class PruneSpec(_Section):
+    """Unstructured pruning: a ``shrinkviz.techniques.prune`` strategy and a target compression (``''`` / 1 = off)."""
+
+    _path: ClassVar[str] = "Experiment.prune"
+    _primary: ClassVar[str] = "strategy"
+    strategy: str = ""
+    compression: float = 1.0
+
+    def __post_init__(self) -> None:
+        registry = _strategies()
+        if not isinstance(self.strategy, str) or (
+            registry is not None and self.strategy not in ("", *registry)
+        ):
+            allowed = ["''", *map(repr, registry or ())]
+            raise _bad(f"{self._path}.strategy", self.strategy, f"allowed values: {', '.join(allowed)}")
+        _set(self, "compression", _float(f"{self._path}.compression", self.compression, 1.0))
+        if not self.strategy and self.compression != 1.0:
+            raise _bad(
+                f"{self._path}.compression",
+                self.compression,
+                "needs Experiment.prune.strategy (no strategy means no pruning, compression 1)",
+            )
+
+
+@dataclass(frozen=True)
+class FinetuneSpec(_Section):
+    """Training of every compression stage (finetuning after pruning, QAT, distillation, pipeline stages):
+    a ``shrinkviz.loop.train.PRESETS`` name, an optional epoch override, and optionally only the first
+    ``examples`` training images (the baseline is always trained on the whole ``data`` spec)."""
+
+    _path: ClassVar[str] = "Experiment.finetune"
+    _primary: ClassVar[str] = "preset"
+    preset: str = "shrinkbench"
+    epochs: int | None = None
+    examples: int | None = None
+
+    def __post_init__(self) -> None:
+        from shrinkviz.loop.train import PRESETS
+
+        _choice(f"{self._path}.preset", self.preset, sorted(PRESETS))
+        _set(self, "epochs", _int(f"{self._path}.epochs", self.epochs, 1, optional=True))
+        _set(self, "examples", _int(f"{self._path}.examples", self.examples, 1, optional=True))
+
+    def train_config(self) -> Any:
+        """The ``TrainConfig`` this spec stands for."""
+        from shrinkviz.loop.train import TrainConfig
+
+        cfg = TrainConfig.preset(self.preset)
+        return cfg if self.epochs is None else cfg.replace(epochs=self.epochs)
+
+
+@dataclass(frozen=True)
+class QuantSpec(_Section):
+    """INT8 quantization: ``none``, ``qat`` (quantization-aware training) or ``ptq`` (post-training)."""
+
+    _path: ClassVar[str] = "Experiment.quant"
+    _primary: ClassVar[str] = "method"
+    method: str = "none"
+    epochs: int | None = None  # QAT epochs (None: the finetuning preset's)
+
+    def __post_init__(self) -> None:
+        _choice(f"{self._path}.method", self.method, QUANT_METHODS)
+        _set(self, "epochs", _int(f"{self._path}.epochs", self.epochs, 1, optional=True))
+
+
+@dataclass(frozen=True)
+class DistillSpec(_Section):
+    """Knowledge distillation from the baseline: ``alpha * KD + (1 - alpha) * CE`` at ``temperature``.
+
+    On its own, ``student`` (an architecture name; ``''`` = the baseline's architecture) is trained from
+    scratch with the baseline as teacher; inside a pipeline the D stage distils into the compressed model.
+    """
+
+    _path: ClassVar[str] = "Experiment.distill"
+    _primary: ClassVar[str] = ""
+    enabled: bool = False
+    temperature: float = 4.0
+    alpha: float = 0.9
+    epochs: int | None = None
+    student: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise _bad(f"{self._path}.enabled", self.enabled, "allowed values: True, False")
+        _set(self, "temperature", _float(f"{self._path}.temperature", self.temperature, 0.0, lo_open=True))
+        _set(self, "alpha", _float(f"{self._path}.alpha", self.alpha, 0.0, 1.0))
+        _set(self, "epochs", _int(f"{self._path}.epochs", self.epochs, 1, optional=True))
+        if self.student:
+            from shrinkviz.models import available_models
+
+            _choice(f"{self._path}.student", self.student, available_models())
+        elif not isinstance(self.student, str):
+            raise _bad(f"{self._path}.student", self.student, "must be an architecture name or ''")
+
+
+@dataclass(frozen=True)
+class PipelineSpec(_Section):
+    """Ordered stages (``"PQD"``, ``"QPD"``, ...) with one epoch count per stage (Zhou & Shen: 20/40/40)."""
+
+    _path: ClassVar[str] = "Experiment.pipeline"
+    _primary: ClassVar[str] = "order"
+    order: str = ""
+    epochs: tuple[int, ...] = (20, 40, 40)
+
+    def __post_init__(self) -> None:
+        path = f"{self._path}.order"
+        if (
+            not isinstance(self.order, str)
+            or set(self.order) - set(STAGES)
+            or len(set(self.order)) != len(self.order)
+        ):
+            raise _bad(path, self.order, "must be '' or distinct letters of 'PQD' such as 'PQD', 'QPD', 'PD'")
+        if isinstance(self.epochs, str | bytes) or not hasattr(self.epochs, "__iter__"):
+            raise _bad(f"{self._path}.epochs", self.epochs, "must be a list of whole numbers >= 1")
+        _set(self, "epochs", tuple(_int(f"{self._path}.epochs", e, 1) for e in self.epochs))
+        if self.order and len(self.epochs) != len(self.order):
+            raise _bad(
+                f"{self._path}.epochs",
+                self.epochs,
+                f"needs one entry per stage of order {self.order!r} ({len(self.order)} entries)",
+            )
+
+
+def _runtimes() -> tuple[str, ...]:
+    try:
+        from shrinkviz.deploy.runtimes import RUNTIMES
+    except ImportError:
+        return LATENCY_RUNTIMES
+    return tuple(RUNTIMES)
+
+
+@dataclass(frozen=True)
+class LatencySpec(_Section):
+    """How latency is measured (``shrinkviz.metrics.latency.measure_latency``): the runtimes (the first
+    fills ``latency_ms_p50`` / ``_p90``, others add ``latency_ms_p50_<runtime>``; ``[]`` skips latency),
+    pinned threads, batch size, untimed warm-up calls, and at least ``rounds`` timed calls lasting at least
+    ``min_time_s`` seconds."""
+
+    _path: ClassVar[str] = "Experiment.latency"
+    _primary: ClassVar[str] = ""
+    runtimes: tuple[str, ...] = ("eager",)
+    threads: int = 1
+    batch: int = 1
+    rounds: int = 50
+    warmup: int = 5
+    min_time_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.runtimes, str):
+            _set(self, "runtimes", (self.runtimes,))
+        if not hasattr(self.runtimes, "__iter__"):
+            raise _bad(f"{self._path}.runtimes", self.runtimes, f"must be a list of {', '.join(_runtimes())}")
+        runtimes = tuple(self.runtimes)
+        for r in runtimes:
+            _choice(f"{self._path}.runtimes", r, _runtimes())
+        if len(set(runtimes)) != len(runtimes):
+            raise _bad(f"{self._path}.runtimes", runtimes, "lists a runtime twice")
+        _set(self, "runtimes", runtimes)
+        for name, lo in (("threads", 1), ("batch", 1), ("rounds", 1), ("warmup", 0)):
+            _set(self, name, _int(f"{self._path}.{name}", getattr(self, name), lo))
+        _set(self, "min_time_s", _float(f"{self._path}.min_time_s", self.min_time_s, 0.0))
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "data": DataSpec,
+    "baseline": BaselineSpec,
+    "prune": PruneSpec,
+    "finetune": FinetuneSpec,
+    "quant": QuantSpec,
+    "distill": DistillSpec,
+    "pipeline": PipelineSpec,
+    "latency": LatencySpec,
+}
+
+
+def _section(name: str, value: Any) -> _Section:
+    cls = SECTIONS[name]
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        return cls.from_dict(value)
+    if isinstance(value, str) and cls._primary:
+        return cls(**{cls._primary: value})
+    raise _bad(
+        f"Experiment.{name}",
+        value,
+        f"must be a {cls.__name__}, a dict of its fields"
+        + (f" or a string (its {cls._primary})" if cls._primary else ""),
+    )

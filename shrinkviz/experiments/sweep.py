@@ -1,0 +1,230 @@
+"""Sweeps: cartesian grids of experiments, resumable through the store, run in-process or on Dask.
+
+``sweep(base, **grid)`` expands the grid over any config field (dotted paths such as ``"prune.compression"``
+or the aliases of :data:`shrinkviz.experiments.experiment.ALIASES`: ``strategy``, ``compression``, ``order``,
+``recipe``, ...), validates every point before anything runs, skips runs already stored (so an interrupted
+sweep resumes and a re-run is near instant), runs the rest on an executor and writes each result as it
+arrives. A run that raises is stored as ``status='failed'`` with its error and the sweep goes on; failed
+runs are tried again by the next sweep.
+
+The module itself is callable, so ``shrinkviz.experiments.sweep(...)`` works whether ``shrinkviz.experiments.sweep`` resolves to
+this module or to the function.
+
+Example:
+    >>> import shrinkviz as sv  # doctest: +SKIP
+    >>> base = sv.Experiment(model="tiny_cnn", data={"name": "digits", "train": 512},
+    ...                      finetune={"preset": "adam_fast", "epochs": 1})  # doctest: +SKIP
+    >>> res = sv.sweep(base, strategy=["global_weight", "random"], compression=[2, 4], seed=[0, 1])  # doctest: +SKIP
+    >>> res.runs[["strategy", "compression", "seed", "top1"]]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from shrinkviz.core.verbs import make_module_callable
+from shrinkviz.experiments.executors import DaskExecutor, Executor, InProcessExecutor, make_executor
+from shrinkviz.experiments.experiment import Experiment
+from shrinkviz.experiments.runner import _now, execute, failed_row
+from shrinkviz.experiments.schema import FACTOR_COLUMNS, METRIC_COLUMNS
+from shrinkviz.experiments.store import SchemaError, Store
+
+__all__ = ["DaskExecutor", "InProcessExecutor", "SweepResult", "expand", "sweep"]
+
+
+def _values(key: str, path: str, values: Any) -> list[Any]:
+    """The grid values of a key; a scalar is one value, and a flat list of numbers for the list-valued
+    ``pipeline.epochs`` is one value (``stage_epochs=[20, 40, 40]``)."""
+    if isinstance(values, str | bytes | dict) or not isinstance(values, Iterable):
+        return [values]
+    if path == "pipeline.epochs" and not any(isinstance(v, Iterable) for v in values):
+        return [tuple(values)]
+    out = list(values)
+    if not out:
+        raise ValueError(f"sweep grid {key!r} has no values")
+    return out
+
+
+def expand(base: Experiment | Iterable[Experiment], **grid: Any) -> list[Experiment]:
+    """Every experiment of ``base`` (one or several) x the cartesian ``grid``, validated, duplicates dropped.
+
+    Raises:
+        ValueError: a grid key is not a config field (before any experiment is built), or a grid point is
+            an invalid config (naming the field and the point).
+
+    Example:
+        >>> base = Experiment(model="tiny_mlp", data="digits")
+        >>> [e.label for e in expand(base, strategy=["random"], compression=[2, 4])]
+        ['tiny_mlp/digits prune random x2 s0', 'tiny_mlp/digits prune random x4 s0']
+    """
+    bases = [base] if isinstance(base, Experiment) else list(base)
+    if not bases or not all(isinstance(b, Experiment) for b in bases):
+        raise TypeError("sweep base must be an Experiment or a non-empty list of Experiments")
+    paths = {key: Experiment.resolve_path(key) for key in grid}  # unknown keys fail here, before anything
+    clash = [p for p in set(paths.values()) if list(paths.values()).count(p) > 1]
+    if clash:
+        raise ValueError(
+            f"sweep grid sets {clash} twice (through aliases: {[k for k in grid if paths[k] in clash]})"
+        )
+    axes = [_values(key, paths[key], values) for key, values in grid.items()]
+    out: dict[str, Experiment] = {}
+    for b in bases:
+        for point in itertools.product(*axes):
+            changes = dict(zip(paths.values(), point, strict=True))
+            try:
+                exp = b.replace(**changes) if changes else b
+            except ValueError as exc:
+                raise ValueError(f"{exc} (grid point {dict(zip(grid, point, strict=True))})") from exc
+            out.setdefault(exp.run_id, exp)
+    return list(out.values())
+
+
+@dataclass
+class SweepResult:
+    """The runs of one sweep, read from its store (a notebook re-running the sweep gets the same tables).
+
+    Attributes:
+        experiments: the sweep's configs in grid order.
+        store: where the results are.
+        skipped: runs already stored before this call.
+        ran: runs executed by this call.
+        failed: runs of this call that failed.
+        elapsed_s: wall time of this call.
+    """
+
+    experiments: list[Experiment]
+    store: Store
+    skipped: int = 0
+    ran: int = 0
+    failed: int = 0
+    elapsed_s: float = 0.0
+    _ids: list[str] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self._ids = [e.run_id for e in self.experiments]
+
+    @property
+    def run_ids(self) -> list[str]:
+        """Run ids in grid order."""
+        return list(self._ids)
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        """One row per run of this sweep (``RUN_COLUMNS`` first), in grid order."""
+        return self.store.runs(self._ids)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Per-epoch rows of this sweep's runs."""
+        return self.store.history(self._ids)
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        """Per-layer rows of this sweep's runs."""
+        return self.store.layers(self._ids)
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        """The failed runs (run_id, label columns and error)."""
+        runs = self.runs
+        return runs.loc[runs["status"] == "failed", ["run_id", *FACTOR_COLUMNS, "error"]].reset_index(
+            drop=True
+        )
+
+    def summary(self, by: Sequence[str] | None = None, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+        """Mean, std, 95% CI and n over seeds of the ok runs (``shrinkviz.metrics.stats.aggregate``), grouped by
+        every factor except ``seed`` unless ``by`` is given."""
+        from shrinkviz.metrics.stats import aggregate
+
+        ok = self.runs[lambda d: d["status"] == "ok"]
+        by = [c for c in FACTOR_COLUMNS if c != "seed"] if by is None else list(by)
+        metrics = [m for m in METRIC_COLUMNS if ok[m].notna().any()] if metrics is None else list(metrics)
+        return aggregate(ok, by=by, metrics=metrics)
+
+    def __repr__(self) -> str:
+        return (
+            f"SweepResult({len(self._ids)} runs: {self.ran} ran ({self.failed} failed), {self.skipped} already "
+            f"stored; {self.elapsed_s:.1f} s; {self.store})"
+        )
+
+
+def sweep(
+    base: Experiment | Iterable[Experiment],
+    executor: Executor | str | None = None,
+    *,
+    store: Store | str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    **grid: Any,
+) -> SweepResult:
+    """Run ``base`` x ``grid``, skipping what the store already has; return the sweep's tables.
+
+    Args:
+        base: an Experiment, or several (each is crossed with the grid; e.g. a baseline, a pruning config
+            and a pipeline config swept over seeds together).
+        executor: None / ``"local"`` (in this process), ``"dask"`` (a 2-worker LocalCluster), a
+            ``"tcp://host:8786"`` scheduler address, or an executor object such as
+            ``DaskExecutor(n_workers=4)`` (left open for reuse).
+        store: a Store or its folder (default ``Store()``, under the cache root).
+        progress: show a tqdm progress bar.
+        **grid: field (dotted path or alias) -> list of values.
+
+    Returns:
+        A :class:`SweepResult` (``.runs``, ``.history``, ``.layers``, ``.summary()``, ``.store``).
+
+    Raises:
+        ValueError: an unknown grid field or an invalid grid point (nothing has run).
+        ConnectionError: the Dask scheduler is unreachable (nothing has run).
+
+    Example:
+        >>> res = sweep(Experiment(model="tiny_mlp", data="digits"), seed=[0, 1])  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    experiments = expand(base, **grid)
+    store = store if isinstance(store, Store) else Store(store)
+    todo = [e for e in experiments if not store.has(e.run_id)]
+    result = SweepResult(experiments, store, skipped=len(experiments) - len(todo))
+    if todo:
+        ex, owned = make_executor(executor)
+        try:
+            ex.start()  # connect before anything runs: an unreachable scheduler leaves the store untouched
+            by_json = {e.to_json(): e for e in todo}
+            bar = tqdm(total=len(todo), desc="sweep", disable=not progress, unit="run")
+            for config_json, record, error in ex.map_unordered(
+                execute, list(by_json), getattr(ex, "torch_threads", None)
+            ):
+                exp = by_json[config_json]
+                if error is not None:  # the worker itself died (execute never raises)
+                    record = {"row": failed_row(exp, error, _now(), 0.0), "history": [], "layers": []}
+                _put(store, exp, record)
+                result.ran += 1
+                result.failed += record["row"]["status"] != "ok"
+                bar.update(1)
+                bar.set_postfix(failed=result.failed)
+            bar.close()
+        finally:
+            if owned:
+                ex.close()
+    result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+def _put(store: Store, exp: Experiment, record: dict[str, Any]) -> None:
+    """Store a record; a record the schema rejects is stored as a failed run naming the problem."""
+    try:
+        store.put(record["row"], record["history"], record["layers"])
+    except SchemaError as exc:
+        row = record["row"]
+        store.put(
+            failed_row(exp, f"SchemaError: {exc}", row.get("started_at", _now()), row.get("duration_s", 0.0))
+        )
+
+
+make_module_callable(__name__, sweep)  # sv.sweep(...) runs the verb; see shrinkviz.core.verbs

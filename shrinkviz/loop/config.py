@@ -1,0 +1,218 @@
+"""Every hyperparameter of one training stage (:class:`TrainConfig`) and the one table of named presets
+(:data:`PRESETS`) that every verb and experiment takes its defaults from (:data:`DEFAULTS`).
+
+Example:
+    >>> TrainConfig.resolve("shrinkbench").lr
+    0.001
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from shrinkviz.data import AUGMENTATIONS
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine")
+SELECTIONS = ("last", "best_val")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyperparameter of one training stage.
+
+    Attributes:
+        epochs: passes over the training split (>= 1).
+        batch_size: examples per step.
+        optimizer: one of ``OPTIMIZERS``.
+        lr: peak learning rate (> 0).
+        momentum: SGD momentum.
+        nesterov: SGD Nesterov momentum.
+        weight_decay: L2 penalty (>= 0); decoupled for AdamW.
+        schedule: one of ``SCHEDULES``; ``step`` multiplies by ``gamma`` at each epoch in ``milestones``.
+        milestones: epochs (1-based) at which the ``step`` schedule decays.
+        gamma: decay factor of the ``step`` schedule.
+        warmup_epochs: linear warm-up before the schedule.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        augment: ``auto`` (the dataset's standard augmentation, ``Dataset.augment``) or one of
+            ``shrinkviz.data.AUGMENTATIONS``.
+        select: ``last`` keeps the final weights, ``best_val`` restores the epoch with the best
+            validation top-1 (the test split is never used for selection).
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    augment: str = "auto"
+    select: str = "last"
+
+    def __post_init__(self) -> None:
+        def bad(field_name: str, why: str) -> ValueError:
+            return ValueError(f"TrainConfig.{field_name}={getattr(self, field_name)!r}: {why}")
+
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise bad("epochs", "must be a whole number >= 1")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise bad("batch_size", "must be a whole number >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"unknown optimizer; valid: {', '.join(OPTIMIZERS)}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise bad("lr", "must be a finite number > 0")
+        if not 0 <= self.momentum < 1:
+            raise bad("momentum", "must be in [0, 1)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise bad("weight_decay", "must be a finite number >= 0")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"unknown schedule; valid: {', '.join(SCHEDULES)}")
+        if any(not isinstance(m, int) or m < 1 for m in self.milestones):
+            raise bad("milestones", "must be epochs >= 1")
+        if not 0 < self.gamma <= 1:
+            raise bad("gamma", "must be in (0, 1]")
+        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs + 1:
+            raise bad("warmup_epochs", "must be a whole number in [0, epochs]")
+        if not 0 <= self.label_smoothing < 1:
+            raise bad("label_smoothing", "must be in [0, 1)")
+        if self.augment != "auto" and self.augment not in AUGMENTATIONS:
+            raise bad("augment", f"valid: auto, {', '.join(AUGMENTATIONS)}")
+        if self.select not in SELECTIONS:
+            raise bad("select", f"valid: {', '.join(SELECTIONS)}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise bad("nesterov", "needs optimizer='sgd' with momentum > 0")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are rejected."""
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown fields {sorted(unknown)}")
+        data = dict(data)
+        if "milestones" in data:
+            data["milestones"] = tuple(data["milestones"])
+        return cls(**data)
+
+    @classmethod
+    def preset(cls, name: str) -> TrainConfig:
+        """A named preset; see :data:`PRESETS`."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; valid: {', '.join(sorted(PRESETS))}")
+        return PRESETS[name]
+
+    @classmethod
+    def resolve(cls, cfg: TrainConfig | str, field: str = "cfg") -> TrainConfig:
+        """A config given as itself or as a preset name (what every verb taking ``cfg`` accepts).
+
+        Example:
+            >>> TrainConfig.resolve("shrinkbench") == TrainConfig.shrinkbench()
+            True
+        """
+        if isinstance(cfg, TrainConfig):
+            return cfg
+        if isinstance(cfg, str):
+            return cls.preset(cfg)
+        raise TypeError(
+            f"{field}={cfg!r}: give a TrainConfig or a preset name ({', '.join(sorted(PRESETS))})"
+        )
+
+    @classmethod
+    def shrinkbench(cls) -> TrainConfig:
+        """ShrinkBench's default finetuning: SGD lr 1e-3, momentum 0.9, Nesterov, no weight decay, no
+        schedule, 30 epochs, batch 128."""
+        return PRESETS["shrinkbench"]
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "shrinkbench": TrainConfig(
+        epochs=30,
+        batch_size=128,
+        optimizer="sgd",
+        lr=1e-3,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=0.0,
+        schedule="constant",
+        augment="auto",
+    ),
+    "shrinkbench_adam": TrainConfig(
+        epochs=30,
+        batch_size=128,
+        optimizer="adam",
+        lr=1e-4,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="constant",
+        augment="auto",
+    ),
+    "cifar_sgd": TrainConfig(
+        epochs=200,
+        batch_size=128,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="cosine",
+        augment="auto",
+    ),
+    "adam_fast": TrainConfig(
+        epochs=10,
+        batch_size=128,
+        optimizer="adam",
+        lr=2e-3,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="cosine",
+        augment="none",
+    ),
+    "adam_lr1e-3": TrainConfig(
+        epochs=10,
+        batch_size=128,
+        optimizer="adam",
+        lr=1e-3,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="constant",
+        augment="none",
+    ),
+    "adam_lr1e-4": TrainConfig(
+        epochs=10,
+        batch_size=128,
+        optimizer="adam",
+        lr=1e-4,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="constant",
+        augment="none",
+    ),
+    "finetune_sgd_cosine": TrainConfig(
+        epochs=10,
+        batch_size=128,
+        optimizer="sgd",
+        lr=1e-2,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=0.0,
+        schedule="cosine",
+        augment="auto",
+    ),
+}
+"""Named training presets. ``shrinkbench`` is ShrinkBench's finetuning default; ``adam_lr1e-3`` and
+``adam_lr1e-4`` are the two baseline recipes of ShrinkBench's baseline confounder experiment."""

@@ -1,0 +1,218 @@
+"""THE training and evaluation loop of shrinkviz. Pruning masks, QAT and distillation plug into it
+through callbacks; nobody writes a second loop.
+
+Hyperparameters live in one frozen dataclass, :class:`TrainConfig`, with named presets (ShrinkBench's
+finetuning default among them) so that finetuning can be held fixed or varied as a controlled factor.
+
+Example:
+    >>> from shrinkviz.data import load_dataset
+    >>> from shrinkviz.models import create_model
+    >>> ds = load_dataset("digits").subset(train=256, val=64, test=64)
+    >>> model = create_model("tiny_mlp", dataset=ds)
+    >>> history = fit(model, ds, TrainConfig.preset("adam_fast").replace(epochs=1))
+    >>> sorted(history[0])[:3]
+    ['epoch', 'epoch_s', 'kd_loss']
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from shrinkviz.core.device import model_device, resolve_device
+from shrinkviz.data import Dataset, Normalizer, Split, batches
+from shrinkviz.loop.callbacks import Callback
+from shrinkviz.loop.config import PRESETS, TrainConfig
+from shrinkviz.loop.masks import mask_callbacks
+
+__all__ = [
+    "PRESETS",
+    "Callback",
+    "TrainConfig",
+    "count_correct",
+    "evaluate",
+    "fit",
+    "lr_factor",
+    "make_optimizer",
+]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer a config names, over the model's trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at a global step (0-based): warm-up, then the schedule."""
+    epoch_float = step / steps_per_epoch
+    if cfg.warmup_epochs and epoch_float < cfg.warmup_epochs:
+        return (step + 1) / (cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        return cfg.gamma ** sum(1 for m in cfg.milestones if epoch_float >= m)
+    total = (cfg.epochs - cfg.warmup_epochs) * steps_per_epoch
+    progress = (step - cfg.warmup_epochs * steps_per_epoch) / max(total, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    normalize: Normalizer,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Loss, top-1 and top-5 over a whole split, exact: correct predictions summed over the true count.
+
+    Example:
+        >>> from shrinkviz.data import load_dataset, Normalizer
+        >>> from shrinkviz.models import create_model
+        >>> ds = load_dataset("digits")
+        >>> m = create_model("tiny_mlp", dataset=ds)
+        >>> 0 <= evaluate(m, ds.test, Normalizer(ds.mean, ds.std))["top1"] <= 1
+        True
+    """
+    device = model_device(model) if device is None else resolve_device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    top1 = top5 = 0
+    for x, y in batches(split, batch_size, normalize, device):
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double().cpu()
+        top1 += count_correct(logits, y, 1)
+        top5 += count_correct(logits, y, 5)
+    model.train(was_training)
+    n = len(split)
+    return {"loss": float(loss_sum) / n, "top1": top1 / n, "top5": top5 / n, "n": n}
+
+
+def count_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> int:
+    """How many targets are among the top-``k`` logits (k capped at the class count)."""
+    k = min(k, logits.shape[1])
+    return int((logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1).sum())
+
+
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    stage: str = "train",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place on ``data.train``, validating on ``data.val`` after every epoch.
+
+    Args:
+        model: any ``nn.Module`` mapping normalised images to logits.
+        data: the dataset (its normalisation statistics are used).
+        cfg: hyperparameters.
+        callbacks: hooks for masks, QAT, distillation (see :class:`Callback`).
+        seed: seeds shuffling, augmentation and any randomness in the model's forward.
+        device: where to train (default: CUDA when present, else CPU).
+        stage: label written in each history row.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        One dict per epoch: stage, epoch, lr, train_loss, task_loss, kd_loss, train_top1, val_loss,
+        val_top1, val_top5, epoch_s (and whatever callbacks add).
+    """
+    callbacks = [*mask_callbacks(model, callbacks), *callbacks]
+    device = resolve_device(device)
+    model.to(device)
+    normalize = Normalizer(data.mean, data.std)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    augment = data.augment if cfg.augment == "auto" else cfg.augment
+    for cb in callbacks:
+        cb.fit_start(model, optimizer)
+    history: list[dict[str, Any]] = []
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    step = 0
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=stage, disable=not progress, leave=False)
+    for epoch in range(1, cfg.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        for cb in callbacks:
+            cb.epoch_start(model, epoch)
+        sums: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for x, y in batches(data.train, cfg.batch_size, normalize, device, generator, augment):
+            factor = lr_factor(cfg, step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * factor
+            logits = model(x)
+            task_loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            loss, extra = task_loss, {}
+            for cb in callbacks:
+                replaced = cb.loss(model, x, logits, y, loss)
+                if replaced is not None:
+                    loss, more = replaced
+                    extra.update(more)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for cb in callbacks:
+                cb.after_backward(model)
+            optimizer.step()
+            for cb in callbacks:
+                cb.after_step(model)
+            n = y.shape[0]
+            for key, value in (("train_loss", loss), ("task_loss", task_loss), *extra.items()):
+                sums[key] = sums.get(key, 0.0) + value.detach() * n
+            correct += (logits.detach().argmax(1) == y).sum()
+            step += 1
+            bar.update(1)
+        n_train = len(data.train)
+        val = evaluate(model, data.val, normalize, device=device)
+        row: dict[str, Any] = {
+            "stage": stage,
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": float(sums["train_loss"]) / n_train,
+            "task_loss": float(sums["task_loss"]) / n_train,
+            "kd_loss": float(sums["kd_loss"]) / n_train if "kd_loss" in sums else float("nan"),
+            "train_top1": int(correct) / n_train,
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+        }
+        for cb in callbacks:
+            cb.epoch_end(model, epoch, row)
+        row["epoch_s"] = time.perf_counter() - started
+        history.append(row)
+        bar.set_postfix(val_top1=f"{val['top1']:.3f}")
+        if not math.isfinite(row["train_loss"]):
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch} (loss {row['train_loss']}); "
+                f"lower TrainConfig.lr (now {cfg.lr})"
+            )
+        if cfg.select == "best_val" and (best is None or val["top1"] > best[0]):
+            best = (val["top1"], copy.deepcopy(model.state_dict()))
+    bar.close()
+    if best is not None:
+        model.load_state_dict(best[1])
+    for cb in callbacks:
+        cb.fit_end(model)
+    return history
