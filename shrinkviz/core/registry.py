@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar, overload
@@ -46,8 +47,9 @@ def did_you_mean(name: object, valid: Iterable[str], n: int = 3) -> str:
 
 
 def unknown_name(kind: str, name: object, valid: Iterable[str]) -> UnknownNameError:
-    """The one error for an unknown name: ``unknown <kind> 'x'; did you mean 'y'? valid: a, b, c``."""
-    valid = sorted(valid)
+    """The one error for an unknown name: ``unknown <kind> 'x'; did you mean 'y'? valid: a, b, c`` (valid
+    names in the order given)."""
+    valid = list(valid)
     hint = did_you_mean(name, valid)
     return UnknownNameError(f"unknown {kind} {name!r};{hint} valid: {', '.join(valid)}".replace(";  ", "; "))
 
@@ -96,7 +98,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The entry of ``name``; :class:`UnknownNameError` with a did-you-mean otherwise."""
         if not isinstance(name, str) or name not in self._entries:
-            raise unknown_name(self.kind, name, self._entries)
+            raise unknown_name(self.kind, name, self.names())
         return self._entries[name]
 
     def check(self, name: str) -> str:
@@ -108,9 +110,31 @@ class Registry(Generic[T]):
         """Registered names, sorted."""
         return sorted(self._entries)
 
+    def ordered(self) -> list[str]:
+        """Registered names in registration order."""
+        return list(self._entries)
+
     def items(self) -> list[tuple[str, T]]:
         """``(name, entry)`` pairs, sorted by name."""
         return sorted(self._entries.items())
+
+    @contextlib.contextmanager
+    def scoped(self) -> Iterator[Registry[T]]:
+        """Within the ``with`` block, registrations may change; at its end the registry is as before.
+
+        Example:
+            >>> shapes = Registry("shape")
+            >>> with shapes.scoped():
+            ...     _ = shapes.register("circle", 1)
+            >>> shapes.names()
+            []
+        """
+        saved = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries.clear()
+            self._entries.update(saved)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

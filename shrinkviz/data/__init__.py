@@ -7,17 +7,31 @@ Example:
 """
 
 from shrinkviz.data.augment import AUGMENTATIONS, Normalizer, batches
-from shrinkviz.data.datasets import DEFAULT_DATASET, Dataset, Split, available_datasets, load_dataset
+from shrinkviz.data.datasets import (
+    DATASETS,
+    DEFAULT_DATASET,
+    Dataset,
+    Split,
+    as_dataset,
+    available_datasets,
+    from_tensors,
+    load_dataset,
+    register_dataset,
+)
 from shrinkviz.data.sources import DatasetNotFoundError
 
 __all__ = [
     "AUGMENTATIONS",
+    "DATASETS",
     "DEFAULT_DATASET",
     "Dataset",
     "DatasetNotFoundError",
     "Normalizer",
     "Split",
+    "as_dataset",
     "available_datasets",
+    "from_tensors",
     "batches",
     "load_dataset",
+    "register_dataset",
 ]

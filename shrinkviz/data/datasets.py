@@ -13,10 +13,12 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from shrinkviz.core.registry import Registry, unknown_name
 from shrinkviz.data import formats, sources
 
 VAL_SPLIT_SEED = 0
@@ -227,24 +229,95 @@ _FASHION_CLASSES = (
     "Ankle boot",
 )
 
-_LOADERS: dict[str, Callable[..., Dataset]] = {
-    "digits": lambda cache, download, val_fraction: _load_digits(val_fraction),
-    "fashion_mnist": lambda cache, download, val_fraction: _load_idx(
-        "fashion_mnist", cache, download, val_fraction, _FASHION_CLASSES
-    ),
-    "mnist": lambda cache, download, val_fraction: _load_idx(
-        "mnist", cache, download, val_fraction, tuple(str(i) for i in range(10))
-    ),
-    "cifar10": lambda cache, download, val_fraction: _load_cifar("cifar10", cache, download, val_fraction),
-    "cifar100": lambda cache, download, val_fraction: _load_cifar("cifar100", cache, download, val_fraction),
-}
+DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
+"""Dataset loaders by name: ``loader(*, cache, download, val_fraction) -> Dataset`` (see
+:func:`register_dataset`). ``imagefolder`` is not an entry: it needs a ``path``."""
+
+
+def register_dataset(
+    name: str, loader: Callable[..., Dataset] | None = None, *, overwrite: bool = False
+) -> Any:
+    """Register a dataset loader under ``name`` (usable as a decorator); it is then available to
+    :func:`load_dataset`, experiments, sweeps and the CLI.
+
+    The loader is called with the keyword arguments ``cache`` (Path or None), ``download`` (bool) and
+    ``val_fraction`` (float); accept ``**kwargs`` for the ones you do not use. Build its result with
+    :func:`from_tensors`, which carves the seeded validation split and the normalisation statistics.
+
+    Example:
+        >>> @register_dataset("example_noise", overwrite=True)
+        ... def noise(val_fraction=0.1, **_):
+        ...     g = torch.Generator().manual_seed(0)
+        ...     x = torch.randint(0, 256, (60, 1, 4, 4), generator=g, dtype=torch.uint8)
+        ...     return from_tensors("example_noise", x[:50], torch.arange(50) % 2, x[50:], torch.arange(10) % 2,
+        ...                         val_fraction=val_fraction)
+        >>> ds = load_dataset("example_noise")
+        >>> ds.input_shape, len(ds.train), len(ds.val), len(ds.test)
+        ((1, 4, 4), 45, 5, 10)
+        >>> DATASETS.unregister("example_noise")
+    """
+    if loader is None:
+        return lambda fn: register_dataset(name, fn, overwrite=overwrite)
+    if name == "imagefolder":
+        raise ValueError("dataset name 'imagefolder' is reserved for load_dataset('imagefolder', path=...)")
+    if not callable(loader):
+        raise TypeError(f"dataset {name!r}: loader must be callable(*, cache, download, val_fraction)")
+    DATASETS.register(name, loader, overwrite=overwrite)
+    _load_cached.cache_clear()
+    return loader
+
+
+def from_tensors(
+    name: str,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    num_classes: int | None = None,
+    classes: tuple[str, ...] = (),
+    augment: str = "none",
+    val_fraction: float = 0.1,
+) -> Dataset:
+    """A :class:`Dataset` from uint8 image tensors (N x C x H x W) and integer labels: the validation split
+    is carved from the training images with the fixed seed, the normalisation statistics computed on what
+    remains.
+
+    Raises:
+        ValueError: images that are not 4-d uint8, or labels that do not match them.
+    """
+    for what, images, labels in (("train", train_images, train_labels), ("test", test_images, test_labels)):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(
+                f"{name}: {what} images must be a uint8 tensor N x C x H x W, got "
+                f"{images.dtype} of shape {tuple(images.shape)}"
+            )
+        if labels.shape != (images.shape[0],):
+            raise ValueError(
+                f"{name}: {what} labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
+            )
+    classes_n = (
+        num_classes if num_classes is not None else int(max(train_labels.max(), test_labels.max())) + 1
+    )
+    return _assemble(
+        name,
+        train_images,
+        train_labels.long(),
+        test_images,
+        test_labels.long(),
+        classes_n,
+        val_fraction,
+        tuple(classes),
+        augment=augment,
+    )
+
 
 DEFAULT_DATASET = "fashion_mnist"
 
 
 def available_datasets() -> list[str]:
     """Registry names accepted by :func:`load_dataset` (plus ``imagefolder`` with a ``path``)."""
-    return sorted(_LOADERS) + ["imagefolder"]
+    return [*DATASETS.names(), "imagefolder"]
 
 
 def load_dataset(
@@ -276,16 +349,61 @@ def load_dataset(
         if path is None:
             raise ValueError("dataset 'imagefolder' needs path=<folder with train/ and val/ subfolders>")
         return _load_cached_folder(str(Path(path).resolve()), image_size, val_fraction)
-    if name not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(available_datasets())}")
+    if name not in DATASETS:
+        raise unknown_name("dataset", name, available_datasets())
     return _load_cached(name, str(cache) if cache else None, download, val_fraction)
 
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, cache: str | None, download: bool, val_fraction: float) -> Dataset:
-    return _LOADERS[name](Path(cache) if cache else None, download, val_fraction)
+    dataset = DATASETS.get(name)(
+        cache=Path(cache) if cache else None, download=download, val_fraction=val_fraction
+    )
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"the loader of dataset {name!r} returned {type(dataset).__name__}, not a Dataset; "
+            "build it with shrinkviz.data.from_tensors"
+        )
+    return dataset
+
+
+def as_dataset(data: Dataset | str | None, *, optional: bool = False) -> Dataset | None:
+    """A Dataset from a Dataset or a registry name (``None`` passes through when ``optional``): what every
+    verb taking ``data`` accepts.
+
+    Example:
+        >>> as_dataset("digits").name, as_dataset(None, optional=True)
+        ('digits', None)
+    """
+    if isinstance(data, Dataset) or (data is None and optional):
+        return data
+    if isinstance(data, str):
+        return load_dataset(data)
+    raise TypeError(f"data must be a shrinkviz.data.Dataset or a dataset name, got {type(data).__name__}")
 
 
 @functools.lru_cache(maxsize=2)
 def _load_cached_folder(path: str, image_size: int, val_fraction: float) -> Dataset:
     return _load_image_folder(path, image_size, val_fraction)
+
+
+register_dataset("digits", lambda *, val_fraction, **_: _load_digits(val_fraction))
+register_dataset(
+    "fashion_mnist",
+    lambda *, cache, download, val_fraction: _load_idx(
+        "fashion_mnist", cache, download, val_fraction, _FASHION_CLASSES
+    ),
+)
+register_dataset(
+    "mnist",
+    lambda *, cache, download, val_fraction: _load_idx(
+        "mnist", cache, download, val_fraction, tuple(str(i) for i in range(10))
+    ),
+)
+register_dataset(
+    "cifar10", lambda *, cache, download, val_fraction: _load_cifar("cifar10", cache, download, val_fraction)
+)
+register_dataset(
+    "cifar100",
+    lambda *, cache, download, val_fraction: _load_cifar("cifar100", cache, download, val_fraction),
+)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-RUNTIMES = ("eager", "compiled", "onnxruntime")
+from shrinkviz.core.registry import Registry
 
 COMPILE_OPTIONS = {"freezing": True, "layout_optimization": False}
 """Inductor options of the FP32 ``compiled`` runtime. Measured here (CIFAR ResNet-18, batch 1, 1 thread, CPU
@@ -54,48 +54,91 @@ def model_dtype(model: nn.Module) -> str:
     Raises:
         ValueError: a fake-quant QAT model (its speed says nothing about deployment).
     """
-    import torch.ao.nn.quantized as nnq
-    from torch.ao.quantization import FakeQuantizeBase
+    from shrinkviz.core.layers import is_quantized_layer
+    from shrinkviz.techniques.quant import is_qat
 
-    if any(isinstance(m, FakeQuantizeBase) for m in model.modules()):
+    if is_qat(model):
         raise ValueError(
             "latency of a fake-quant QAT model is not a deployment figure; convert it to INT8 "
             "first (shrinkviz.techniques.quant.convert)"
         )
-    return "int8" if any(isinstance(m, nnq.Conv2d | nnq.Linear) for m in model.modules()) else "fp32"
+    return "int8" if any(is_quantized_layer(m) for m in model.modules()) else "fp32"
+
+
+RuntimeFactory = Callable[[nn.Module, torch.Tensor, int, str], Runner]
+"""``factory(model, x, threads, dtype) -> Runner``: prepare ``model`` (in eval mode, of ``dtype`` ``fp32`` or
+``int8``) to run on input ``x`` with ``threads`` threads."""
+
+RUNTIMES: Registry[RuntimeFactory] = Registry("runtime")
+"""Latency runtimes by name (see :func:`register_runtime`)."""
+
+
+def register_runtime(name: str, factory: RuntimeFactory | None = None, *, overwrite: bool = False) -> Any:
+    """Register a latency runtime (usable as a decorator); experiments, sweeps, ``measure_latency``,
+    ``compare_latency`` and the figures then accept its name.
+
+    The factory raises ``ValueError`` (or ``ImportError`` when what it needs is not installed) for a model
+    it cannot run; the measurement records that reason for this runtime only.
+
+    Example:
+        >>> @register_runtime("example_inference_mode", overwrite=True)
+        ... def inference_mode(model, x, threads, dtype):
+        ...     def call():
+        ...         with torch.inference_mode():
+        ...             return model(x)
+        ...     return Runner("example_inference_mode", dtype, f"PyTorch inference_mode ({dtype.upper()})", call)
+        >>> make_runner(nn.Linear(4, 2), "example_inference_mode", torch.zeros(1, 4), 1).detail
+        'PyTorch inference_mode (FP32)'
+        >>> RUNTIMES.unregister("example_inference_mode")
+    """
+    if factory is None:
+        return lambda fn: register_runtime(name, fn, overwrite=overwrite)
+    if not callable(factory):
+        raise TypeError(f"runtime {name!r}: factory must be callable(model, x, threads, dtype) -> Runner")
+    return RUNTIMES.register(name, factory, overwrite=overwrite)
+
+
+def available_runtimes() -> list[str]:
+    """Names of the registered runtimes, in registration order (the built-ins first)."""
+    return RUNTIMES.ordered()
 
 
 def make_runner(model: nn.Module, runtime: str, x: torch.Tensor, threads: int) -> Runner:
     """Prepare ``model`` for ``runtime`` on input ``x`` (threads must already be pinned for PyTorch).
 
     Raises:
-        ValueError: unknown runtime or a fake-quant model.
+        ValueError: unknown runtime (did-you-mean) or a fake-quant model.
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime={runtime!r}: valid runtimes are {', '.join(RUNTIMES)}")
+    factory = RUNTIMES.get(runtime)
     dtype = model_dtype(model)
     model.eval()
-    label = dtype.upper()
-    if runtime == "eager":
-        return Runner(runtime, dtype, f"PyTorch eager ({label})", lambda: model(x))
-    if runtime == "compiled":
-        if dtype == "int8":
-            from shrinkviz.deploy.export import torchscript
+    return factory(model, x, threads, dtype)
 
-            frozen = torchscript(model, input_shape=tuple(x.shape[1:]), batch=x.shape[0])
-            return Runner(runtime, dtype, "TorchScript trace+freeze (INT8)", lambda: frozen(x), [frozen])
-        # one compiled model per measurement: without a reset, dynamo's per-code cache limit would make a
-        # sweep over many models silently fall back to eager after a few of them.
-        from shrinkviz.deploy.export import quiet_trace
 
-        torch._dynamo.reset()
-        with (
-            quiet_trace()
-        ):  # the first torch.compile imports inductor, whose imports use torch.jit.script_method
-            compiled = torch.compile(model, dynamic=False, options=COMPILE_OPTIONS)
-        return Runner(
-            runtime, dtype, "torch.compile inductor, freezing (FP32)", lambda: compiled(x), [compiled]
-        )
+@register_runtime("eager")
+def _eager(model: nn.Module, x: torch.Tensor, threads: int, dtype: str) -> Runner:
+    return Runner("eager", dtype, f"PyTorch eager ({dtype.upper()})", lambda: model(x))
+
+
+@register_runtime("compiled")
+def _compiled(model: nn.Module, x: torch.Tensor, threads: int, dtype: str) -> Runner:
+    from shrinkviz.deploy.export import quiet_trace, torchscript
+
+    if dtype == "int8":
+        frozen = torchscript(model, input_shape=tuple(x.shape[1:]), batch=x.shape[0])
+        return Runner("compiled", dtype, "TorchScript trace+freeze (INT8)", lambda: frozen(x), [frozen])
+    # one compiled model per measurement: without a reset, dynamo's per-code cache limit would make a
+    # sweep over many models silently fall back to eager after a few of them.
+    torch._dynamo.reset()
+    with quiet_trace():  # the first torch.compile imports inductor, whose imports use torch.jit.script_method
+        compiled = torch.compile(model, dynamic=False, options=COMPILE_OPTIONS)
+    return Runner(
+        "compiled", dtype, "torch.compile inductor, freezing (FP32)", lambda: compiled(x), [compiled]
+    )
+
+
+@register_runtime("onnxruntime")
+def _onnxruntime(model: nn.Module, x: torch.Tensor, threads: int, dtype: str) -> Runner:
     import onnxruntime as ort
 
     from shrinkviz.deploy.export import export_onnx, onnx_session
@@ -106,7 +149,7 @@ def make_runner(model: nn.Module, runtime: str, x: torch.Tensor, threads: int) -
     feed = {session.get_inputs()[0].name: x.detach().cpu().contiguous().numpy()}
     form = "QDQ with the model's INT8 scales" if dtype == "int8" else "FP32"
     return Runner(
-        runtime,
+        "onnxruntime",
         dtype,
         f"onnxruntime {ort.__version__} CPU ({form})",
         lambda: session.run(None, feed),

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shrinkviz.experiments.specs import (
-    LATENCY_RUNTIMES,
     METHODS,
     QUANT_METHODS,
     RECIPE_DEFAULT,
@@ -45,6 +44,7 @@ from shrinkviz.experiments.specs import (
     PipelineSpec,
     PruneSpec,
     QuantSpec,
+    TechniqueSpec,
     _bad,
     _choice,
     _int,
@@ -54,7 +54,6 @@ from shrinkviz.experiments.specs import (
 
 __all__ = [
     "ALIASES",
-    "LATENCY_RUNTIMES",
     "METHODS",
     "QUANT_METHODS",
     "RECIPE_DEFAULT",
@@ -69,6 +68,7 @@ __all__ = [
     "PipelineSpec",
     "PruneSpec",
     "QuantSpec",
+    "TechniqueSpec",
 ]
 
 ALIASES: dict[str, str] = {
@@ -124,6 +124,7 @@ class Experiment:
     distill: DistillSpec = field(default_factory=DistillSpec)
     pipeline: PipelineSpec = field(default_factory=PipelineSpec)
     latency: LatencySpec = field(default_factory=LatencySpec)
+    technique: TechniqueSpec = field(default_factory=TechniqueSpec)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -140,6 +141,11 @@ class Experiment:
             "D": "distill.enabled=True",
         }
         order = self.pipeline.order
+        if self.technique.name and (any(on.values()) or order):
+            raise ValueError(
+                f"Experiment.technique.name={self.technique.name!r}: a technique of your own runs alone; "
+                "leave prune.strategy, quant.method, distill.enabled and pipeline.order at their defaults"
+            )
         if not order and sum(on.values()) > 1:
             both = " and ".join(settings[k] for k in STAGES if on[k])
             raise ValueError(
@@ -169,7 +175,9 @@ class Experiment:
     # -- derived -----------------------------------------------------------------------------------
     @property
     def method(self) -> str:
-        """``baseline``, ``prune``, ``quant``, ``distill`` or ``pipeline``."""
+        """``baseline``, ``prune``, ``quant``, ``distill``, ``pipeline``, or the registered technique."""
+        if self.technique.name:
+            return self.technique.name
         if self.pipeline.order:
             return "pipeline"
         if self.prune.strategy:
@@ -216,6 +224,8 @@ class Experiment:
         """Nested plain dict (JSON-ready)."""
         out: dict[str, Any] = {"model": self.model, "seed": self.seed}
         out.update({name: getattr(self, name).to_dict() for name in SECTIONS})
+        if not self.technique.name:
+            del out["technique"]  # built-in runs keep the ids they had before techniques could be added
         return out
 
     def canonical_json(self) -> str:

@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import time
 import traceback
@@ -25,6 +24,7 @@ import torch
 from shrinkviz.core.version import __version__
 from shrinkviz.experiments.experiment import Experiment
 from shrinkviz.experiments.schema import RUN_COLUMNS
+from shrinkviz.experiments.techniques import compress
 
 ERROR_CHARS = 4000
 """Failed runs keep at most this many characters of their traceback in ``error``."""
@@ -55,90 +55,6 @@ def load_baseline(exp: Experiment, progress: bool = False) -> Any:
         subset=exp.data.subset,
         progress=progress,
     )
-
-
-def _history(result: Any) -> list[dict[str, Any]]:
-    """History rows from whatever a verb returned: a list of dicts, a DataFrame, or an object with .history."""
-    hist = getattr(result, "shrinkviz_history", getattr(result, "history", result))
-    if hist is None or isinstance(hist, torch.nn.Module):
-        return []
-    if hasattr(hist, "to_dict"):
-        return hist.to_dict("records")
-    return [dict(h) for h in hist]
-
-
-def _model_of(result: Any, fallback: Any) -> Any:
-    if isinstance(result, torch.nn.Module):
-        return result
-    return getattr(result, "model", fallback)
-
-
-def _compress(exp: Experiment, baseline: Any, data: Any, progress: bool) -> tuple[Any, list[dict[str, Any]]]:
-    """Apply the experiment's technique(s) to a copy of the baseline; return (model, history rows)."""
-    method = exp.method
-    if method == "baseline":
-        hist = getattr(baseline, "shrinkviz_manifest", {}).get("history", [])
-        return baseline, [{"stage": "pretrain", **h} for h in hist]
-    model = copy.deepcopy(baseline)
-    train_cfg = exp.finetune.train_config()
-    if (
-        exp.finetune.examples is not None
-    ):  # compression stages train on the first examples; val/test unchanged
-        data = data.subset(train=exp.finetune.examples)
-    if method == "prune":
-        from shrinkviz.techniques.finetune import finetune
-        from shrinkviz.techniques.prune import prune
-
-        pruned = prune(
-            model, exp.prune.strategy, exp.prune.compression, data=data, seed=exp.seed, inplace=True
-        )
-        history = finetune(pruned, data, train_cfg, seed=exp.seed, progress=progress)
-        return pruned, _history(history)
-    if method == "quant":
-        from shrinkviz.techniques.quant import quantize
-
-        cfg = train_cfg if exp.quant.epochs is None else train_cfg.replace(epochs=exp.quant.epochs)
-        result = quantize(model, data, method=exp.quant.method, cfg=cfg, seed=exp.seed, progress=progress)
-        return _model_of(result, model), _history(result)
-    if method == "distill":
-        from shrinkviz.techniques import distill
-
-        student = model
-        if exp.distill.student:
-            from shrinkviz.models import create_model
-
-            student = create_model(exp.distill.student, dataset=data, seed=exp.seed)
-        cfg = train_cfg if exp.distill.epochs is None else train_cfg.replace(epochs=exp.distill.epochs)
-        result = distill.distill(
-            student,
-            baseline,
-            data,
-            cfg,
-            temperature=exp.distill.temperature,
-            alpha=exp.distill.alpha,
-            seed=exp.seed,
-            progress=progress,
-        )
-        return _model_of(result, student), _history(result)
-    from shrinkviz.techniques.pipeline import pipeline
-
-    kwargs: dict[str, Any] = (
-        {"strategy": exp.prune.strategy, "compression": exp.prune.compression} if exp.prune.strategy else {}
-    )
-    result = pipeline(
-        model,
-        data,
-        exp.pipeline.order,
-        epochs=exp.pipeline.epochs,
-        teacher=baseline,
-        finetune=train_cfg,
-        temperature=exp.distill.temperature,
-        alpha=exp.distill.alpha,
-        seed=exp.seed,
-        progress=progress,
-        **kwargs,
-    )
-    return _model_of(result, model), _history(result)
 
 
 def _latency(exp: Experiment, model: Any) -> dict[str, Any]:
@@ -246,7 +162,8 @@ def run(
     started_at, t0 = _now(), time.perf_counter()
     data = load_data(exp)
     baseline = load_baseline(exp, progress)
-    model, history = _compress(exp, baseline, data, progress)
+    result = compress(exp, baseline, data, progress)
+    model, history = result.model, result.history
     measured = _measure(exp, model, data, baseline)
     layers = _layer_rows(model, measured)
     row = provenance(exp, started_at, 0.0)

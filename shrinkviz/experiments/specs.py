@@ -13,15 +13,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from shrinkviz.core.registry import did_you_mean
+
 STAGES = "PQD"
 """Pipeline stage letters: P = prune + finetune, Q = INT8 quantization, D = knowledge distillation."""
 QUANT_METHODS = ("none", "qat", "ptq")
-LATENCY_RUNTIMES = ("eager", "compiled", "onnxruntime")  # fallback when shrinkviz.deploy.runtimes is absent
 METHODS = ("baseline", "prune", "quant", "distill", "pipeline")
 RECIPE_DEFAULT = "default"
 
@@ -61,7 +63,10 @@ def _float(path: str, value: Any, lo: float, hi: float = math.inf, lo_open: bool
 
 def _choice(path: str, value: Any, allowed: list[str] | tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
-        raise _bad(path, value, f"allowed values: {', '.join(repr(a) for a in allowed)}")
+        hint = did_you_mean(value, allowed).strip()
+        raise _bad(
+            path, value, f"{hint + ' ' if hint else ''}allowed values: {', '.join(repr(a) for a in allowed)}"
+        )
     return value
 
 
@@ -138,12 +143,10 @@ class BaselineSpec(_Section):
         _set(self, "epochs", _int(f"{self._path}.epochs", self.epochs, 1, optional=True))
 
 
-def _strategies() -> tuple[str, ...] | None:
-    """The pruning strategy registry, or None while ``shrinkviz.techniques.prune`` does not exist yet."""
-    try:
-        from shrinkviz.techniques.prune import available_strategies
-    except ImportError:
-        return None
+def _strategies() -> tuple[str, ...]:
+    """The names of the live pruning strategy registry."""
+    from shrinkviz.techniques.prune import available_strategies
+
     return tuple(available_strategies())
 
 
@@ -157,12 +160,7 @@ class PruneSpec(_Section):
     compression: float = 1.0
 
     def __post_init__(self) -> None:
-        registry = _strategies()
-        if not isinstance(self.strategy, str) or (
-            registry is not None and self.strategy not in ("", *registry)
-        ):
-            allowed = ["''", *map(repr, registry or ())]
-            raise _bad(f"{self._path}.strategy", self.strategy, f"allowed values: {', '.join(allowed)}")
+        _choice(f"{self._path}.strategy", self.strategy, ("", *_strategies()))
         _set(self, "compression", _float(f"{self._path}.compression", self.compression, 1.0))
         if not self.strategy and self.compression != 1.0:
             raise _bad(
@@ -272,11 +270,9 @@ class PipelineSpec(_Section):
 
 
 def _runtimes() -> tuple[str, ...]:
-    try:
-        from shrinkviz.deploy.runtimes import RUNTIMES
-    except ImportError:
-        return LATENCY_RUNTIMES
-    return tuple(RUNTIMES)
+    from shrinkviz.deploy.runtimes import available_runtimes
+
+    return tuple(available_runtimes())
 
 
 @dataclass(frozen=True)
@@ -311,6 +307,36 @@ class LatencySpec(_Section):
         _set(self, "min_time_s", _float(f"{self._path}.min_time_s", self.min_time_s, 0.0))
 
 
+@dataclass(frozen=True)
+class TechniqueSpec(_Section):
+    """A registered technique of your own (``shrinkviz.register_technique``) and its parameters (a JSON
+    mapping handed to the handler as ``exp.technique.params``); ``''`` = the built-in sections decide.
+
+    A config with no technique set serialises without this section, so the run ids of built-in runs do not
+    depend on it.
+    """
+
+    _path: ClassVar[str] = "Experiment.technique"
+    _primary: ClassVar[str] = "name"
+    name: str = ""
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from shrinkviz.experiments.techniques import BUILTIN_TECHNIQUES, available_techniques
+
+        own = [n for n in available_techniques() if n not in BUILTIN_TECHNIQUES]
+        _choice(f"{self._path}.name", self.name, ["", *own])
+        if not isinstance(self.params, dict):
+            raise _bad(f"{self._path}.params", self.params, "must be a mapping of parameter names to values")
+        try:
+            json.dumps(self.params, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise _bad(
+                f"{self._path}.params", self.params, f"must be JSON (numbers, strings, lists, dicts): {exc}"
+            ) from None
+        _set(self, "params", json.loads(json.dumps(self.params, sort_keys=True)))
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "data": DataSpec,
     "baseline": BaselineSpec,
@@ -320,6 +346,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "distill": DistillSpec,
     "pipeline": PipelineSpec,
     "latency": LatencySpec,
+    "technique": TechniqueSpec,
 }
 
 

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from shrinkviz.core.registry import unknown_name
 from shrinkviz.data import AUGMENTATIONS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -114,7 +115,7 @@ class TrainConfig:
     def preset(cls, name: str) -> TrainConfig:
         """A named preset; see :data:`PRESETS`."""
         if name not in PRESETS:
-            raise ValueError(f"unknown training preset {name!r}; valid: {', '.join(sorted(PRESETS))}")
+            raise unknown_name("training preset", name, sorted(PRESETS))
         return PRESETS[name]
 
     @classmethod
@@ -202,6 +203,17 @@ PRESETS: dict[str, TrainConfig] = {
         schedule="constant",
         augment="none",
     ),
+    "qat": TrainConfig(
+        epochs=3,
+        batch_size=128,
+        optimizer="sgd",
+        lr=1e-3,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=0.0,
+        schedule="cosine",
+        augment="auto",
+    ),
     "finetune_sgd_cosine": TrainConfig(
         epochs=10,
         batch_size=128,
@@ -216,3 +228,42 @@ PRESETS: dict[str, TrainConfig] = {
 }
 """Named training presets. ``shrinkbench`` is ShrinkBench's finetuning default; ``adam_lr1e-3`` and
 ``adam_lr1e-4`` are the two baseline recipes of ShrinkBench's baseline confounder experiment."""
+
+
+DEFAULTS: dict[str, str] = {
+    "finetune": "shrinkbench",
+    "prune": "shrinkbench",
+    "iterative_prune": "shrinkbench",
+    "prune_channels": "shrinkbench",
+    "experiment": "shrinkbench",
+    "quantize": "qat",
+    "distill": "finetune_sgd_cosine",
+    "pipeline": "finetune_sgd_cosine",
+}
+"""The training preset each entry point uses when no ``cfg`` is given, in one table. Finetuning after
+pruning (and an :class:`~shrinkviz.experiments.experiment.Experiment`'s stages) follows ShrinkBench's
+default; QAT starts from a trained model and finetunes gently (``qat``: SGD lr 1e-3, Nesterov, cosine);
+distillation and the ordered pipeline train each stage with a cosine schedule from lr 1e-2
+(``finetune_sgd_cosine``), as their stages run many more epochs than a ShrinkBench finetune."""
+
+
+def default_config(verb: str) -> TrainConfig:
+    """The training config ``verb`` uses without ``cfg`` (see :data:`DEFAULTS`).
+
+    Example:
+        >>> default_config("quantize").lr, default_config("finetune") == TrainConfig.shrinkbench()
+        (0.001, True)
+    """
+    if verb not in DEFAULTS:
+        raise unknown_name("verb", verb, sorted(DEFAULTS))
+    return PRESETS[DEFAULTS[verb]]
+
+
+def resolve_config(cfg: TrainConfig | str | None, verb: str, field: str = "cfg") -> TrainConfig:
+    """``cfg`` as a TrainConfig: itself, a preset name, or (None) the verb's default from :data:`DEFAULTS`.
+
+    Example:
+        >>> resolve_config(None, "distill") == TrainConfig.preset("finetune_sgd_cosine")
+        True
+    """
+    return default_config(verb) if cfg is None else TrainConfig.resolve(cfg, field)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shrinkviz.deploy.runtimes import RUNTIMES, Runner, make_runner, model_dtype
+from shrinkviz.deploy.runtimes import RUNTIMES, Runner, available_runtimes, make_runner, model_dtype
 
 
 class LatencyError(RuntimeError):
@@ -201,8 +201,7 @@ def _checked_shape(
     model: nn.Module, runtime: str, input_shape: tuple[int, ...] | None, *, timeout_s: float, **counts: float
 ) -> tuple[int, ...]:
     """Validate the arguments of a measurement (each bad one named) and return the input shape (C, H, W)."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime={runtime!r}: valid runtimes are {', '.join(RUNTIMES)}")
+    RUNTIMES.check(runtime)
     for name in ("batch", "threads", "rounds", "max_rounds"):
         value = counts[name]
         if not isinstance(value, int) or value < 1:
@@ -266,9 +265,10 @@ def _ort_version() -> str:
 
 
 def compare_runtimes(
-    model: nn.Module, runtimes: Sequence[str] = RUNTIMES, **kwargs: Any
+    model: nn.Module, runtimes: Sequence[str] | None = None, **kwargs: Any
 ) -> list[dict[str, Any]]:
-    """:func:`measure_latency` on each runtime (same batch, shape, threads): how much the runtime matters.
+    """:func:`measure_latency` on each runtime (default: every registered one; same batch, shape, threads):
+    how much the runtime matters.
 
     Example:
         >>> from shrinkviz.models import create_model
@@ -277,7 +277,7 @@ def compare_runtimes(
         >>> [r["latency_runtime"] for r in rows]
         ['eager', 'onnxruntime']
     """
-    return [measure_latency(model, runtime, **kwargs) for runtime in runtimes]
+    return [measure_latency(model, runtime, **kwargs) for runtime in runtimes or available_runtimes()]
 
 
 def compare_latency(

@@ -15,8 +15,9 @@ Example:
     >>> ds = sv.load_dataset("digits").subset(train=128, val=32, test=32)
     >>> teacher = sv.create_model("tiny_cnn", dataset=ds, seed=0)
     >>> student = sv.create_model("tiny_mlp", dataset=ds, seed=1)
-    >>> rows = distill(student, teacher, ds, TrainConfig.preset("adam_fast").replace(epochs=1), progress=False)
-    >>> rows[0]["stage"], rows[0]["kd_loss"] >= 0
+    >>> res = distill(student, ds, teacher=teacher, cfg=TrainConfig.preset("adam_fast").replace(epochs=1),
+    ...               progress=False)
+    >>> res.history[0]["stage"], res.history[0]["kd_loss"] >= 0
     ('D', True)
 """
 
@@ -32,11 +33,21 @@ from torch import nn
 
 from shrinkviz.core.device import model_device
 from shrinkviz.core.verbs import make_module_callable
-from shrinkviz.loop.train import Callback, TrainConfig, fit
+from shrinkviz.data import Dataset, as_dataset
+from shrinkviz.loop.callbacks import Callback
+from shrinkviz.loop.config import TrainConfig, resolve_config
+from shrinkviz.loop.train import fit
+from shrinkviz.techniques.result import Result, as_model
+
+TEMPERATURE = 4.0
+"""Default distillation temperature ``T`` (every entry point: :func:`distill`, :class:`DistillCallback`, the
+pipeline's D stage and ``Experiment.distill``)."""
+ALPHA = 0.9
+"""Default weight of the KD term (``1 - ALPHA`` weighs the cross-entropy)."""
 
 
 def kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = TEMPERATURE
 ) -> torch.Tensor:
     """``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, averaged over the batch.
 
@@ -129,7 +140,7 @@ class DistillCallback(Callback):
         alpha: weight of the KD term in [0, 1]; ``1 - alpha`` weighs the cross-entropy.
     """
 
-    def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9) -> None:
+    def __init__(self, teacher: nn.Module, temperature: float = TEMPERATURE, alpha: float = ALPHA) -> None:
         _check_temperature(temperature)
         _check_alpha(alpha)
         self.teacher = freeze(teacher)
@@ -185,42 +196,57 @@ def baseline_teacher(student: nn.Module, progress: bool = False) -> nn.Module:
 
 
 def distill(
-    student: nn.Module,
-    teacher: nn.Module | None,
-    data: Any,
+    model: nn.Module | Result,
+    data: Dataset | str,
     cfg: TrainConfig | str | None = None,
-    temperature: float = 4.0,
-    alpha: float = 0.9,
     *,
+    teacher: nn.Module | Result | None = None,
+    temperature: float = TEMPERATURE,
+    alpha: float = ALPHA,
     callbacks: tuple[Callback, ...] = (),
     seed: int = 0,
     device: Any = None,
     stage: str = "D",
     progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Train ``student`` in place with knowledge distillation from ``teacher``; return the history rows.
+) -> Result:
+    """Train ``model`` (the student) in place with knowledge distillation from ``teacher``.
 
     Args:
-        student: the model to train (float, pruned — its masks are kept by ``fit`` — or fake-quant).
+        model: the student (float, pruned — its masks are kept by ``fit`` — or fake-quant), or a Result.
+        data: a ``shrinkviz.data.Dataset`` or dataset name.
+        cfg: training config or preset name (default ``DEFAULTS["distill"]``, ``finetune_sgd_cosine``).
         teacher: the teacher; ``None`` = the student's uncompressed pretrained baseline (zoo manifest).
             A copy is frozen, so the caller's teacher is left untouched.
-        data: a ``shrinkviz.data.Dataset``.
-        cfg: training config or preset name (default: ``finetune_sgd_cosine``).
         temperature: ``T`` (> 0).
         alpha: KD weight in [0, 1].
         callbacks: further ``fit`` callbacks.
         seed, device, stage, progress: as in :func:`shrinkviz.loop.train.fit`.
 
+    Returns:
+        A :class:`Result`: the student itself and its history rows (with ``kd_loss``).
+
     Raises:
         ValueError: bad temperature / alpha, or teacher and student disagree on inputs or classes.
+        TypeError: the 0.1 call form ``distill(student, teacher, data)`` (its message names the new one).
     """
+    if isinstance(data, nn.Module | Result) or data is None:
+        raise TypeError(
+            "distill(student, teacher, data, ...) is the old call form; the teacher is now a keyword: "
+            "distill(student, data, teacher=teacher, cfg=...)"
+        )
     _check_temperature(temperature)
     _check_alpha(alpha)
-    cfg = TrainConfig.resolve(cfg or "finetune_sgd_cosine")
-    teacher = baseline_teacher(student, progress) if teacher is None else copy.deepcopy(teacher)
+    student = as_model(model)
+    data = as_dataset(data)
+    cfg = resolve_config(cfg, "distill")
+    teacher = (
+        baseline_teacher(student, progress)
+        if teacher is None
+        else copy.deepcopy(as_model(teacher, "teacher"))
+    )
     check_compatible(student, teacher, data.input_shape, data.num_classes)
     kd = DistillCallback(teacher, temperature, alpha)
-    return fit(
+    history = fit(
         student,
         data,
         cfg,
@@ -230,6 +256,7 @@ def distill(
         stage=stage,
         progress=progress,
     )
+    return Result(student, history)
 
 
-make_module_callable(__name__, distill)  # sv.distill(student, teacher, data, ...) runs the verb
+make_module_callable(__name__, distill)  # sv.distill(student, data, teacher=..., ...) runs the verb

@@ -44,17 +44,19 @@ import torch
 from torch import nn
 
 from shrinkviz.core.verbs import make_module_callable
-from shrinkviz.data import Dataset, Normalizer, load_dataset
-from shrinkviz.loop.train import TrainConfig, evaluate, fit
-from shrinkviz.techniques.distill import DistillCallback, check_compatible, freeze
+from shrinkviz.data import Dataset, Normalizer, as_dataset
+from shrinkviz.loop.config import TrainConfig, resolve_config
+from shrinkviz.loop.masks import get_masks
+from shrinkviz.loop.train import evaluate, fit
+from shrinkviz.techniques.distill import ALPHA, TEMPERATURE, DistillCallback, check_compatible, freeze
 from shrinkviz.techniques.quant import convert, int8_weights, is_int8, is_qat, prepare_qat
+from shrinkviz.techniques.result import Result, as_model
 
 STAGES = ("P", "Q", "D")
 ORDERS = tuple("".join(p) for p in itertools.permutations(STAGES))
 """The six orders of the three stages."""
 DEFAULT_EPOCHS = (20, 40, 40)
 """The paper's allocation for three stages (a 100-epoch budget)."""
-DEFAULT_FINETUNE = "finetune_sgd_cosine"
 
 
 def parse_order(order: str) -> tuple[str, ...]:
@@ -136,8 +138,8 @@ def allocate_epochs(
 
 
 @dataclass
-class PipelineResult:
-    """What :func:`pipeline` returns.
+class PipelineResult(Result):
+    """What :func:`pipeline` returns: a :class:`Result` with the record of each stage.
 
     Attributes:
         model: the deployable artefact (converted INT8 when Q ran, else FP32), CPU, eval mode.
@@ -152,11 +154,9 @@ class PipelineResult:
             empty without P); an INT8 artefact holds exact zeros where they are False.
     """
 
-    model: nn.Module
-    history: list[dict[str, Any]]
-    stages: list[dict[str, Any]]
-    order: str
-    epochs: tuple[int, ...]
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    order: str = ""
+    epochs: tuple[int, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -164,12 +164,6 @@ class PipelineResult:
     def quantized(self) -> bool:
         """Whether the artefact is an INT8 model."""
         return is_int8(self.model)
-
-    def history_frame(self) -> Any:
-        """The history as a pandas DataFrame."""
-        import pandas as pd
-
-        return pd.DataFrame(self.history)
 
 
 def weight_sparsity(model: nn.Module) -> float:
@@ -198,22 +192,23 @@ def weight_sparsity(model: nn.Module) -> float:
 
 
 def pipeline(
-    model: nn.Module,
+    model: nn.Module | Result,
     data: Dataset | str,
     order: str = "PQD",
     epochs: int | Sequence[int] | None = None,
     *,
+    cfg: TrainConfig | str | None = None,
     budget: int | None = None,
     scale: float = 1.0,
     strategy: str = "global_weight",
     compression: float = 8.0,
     teacher: nn.Module | None = None,
-    finetune: TrainConfig | str = DEFAULT_FINETUNE,
-    temperature: float = 4.0,
-    alpha: float = 0.9,
+    temperature: float = TEMPERATURE,
+    alpha: float = ALPHA,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    finetune: TrainConfig | str | None = None,
 ) -> PipelineResult:
     """Run the stages of ``order`` on a copy of ``model`` and return the deployable artefact.
 
@@ -226,27 +221,32 @@ def pipeline(
         scale: shrink every stage's epochs (smoke runs), e.g. 0.05 -> (1, 2, 2).
         strategy, compression: pruning strategy and target compression ratio of P.
         teacher: teacher of D; default the uncompressed input ``model`` (frozen copy).
-        finetune: training config (its ``epochs`` is replaced per stage) or preset name.
+        cfg: training config (its ``epochs`` is replaced per stage) or preset name (default
+            ``DEFAULTS["pipeline"]``, ``finetune_sgd_cosine``).
         temperature, alpha: distillation temperature and KD weight of D.
         seed: seed of pruning and training.
         device: training device (conversion and the final evaluation run on the CPU).
         progress: progress bars.
+        finetune: the 0.1 name of ``cfg``, still accepted.
 
     Raises:
         ValueError: bad order / epochs / budget / scale / compression (naming the field), or a
             teacher that does not match the student.
-        TypeError: ``finetune`` is neither a TrainConfig nor a preset name.
+        TypeError: ``cfg`` is neither a TrainConfig nor a preset name, or both ``cfg`` and ``finetune``.
 
     Example:
         >>> allocate_epochs("QDP", (20, 40, 40), budget=100)
         (20, 40, 40)
     """
-    from shrinkviz.techniques.prune import get_masks, prune
+    from shrinkviz.techniques.prune import apply_pruning
 
+    if finetune is not None and cfg is not None:
+        raise TypeError("pipeline: give cfg= only (finetune= is its old name)")
+    model = as_model(model)
     stages = parse_order(order)
     counts = allocate_epochs(order, epochs, budget=budget, scale=scale)
-    base_cfg = TrainConfig.resolve(finetune, "finetune")
-    data = load_dataset(data) if isinstance(data, str) else data
+    base_cfg = resolve_config(cfg if finetune is None else finetune, "pipeline")
+    data = as_dataset(data)
     if is_qat(model) or is_int8(model):
         raise ValueError("pipeline() starts from a float model; quantization is its Q stage")
     current = copy.deepcopy(model)
@@ -260,7 +260,7 @@ def pipeline(
         cfg = base_cfg.replace(epochs=n, warmup_epochs=min(base_cfg.warmup_epochs, n))
         callbacks: list[Any] = []
         if stage == "P":
-            current = prune(current, strategy, compression, data=data, seed=seed, inplace=True)
+            current = apply_pruning(current, strategy, compression, data=data, seed=seed, inplace=True)
         elif stage == "Q":
             current = prepare_qat(current, inplace=True)
         else:

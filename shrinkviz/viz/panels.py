@@ -42,7 +42,6 @@ __all__ = ["frontier", "latency_by_runtime", "layer_sparsity", "ordering_ablatio
 
 ORDERS = ("PQD", "PDQ", "QPD", "QDP", "DPQ", "DQP")
 SINGLES = ("prune", "quant", "distill")
-RUNTIMES = ("eager", "compiled", "onnxruntime")
 
 
 def frontier_parts(
@@ -357,7 +356,10 @@ def latency_by_runtime(
     metrics = ["latency_ms_p50"] + (["latency_ms_p90"] if "latency_ms_p90" in ok.columns else [])
     agg = ok.groupby(["__rt", "__label"], sort=True)[metrics].mean().reset_index()
     labels = list(dict.fromkeys(ok["__label"]))
-    runtimes = sorted(agg["__rt"].unique(), key=lambda r: (RUNTIMES.index(r) if r in RUNTIMES else 99, r))
+    from shrinkviz.deploy.runtimes import available_runtimes
+
+    known = available_runtimes()
+    runtimes = sorted(agg["__rt"].unique(), key=lambda r: (known.index(r) if r in known else len(known), r))
     fig = go.Figure()
     for rt in runtimes:
         sub = agg.loc[agg["__rt"] == rt].set_index("__label")

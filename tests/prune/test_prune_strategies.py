@@ -19,7 +19,7 @@ from shrinkviz.techniques.prune import (
     prune,
     register_strategy,
 )
-from shrinkviz.techniques.prune.strategies import _STRATEGIES, ScoreContext, apportion, target_nonzero
+from shrinkviz.techniques.prune.strategies import STRATEGIES, ScoreContext, apportion, target_nonzero
 
 BUILTIN = [
     "global_activation",
@@ -36,10 +36,8 @@ MODELS = {"tiny_cnn": (1, 8, 8), "lenet5": (1, 28, 28), "resnet20": (3, 8, 8)}
 @pytest.fixture
 def scratch_registry():
     """Strategies registered inside a test are removed afterwards."""
-    before = dict(_STRATEGIES)
-    yield
-    _STRATEGIES.clear()
-    _STRATEGIES.update(before)
+    with STRATEGIES.scoped():
+        yield
 
 
 def test_builtin_strategies_are_listed():

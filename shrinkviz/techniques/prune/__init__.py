@@ -7,7 +7,7 @@ iterative / gradual schedules.
 Example:
     >>> import shrinkviz as sv
     >>> model = sv.create_model("tiny_cnn", seed=0)
-    >>> pruned = sv.prune(model, strategy="layer_weight", compression=4)
+    >>> pruned = sv.prune(model, strategy="layer_weight", compression=4).model
     >>> sv.prune.mask_table(pruned)["sparsity"].round(2).tolist()[:2]
     [0.78, 0.78]
 """
@@ -29,7 +29,7 @@ from shrinkviz.loop.masks import (
     remove_masks,
     set_masks,
 )
-from shrinkviz.techniques.prune.oneshot import prune
+from shrinkviz.techniques.prune.oneshot import apply_pruning, prune
 from shrinkviz.techniques.prune.schedules import GradualPruning, iterative_prune
 from shrinkviz.techniques.prune.strategies import (
     ScoreContext,
@@ -50,6 +50,7 @@ __all__ = [
     "available_strategies",
     "channel_groups",
     "classifier_layers",
+    "apply_pruning",
     "get_masks",
     "get_strategy",
     "has_masks",

@@ -13,7 +13,7 @@ Example:
     >>> from shrinkviz.models import create_model
     >>> from shrinkviz.core.layers import count_parameters
     >>> model = create_model("tiny_cnn", seed=0)
-    >>> pruned = prune(model, "global_weight", compression=4)
+    >>> pruned = prune(model, strategy="global_weight", compression=4).model
     >>> total, nonzero = count_parameters(pruned)
     >>> nonzero == target_nonzero(total, 4), round(total / nonzero, 2)
     (True, 4.0)
@@ -30,16 +30,20 @@ import torch
 from torch import nn
 
 from shrinkviz.core.layers import count_parameters
-from shrinkviz.data import Dataset, load_dataset
+from shrinkviz.data import Dataset, as_dataset, available_datasets
+from shrinkviz.loop.config import TrainConfig, resolve_config
 from shrinkviz.loop.masks import MASK_SUFFIX, prunable_parameters, set_masks
+from shrinkviz.loop.train import fit
 from shrinkviz.techniques.prune.strategies import (
     ScoreContext,
     Strategy,
     apportion,
+    available_strategies,
     check_scores,
     get_strategy,
     target_nonzero,
 )
+from shrinkviz.techniques.result import Result, as_model
 
 Target = tuple[str, nn.Module, str]
 
@@ -54,15 +58,6 @@ def check_compression(compression: float) -> float:
             "(params / nonzero params); e.g. 8 keeps one parameter in eight"
         )
     return float(compression)
-
-
-def resolve_data(data: Dataset | str | None) -> Dataset | None:
-    """A Dataset from a Dataset, a registry name or None."""
-    if data is None or isinstance(data, Dataset):
-        return data
-    if isinstance(data, str):
-        return load_dataset(data)
-    raise TypeError(f"data must be a shrinkviz.data.Dataset or a dataset name, got {type(data).__name__}")
 
 
 def _alive(module: nn.Module, attr: str) -> torch.Tensor:
@@ -136,7 +131,7 @@ def select_masks(
     }
 
 
-def prune(
+def apply_pruning(
     model: nn.Module,
     strategy: str = "global_weight",
     compression: float = 8.0,
@@ -147,30 +142,12 @@ def prune(
     prune_bias: bool = False,
     inplace: bool = False,
 ) -> nn.Module:
-    """Prune ``model`` one-shot to an exact whole-model compression ratio with masks that stay in training.
+    """The masking step of :func:`prune`: returns the pruned model itself (no finetuning, no history).
 
-    Args:
-        model: a model with Conv2d / Linear layers (registry or any ``nn.Module``).
-        strategy: a name of :func:`available_strategies` (built-in or registered).
-        compression: target ``params / nonzero params`` over the whole model (finite, >= 1).
-        data: Dataset or dataset name; required by gradient and activation strategies.
-        seed: seeds the scoring batches and the ``random`` strategy.
-        include_classifier: also prune the classifier layer.
-        prune_bias: also prune Conv2d / Linear biases.
-        inplace: prune ``model`` itself; by default a pruned deep copy is returned and ``model`` is untouched.
-
-    Returns:
-        The pruned model, carrying ``weight_mask`` buffers (see :mod:`shrinkviz.loop.masks`).
+    Building block of the pipeline and the schedules; users call :func:`prune`.
 
     Raises:
-        ValueError: unknown strategy (valid ones listed), compression < 1 / NaN / infinite / infeasible,
-            no prunable layer, missing data. Validation happens before anything is modified.
-
-    Example:
-        >>> from shrinkviz.models import create_model
-        >>> pruned = prune(create_model("tiny_mlp"), "layer_weight", compression=2)
-        >>> float(pruned.features[1].linear.weight_mask.float().mean()) < 0.6
-        True
+        ValueError: as :func:`prune`; validation happens before anything is modified.
     """
     spec = get_strategy(strategy)
     compression = check_compression(compression)
@@ -188,10 +165,90 @@ def prune(
             f"strategy {strategy!r} needs data=<Dataset or dataset name>: it scores weights "
             "with batches of the training split"
         )
-    data = resolve_data(data)
+    data = as_dataset(data, optional=True)
     keep = keep_budget(model, targets, compression)
     work = model if inplace else copy.deepcopy(model)
     targets = prunable_parameters(work, include_classifier=include_classifier, prune_bias=prune_bias)
     ctx = ScoreContext(work, data, seed, spec.name)
     masks = select_masks(work, spec, targets, keep, ctx)
     return set_masks(work, masks)
+
+
+def prune(
+    model: nn.Module | Result,
+    data: Dataset | str | None = None,
+    strategy: str = "global_weight",
+    compression: float = 8.0,
+    *,
+    cfg: TrainConfig | str | None = None,
+    seed: int = 0,
+    include_classifier: bool = False,
+    prune_bias: bool = False,
+    inplace: bool = False,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> Result:
+    """Prune ``model`` one-shot to an exact whole-model compression ratio with masks that stay in training,
+    then (with ``cfg``) finetune it.
+
+    Args:
+        model: a model with Conv2d / Linear layers (registry or any ``nn.Module``), or a :class:`Result`.
+        data: Dataset or dataset name; required by gradient and activation strategies and by ``cfg``.
+        strategy: a name of :func:`available_strategies` (built-in or registered).
+        compression: target ``params / nonzero params`` over the whole model (finite, >= 1).
+        cfg: finetune after pruning with this TrainConfig or preset name (``None``: one-shot only).
+        seed: seeds the scoring batches, the ``random`` strategy and finetuning.
+        include_classifier: also prune the classifier layer.
+        prune_bias: also prune Conv2d / Linear biases.
+        inplace: prune ``model`` itself; by default a pruned deep copy is returned and ``model`` is untouched.
+        progress: show a progress bar while finetuning.
+        device: finetuning device (default: CUDA when present, else CPU).
+
+    Returns:
+        A :class:`Result`: the pruned model, carrying ``weight_mask`` buffers (see
+        :mod:`shrinkviz.loop.masks`), and the finetuning history (empty without ``cfg``).
+
+    Raises:
+        ValueError: unknown strategy (did-you-mean), compression < 1 / NaN / infinite / infeasible,
+            no prunable layer, missing data. Validation happens before anything is modified.
+        TypeError: the 0.1 call form ``prune(model, strategy, compression)`` (its message names the new one).
+
+    Example:
+        >>> from shrinkviz.models import create_model
+        >>> pruned = prune(create_model("tiny_mlp"), strategy="layer_weight", compression=2).model
+        >>> float(pruned.features[1].linear.weight_mask.float().mean()) < 0.6
+        True
+    """
+    if isinstance(data, str) and data in available_strategies() and data not in available_datasets():
+        raise TypeError(
+            f"prune(model, {data!r}, ...) is the old call form; the second argument is now the data: "
+            f"prune(model, data, strategy={data!r}, compression=...) (data may be None for data-free strategies)"
+        )
+    model = as_model(model)
+    if cfg is not None and data is None:
+        raise ValueError(
+            "prune(..., cfg=...) finetunes after pruning and needs data=<Dataset or dataset name>"
+        )
+    dataset = as_dataset(data, optional=True)
+    pruned = apply_pruning(
+        model,
+        strategy,
+        compression,
+        data=dataset,
+        seed=seed,
+        include_classifier=include_classifier,
+        prune_bias=prune_bias,
+        inplace=inplace,
+    )
+    if cfg is None:
+        return Result(pruned, [])
+    history = fit(
+        pruned,
+        dataset,
+        resolve_config(cfg, "prune"),
+        seed=seed,
+        device=device,
+        stage="finetune",
+        progress=progress,
+    )
+    return Result(pruned, history)

@@ -8,8 +8,8 @@ Example:
     >>> from shrinkviz.loop.train import TrainConfig
     >>> ds = load_dataset("digits").subset(train=128, val=32, test=32)
     >>> cfg = TrainConfig.preset("adam_fast").replace(epochs=1)
-    >>> model, history = iterative_prune(create_model("tiny_mlp", dataset=ds), ds, "global_weight", 4,
-    ...                                  rounds=2, finetune=cfg, progress=False)
+    >>> model, history = iterative_prune(create_model("tiny_mlp", dataset=ds), ds, strategy="global_weight",
+    ...                                  compression=4, rounds=2, cfg=cfg, progress=False)
     >>> [round(row["compression"], 2) for row in history]
     [2.0, 4.0]
 """
@@ -24,35 +24,32 @@ from typing import Any
 import torch
 from torch import nn
 
-from shrinkviz.data import Dataset
+from shrinkviz.data import Dataset, as_dataset
+from shrinkviz.loop.config import TrainConfig, resolve_config
 from shrinkviz.loop.masks import MaskCallback, prunable_parameters, set_masks
-from shrinkviz.loop.train import TrainConfig, fit
-from shrinkviz.techniques.prune.oneshot import (
-    check_compression,
-    keep_budget,
-    prune,
-    resolve_data,
-    select_masks,
-)
+from shrinkviz.loop.train import fit
+from shrinkviz.techniques.prune.oneshot import apply_pruning, check_compression, keep_budget, select_masks
 from shrinkviz.techniques.prune.strategies import ScoreContext, get_strategy
+from shrinkviz.techniques.result import Result, as_model
 
 UNITS = ("epoch", "step")
 
 
 def iterative_prune(
-    model: nn.Module,
+    model: nn.Module | Result,
     data: Dataset | str,
     strategy: str = "global_weight",
     compression: float = 8.0,
     *,
+    cfg: TrainConfig | str | None = None,
     rounds: int = 3,
-    finetune: TrainConfig | str = "shrinkbench",
     seed: int = 0,
     include_classifier: bool = False,
     prune_bias: bool = False,
     inplace: bool = False,
     progress: bool = True,
-) -> tuple[nn.Module, list[dict[str, Any]]]:
+    finetune: TrainConfig | str | None = None,
+) -> Result:
     """``rounds`` rounds of prune + finetune with geometric compression steps ``compression ** (i / rounds)``.
 
     Args:
@@ -61,23 +58,28 @@ def iterative_prune(
         strategy: any name of :func:`available_strategies`.
         compression: final whole-model compression ratio (exact after the last round).
         rounds: number of prune + finetune rounds (>= 1).
-        finetune: TrainConfig or preset name used after every round.
+        cfg: TrainConfig or preset name used after every round (default: ShrinkBench's finetuning).
         seed: pruning and training seed.
         include_classifier, prune_bias: as in :func:`shrinkviz.techniques.prune.prune`.
         inplace: prune ``model`` itself.
         progress: show progress bars.
+        finetune: the 0.1 name of ``cfg``, still accepted.
 
     Returns:
-        (pruned model, history rows of all rounds with extra keys ``round`` and ``compression``).
+        A :class:`Result`: the pruned model and the history rows of all rounds, with extra keys ``round``
+        and ``compression``.
     """
+    model = as_model(model)
     get_strategy(strategy)
     compression = check_compression(compression)
     if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
         raise ValueError(f"rounds={rounds!r}: must be a whole number >= 1")
-    cfg = TrainConfig.resolve(finetune, "finetune")
-    data = resolve_data(data)
+    if finetune is not None and cfg is not None:
+        raise TypeError("iterative_prune: give cfg= only (finetune= is its old name)")
+    cfg = resolve_config(cfg if finetune is None else finetune, "iterative_prune")
     if data is None:
         raise ValueError("iterative_prune needs data=<Dataset or dataset name> to finetune")
+    data = as_dataset(data)
     targets = prunable_parameters(model, include_classifier=include_classifier, prune_bias=prune_bias)
     if not targets:
         raise ValueError(f"{type(model).__name__} has no prunable layer; nothing to prune")
@@ -86,7 +88,7 @@ def iterative_prune(
     history: list[dict[str, Any]] = []
     for i in range(1, rounds + 1):
         step = compression ** (i / rounds)
-        prune(
+        apply_pruning(
             work,
             strategy,
             step,
@@ -98,7 +100,7 @@ def iterative_prune(
         )
         rows = fit(work, data, cfg, seed=seed + i - 1, stage=f"prune_round{i}", progress=progress)
         history += [{**row, "round": i, "compression": step} for row in rows]
-    return work, history
+    return Result(work, history)
 
 
 def polynomial_sparsity(t: float, begin: float, end: float, initial: float, final: float) -> float:
@@ -176,7 +178,7 @@ class GradualPruning(MaskCallback):
             raise ValueError(f"strategy {strategy!r} needs data=<Dataset or dataset name>")
         self.begin, self.end, self.frequency, self.unit = begin, end, frequency, unit
         self.initial_sparsity = float(initial_sparsity)
-        self.data = resolve_data(data)
+        self.data = as_dataset(data, optional=True)
         self.seed, self.include_classifier, self.prune_bias = seed, include_classifier, prune_bias
         self._final_keep = 0
         self._done: set[int] = set()

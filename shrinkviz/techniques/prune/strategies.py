@@ -32,6 +32,7 @@ from torch import nn
 
 from shrinkviz.core.device import model_device
 from shrinkviz.core.layers import named_layers
+from shrinkviz.core.registry import Registry
 from shrinkviz.data import Dataset, Normalizer, batches
 
 SCOPES = ("global", "layer")
@@ -175,7 +176,8 @@ class Strategy:
     needs_data: bool
 
 
-_STRATEGIES: dict[str, Strategy] = {}
+STRATEGIES: Registry[Strategy] = Registry("pruning strategy")
+"""Registered pruning strategies by name (built-in and user-registered)."""
 
 
 def register_strategy(
@@ -210,11 +212,10 @@ def register_strategy(
         >>> _ = register_strategy("example_squared", Squared(), overwrite=True)
         >>> get_strategy("example_squared").scope
         'global'
+        >>> STRATEGIES.unregister("example_squared")
     """
     if score is None:
         return lambda fn: register_strategy(name, fn, scope=scope, needs_data=needs_data, overwrite=overwrite)
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"strategy name {name!r}: must be a non-empty string")
     if not callable(score):
         raise TypeError(
             f"strategy {name!r}: score must be callable(module, name, weight, ctx), got {score!r}"
@@ -222,23 +223,19 @@ def register_strategy(
     scope = scope if scope is not None else getattr(score, "scope", "global")
     if scope not in SCOPES:
         raise ValueError(f"strategy {name!r}: scope={scope!r}; valid: {', '.join(SCOPES)}")
-    if name in _STRATEGIES and not overwrite:
-        raise ValueError(f"strategy {name!r} is already registered; pass overwrite=True to replace it")
     needs = bool(needs_data if needs_data is not None else getattr(score, "needs_data", False))
-    _STRATEGIES[name] = Strategy(name, score, scope, needs)
+    STRATEGIES.register(name, Strategy(name, score, scope, needs), overwrite=overwrite)
     return score
 
 
 def available_strategies() -> list[str]:
     """Names accepted by :func:`shrinkviz.techniques.prune.prune` (built-in and registered)."""
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def get_strategy(name: str) -> Strategy:
     """The registered strategy ``name``; ValueError listing the valid names otherwise."""
-    if not isinstance(name, str) or name not in _STRATEGIES:
-        raise ValueError(f"unknown pruning strategy {name!r}; valid: {', '.join(available_strategies())}")
-    return _STRATEGIES[name]
+    return STRATEGIES.get(name)
 
 
 def weight_magnitude(module: nn.Module, name: str, weight: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:

@@ -16,7 +16,7 @@ Example:
     >>> from shrinkviz.models import create_model
     >>> from shrinkviz.core.layers import count_parameters
     >>> model = create_model("resnet20", seed=0)
-    >>> small = prune_channels(model, keep=0.5)
+    >>> small = prune_channels(model, keep=0.5).model
     >>> count_parameters(small)[0] < count_parameters(model)[0] / 3
     True
 """
@@ -31,8 +31,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from shrinkviz.data import Dataset, as_dataset
+from shrinkviz.loop.config import TrainConfig, resolve_config
 from shrinkviz.loop.masks import MASK_SUFFIX
+from shrinkviz.loop.train import fit
 from shrinkviz.models.base import ConvBNAct, LinearAct, Residual, ShrinkNet
+from shrinkviz.techniques.result import Result, as_model
 
 NORMS = ("l1", "l2")
 _PASSTHROUGH = (
@@ -306,36 +310,66 @@ def apply_plan(model: nn.Module, plans: list[ChannelPlan]) -> nn.Module:
 
 
 def prune_channels(
-    model: nn.Module,
+    model: nn.Module | Result,
+    data: Dataset | str | None = None,
     keep: float = 0.5,
     norm: str = "l2",
     *,
+    cfg: TrainConfig | str | None = None,
     prune_residual: bool = True,
     inplace: bool = False,
-) -> nn.Module:
-    """Remove the lowest-norm conv filters / hidden units of every channel group: a smaller dense model.
+    seed: int = 0,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> Result:
+    """Remove the lowest-norm conv filters / hidden units of every channel group: a smaller dense model,
+    then (with ``cfg``) finetune it.
 
     Args:
-        model: a registry model (float, before fusion / QAT).
+        model: a registry model (float, before fusion / QAT), or a :class:`Result`.
+        data: Dataset or dataset name, needed only to finetune (``cfg``).
         keep: fraction of channels kept in each group, in (0, 1] (at least one channel stays).
         norm: ``"l1"`` or ``"l2"`` norm of each output filter, summed over a group's producers.
+        cfg: finetune the smaller model with this TrainConfig or preset name (``None``: no training).
         prune_residual: also prune channel groups tied through residual adds (needed for real speedups
             on ResNets); False prunes only channels internal to blocks.
         inplace: modify ``model``; by default a pruned deep copy is returned.
+        seed, progress, device: of the finetuning, as in :func:`shrinkviz.loop.train.fit`.
 
     Returns:
-        The smaller model; BatchNorms, the next layers and ``classifier.in_features`` are consistent.
-        Pruning masks the model carries are sliced along.
+        A :class:`Result` with the smaller model (BatchNorms, the next layers and
+        ``classifier.in_features`` consistent; pruning masks the model carries are sliced along) and the
+        finetuning history (empty without ``cfg``).
 
     Raises:
         ValueError: bad ``keep`` / ``norm``, or a layer that cannot be shrunk consistently (named, with the
             reason). Nothing is modified.
+        TypeError: the 0.1 call form ``prune_channels(model, keep)`` (its message names the new one).
 
     Example:
         >>> from shrinkviz.models import create_model
-        >>> prune_channels(create_model("lenet5"), keep=0.5).classifier.in_features
+        >>> prune_channels(create_model("lenet5"), keep=0.5).model.classifier.in_features
         42
     """
+    if isinstance(data, int | float) and not isinstance(data, bool):
+        raise TypeError(
+            f"prune_channels(model, {data!r}) is the old call form; the second argument is now the data: "
+            f"prune_channels(model, data, keep={data!r}) (data may be None without cfg)"
+        )
+    model = as_model(model)
+    if cfg is not None and data is None:
+        raise ValueError("prune_channels(..., cfg=...) finetunes and needs data=<Dataset or dataset name>")
     plans = plan_channels(model, keep, norm, prune_residual=prune_residual)
-    work = model if inplace else copy.deepcopy(model)
-    return apply_plan(work, plans)
+    work = apply_plan(model if inplace else copy.deepcopy(model), plans)
+    if cfg is None:
+        return Result(work, [])
+    history = fit(
+        work,
+        as_dataset(data),
+        resolve_config(cfg, "prune_channels"),
+        seed=seed,
+        device=device,
+        stage="finetune",
+        progress=progress,
+    )
+    return Result(work, history)

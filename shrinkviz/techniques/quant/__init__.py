@@ -8,8 +8,8 @@ Example:
     >>> from shrinkviz.loop.train import TrainConfig
     >>> ds = sv.load_dataset("digits").subset(train=128, val=32, test=32)
     >>> model = sv.create_model("tiny_cnn", dataset=ds)
-    >>> int8 = quantize(model, ds, "qat", TrainConfig.preset("adam_fast").replace(epochs=1), progress=False)
-    >>> is_int8(int8), int8.shrinkviz_history[0]["stage"]
+    >>> res = quantize(model, ds, "qat", cfg=TrainConfig.preset("adam_fast").replace(epochs=1), progress=False)
+    >>> is_int8(res.model), res.history[0]["stage"]
     (True, 'Q')
 """
 
@@ -20,6 +20,10 @@ from typing import Any
 
 from torch import nn
 
+from shrinkviz.core.registry import unknown_name
+from shrinkviz.data import Dataset, as_dataset
+from shrinkviz.loop.config import TrainConfig, resolve_config
+from shrinkviz.loop.train import fit
 from shrinkviz.techniques.quant.eager import (
     BACKEND,
     QuantizationError,
@@ -31,6 +35,7 @@ from shrinkviz.techniques.quant.eager import (
     quantize_ptq,
     run_named,
 )
+from shrinkviz.techniques.result import Result, as_model
 
 METHODS = ("qat", "ptq")
 
@@ -45,43 +50,32 @@ def qat_config(epochs: int = 3) -> Any:
         >>> qat_config(5).epochs
         5
     """
-    from shrinkviz.loop.train import TrainConfig
-
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=128,
-        optimizer="sgd",
-        lr=1e-3,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=0.0,
-        schedule="cosine",
-        augment="auto",
-    )
+    return TrainConfig.preset("qat").replace(epochs=epochs)
 
 
 def quantize(
-    model: nn.Module,
+    model: nn.Module | Result,
     data: Any,
     method: str = "qat",
-    cfg: Any = None,
+    cfg: TrainConfig | str | None = None,
     *,
     calib_batches: int = 32,
     callbacks: Sequence[Any] = (),
     seed: int = 0,
     device: Any = None,
     progress: bool = True,
-) -> nn.Module:
+) -> Result:
     """Quantize a float model to INT8: ``qat`` (fake-quant, train with ``fit``, convert) or ``ptq``.
 
     The input model is not modified. Pruning masks on it are honoured (zeros stay zero in the INT8
-    weights). For QAT, the training history is attached as ``result.shrinkviz_history`` (stage ``Q``).
+    weights).
 
     Args:
-        model: a float model (registry models all qualify).
-        data: a ``shrinkviz.data.Dataset`` (PTQ also accepts tensors / iterables of batches).
+        model: a float model (registry models all qualify), or a :class:`Result`.
+        data: a ``shrinkviz.data.Dataset`` or dataset name (PTQ also accepts tensors / iterables of batches).
         method: ``qat`` or ``ptq``.
-        cfg: ``TrainConfig`` (or a preset name) of the QAT training; default :func:`qat_config`.
+        cfg: ``TrainConfig`` (or a preset name) of the QAT training; default ``DEFAULTS["quantize"]``
+            (the ``qat`` preset, see :func:`qat_config`).
         calib_batches: PTQ calibration batches.
         callbacks: extra ``fit`` callbacks for QAT (e.g. distillation).
         seed: training seed.
@@ -89,27 +83,36 @@ def quantize(
         progress: show a progress bar.
 
     Returns:
-        The converted INT8 model (CPU, eval mode).
+        A :class:`Result`: the converted INT8 model (CPU, eval mode) and the QAT history (stage ``Q``;
+        empty for PTQ).
 
     Raises:
         ValueError: unknown method.
         QuantizationError: a layer cannot be quantized (named).
     """
     if method not in METHODS:
-        raise ValueError(f"method={method!r}: valid methods are {', '.join(METHODS)}")
+        raise unknown_name("quantization method", method, METHODS)
+    model = as_model(model)
+    if isinstance(data, str):
+        data = as_dataset(data)
     if method == "ptq":
-        return quantize_ptq(model, data, calib_batches=calib_batches)
-    from shrinkviz.data import Dataset
-    from shrinkviz.loop.train import TrainConfig, fit
-
+        return Result(quantize_ptq(model, data, calib_batches=calib_batches), [])
     if not isinstance(data, Dataset):
-        raise TypeError(f"QAT trains on a shrinkviz.data.Dataset, got {type(data).__name__}")
-    cfg = qat_config() if cfg is None else TrainConfig.resolve(cfg)
+        raise TypeError(
+            f"QAT trains on a shrinkviz.data.Dataset or a dataset name, got {type(data).__name__}"
+        )
     qat = prepare_qat(model)
-    history = fit(qat, data, cfg, callbacks=callbacks, seed=seed, device=device, stage="Q", progress=progress)
-    int8 = convert(qat)
-    int8.shrinkviz_history = history
-    return int8
+    history = fit(
+        qat,
+        data,
+        resolve_config(cfg, "quantize"),
+        callbacks=callbacks,
+        seed=seed,
+        device=device,
+        stage="Q",
+        progress=progress,
+    )
+    return Result(convert(qat), history)
 
 
 __all__ = [

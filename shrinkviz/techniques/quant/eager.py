@@ -43,6 +43,7 @@ import torch.ao.nn.quantized as nnq
 import torch.ao.quantization as tq
 from torch import nn
 
+from shrinkviz.loop.masks import get_masks, set_masks
 from shrinkviz.models.base import fusion_groups
 
 BACKEND = "x86"
@@ -82,19 +83,11 @@ def _check_backend() -> None:
     torch.backends.quantized.engine = BACKEND
 
 
-def _get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
-    from shrinkviz.loop.masks import get_masks  # lazy: the pruning package imports the training loop
-
-    return get_masks(model)
-
-
 def _set_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     """Re-attach pruning masks after fusion / QAT module swaps (names are kept: the fused module takes the
     first name of its group) and zero the masked weights."""
     if not masks:
         return
-    from shrinkviz.loop.masks import set_masks
-
     try:
         set_masks(model, masks)
     except ValueError as exc:
@@ -242,7 +235,7 @@ def prepare_qat(
     if is_qat(model) or is_int8(model):
         raise QuantizationError("model is already prepared for QAT or converted to INT8")
     qat = model if inplace else copy.deepcopy(model)
-    masks = _get_masks(qat)
+    masks = get_masks(qat)
     qat.train()
     with _quiet():
         _fuse(qat, qat=True)
@@ -301,7 +294,7 @@ def convert(
             "calibration batches through it before convert()"
         )
     model = qat_model if inplace else copy.deepcopy(qat_model)
-    masks = _get_masks(model)
+    masks = get_masks(model)
     model.cpu().eval()
     for hook_id, hook in list(model._forward_pre_hooks.items()):
         if hook is _sync_observers:
@@ -369,7 +362,7 @@ def quantize_ptq(
     if is_qat(model) or is_int8(model):
         raise QuantizationError("quantize_ptq() needs a float model")
     ptq = copy.deepcopy(model).cpu().eval()
-    masks = _get_masks(ptq)
+    masks = get_masks(ptq)
     with _quiet():
         _fuse(ptq, qat=False)
         ptq.qconfig = tq.get_default_qconfig(BACKEND)
