@@ -169,7 +169,7 @@ def latency_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.T
 
 def size_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.Tensor) -> dict:
     """Artefact sizes: FP32, INT8, and 90%-sparse (x10 compression over all parameters) FP32 and INT8."""
-    sparse = prune(fp32, "global_weight", compression=10.0)
+    sparse = prune(fp32, strategy="global_weight", compression=10.0).model
     sparse_int8 = _int8(sparse, calib)
     sizes = {
         "fp32": measure_size(fp32),

@@ -102,7 +102,7 @@ def bench_masked_step(arch: str, batch: int, rounds: int, min_run_time: float) -
     from torch.nn.utils import prune as torch_prune
 
     dense = create_model(arch, input_shape=(3, 32, 32), seed=0)
-    masked = prune(dense, "global_weight", 8)
+    masked = prune(dense, strategy="global_weight", compression=8).model
     multiplied = remove_masks(copy_of(dense))
     for name, mask in get_masks(masked).items():  # the same masks, applied as weight = weight_orig * mask
         module_name, _, attr = name.rpartition(".")
@@ -145,7 +145,7 @@ def bench_structured(arch: str, rounds: int, min_run_time: float) -> dict[str, o
     """Batch-1 latency, dense vs half channels vs 90% unstructured sparsity (masks baked in)."""
     dense = create_model(arch, input_shape=(3, 32, 32), seed=0).eval()
     structured = prune_channels(dense, keep=0.5, norm="l2").eval()
-    sparse_masked = prune(dense, "global_weight", 10)
+    sparse_masked = prune(dense, strategy="global_weight", compression=10).model
     sparsity = masked_sparsity(sparse_masked)
     sparse = remove_masks(sparse_masked).eval()
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))

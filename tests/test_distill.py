@@ -77,7 +77,9 @@ def test_fit_logs_task_and_kd_loss_separately(small):
     student = create_model("tiny_mlp", dataset=small, seed=2)
     teacher_state = copy.deepcopy(teacher.state_dict())
     teacher.train()
-    rows = distill(student, teacher, small, CFG, temperature=4.0, alpha=0.9, progress=False)
+    rows = distill(
+        student, small, cfg=CFG, teacher=teacher, temperature=4.0, alpha=0.9, progress=False
+    ).history
     assert [r["stage"] for r in rows] == ["D", "D"]
     for row in rows:
         assert math.isfinite(row["kd_loss"]) and row["kd_loss"] > 0
@@ -90,7 +92,7 @@ def test_fit_logs_task_and_kd_loss_separately(small):
 def test_alpha_zero_is_plain_training(small):
     teacher = create_model("tiny_cnn", dataset=small, seed=1)
     a, b = create_model("tiny_mlp", dataset=small, seed=2), create_model("tiny_mlp", dataset=small, seed=2)
-    distill(a, teacher, small, CFG, alpha=0.0, progress=False)
+    distill(a, small, cfg=CFG, teacher=teacher, alpha=0.0, progress=False)
     fit(b, small, CFG, progress=False)
     for (key, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, msg=key)
@@ -102,13 +104,15 @@ def test_mismatches_are_caught_before_training(small):
     with pytest.raises(ValueError, match="teacher gives 5 logits per input but the student 10"):
         distill(
             student,
-            create_model("tiny_mlp", input_shape=(1, 8, 8), num_classes=5),
             small,
-            CFG,
+            cfg=CFG,
+            teacher=create_model("tiny_mlp", input_shape=(1, 8, 8), num_classes=5),
             progress=False,
         )
     with pytest.raises(ValueError, match=r"teacher expects inputs of shape \(1, 28, 28\)"):
-        distill(student, create_model("tiny_mlp", input_shape=(1, 28, 28)), small, CFG, progress=False)
+        distill(
+            student, small, cfg=CFG, teacher=create_model("tiny_mlp", input_shape=(1, 28, 28)), progress=False
+        )
     for key, value in student.state_dict().items():
         assert torch.equal(value, before[key])
     with pytest.raises(ValueError, match="data has 10 classes"):
@@ -131,7 +135,7 @@ def test_mismatches_are_caught_before_training(small):
 def test_bad_hyperparameters(kwargs, field, small):
     student = create_model("tiny_mlp", dataset=small)
     with pytest.raises(ValueError, match=field):
-        distill(student, copy.deepcopy(student), small, CFG, progress=False, **kwargs)
+        distill(student, small, cfg=CFG, teacher=copy.deepcopy(student), progress=False, **kwargs)
 
 
 def test_default_teacher_is_the_pretrained_baseline(small):
@@ -141,10 +145,10 @@ def test_default_teacher_is_the_pretrained_baseline(small):
     assert teacher.shrinkviz_manifest["sha256"] == baseline.shrinkviz_manifest["sha256"]
     for key, value in baseline.state_dict().items():
         assert torch.equal(teacher.state_dict()[key], value)
-    rows = distill(student, None, small, CFG.replace(epochs=1), progress=False)
+    rows = distill(student, small, cfg=CFG.replace(epochs=1), teacher=None, progress=False).history
     assert math.isfinite(rows[0]["kd_loss"])
     with pytest.raises(ValueError, match="pass teacher="):
-        distill(create_model("tiny_mlp", dataset=small), None, small, CFG, progress=False)
+        distill(create_model("tiny_mlp", dataset=small), small, cfg=CFG, teacher=None, progress=False)
 
 
 def test_distilling_a_fake_quant_student_keeps_it_trainable(small):
@@ -152,6 +156,6 @@ def test_distilling_a_fake_quant_student_keeps_it_trainable(small):
 
     teacher = create_model("tiny_cnn", dataset=small, seed=1)
     student = prepare_qat(create_model("tiny_cnn", dataset=small, seed=2))
-    rows = distill(student, teacher, small, CFG.replace(epochs=1), progress=False)
+    rows = distill(student, small, cfg=CFG.replace(epochs=1), teacher=teacher, progress=False).history
     assert math.isfinite(rows[0]["kd_loss"])
     assert is_int8(convert(student))

@@ -27,7 +27,9 @@ def test_registry_lists_every_standard_architecture():
 
 
 def test_unknown_model_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown model .resnet1000.; did you mean .resnet110.*valid: lenet5, mnistnet"):
+    with pytest.raises(
+        ValueError, match="unknown model .resnet1000.; did you mean .resnet110.*valid: lenet5, mnistnet"
+    ):
         create_model("resnet1000")
 
 

@@ -46,12 +46,18 @@ def did_you_mean(name: object, valid: Iterable[str], n: int = 3) -> str:
     return " did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
-def unknown_name(kind: str, name: object, valid: Iterable[str]) -> UnknownNameError:
+def unknown_name(kind: str, name: object, valid: Iterable[str], field: str | None = None) -> UnknownNameError:
     """The one error for an unknown name: ``unknown <kind> 'x'; did you mean 'y'? valid: a, b, c`` (valid
-    names in the order given)."""
+    names in the order given); with ``field``, ``<field>='x': unknown <kind>; ...`` names the argument.
+
+    Example:
+        >>> print(unknown_name("runtime", "onnx", ["eager", "onnxruntime"], field="runtime"))
+        runtime='onnx': unknown runtime; did you mean 'onnxruntime'? valid: eager, onnxruntime
+    """
     valid = list(valid)
     hint = did_you_mean(name, valid)
-    return UnknownNameError(f"unknown {kind} {name!r};{hint} valid: {', '.join(valid)}".replace(";  ", "; "))
+    head = f"{field}={name!r}: unknown {kind}" if field else f"unknown {kind} {name!r}"
+    return UnknownNameError(f"{head};{hint} valid: {', '.join(valid)}")
 
 
 class Registry(Generic[T]):
@@ -95,15 +101,16 @@ class Registry(Generic[T]):
         self.get(name)
         del self._entries[name]
 
-    def get(self, name: str) -> T:
-        """The entry of ``name``; :class:`UnknownNameError` with a did-you-mean otherwise."""
+    def get(self, name: str, field: str | None = None) -> T:
+        """The entry of ``name``; :class:`UnknownNameError` with a did-you-mean otherwise (naming the
+        argument ``field`` when given)."""
         if not isinstance(name, str) or name not in self._entries:
-            raise unknown_name(self.kind, name, self.names())
+            raise unknown_name(self.kind, name, self.names(), field)
         return self._entries[name]
 
-    def check(self, name: str) -> str:
+    def check(self, name: str, field: str | None = None) -> str:
         """``name`` itself when registered; :class:`UnknownNameError` otherwise."""
-        self.get(name)
+        self.get(name, field)
         return name
 
     def names(self) -> list[str]:

@@ -109,7 +109,7 @@ def make_runner(model: nn.Module, runtime: str, x: torch.Tensor, threads: int) -
     Raises:
         ValueError: unknown runtime (did-you-mean) or a fake-quant model.
     """
-    factory = RUNTIMES.get(runtime)
+    factory = RUNTIMES.get(runtime, "runtime")
     dtype = model_dtype(model)
     model.eval()
     return factory(model, x, threads, dtype)

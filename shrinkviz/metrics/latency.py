@@ -201,7 +201,7 @@ def _checked_shape(
     model: nn.Module, runtime: str, input_shape: tuple[int, ...] | None, *, timeout_s: float, **counts: float
 ) -> tuple[int, ...]:
     """Validate the arguments of a measurement (each bad one named) and return the input shape (C, H, W)."""
-    RUNTIMES.check(runtime)
+    RUNTIMES.check(runtime, "runtime")
     for name in ("batch", "threads", "rounds", "max_rounds"):
         value = counts[name]
         if not isinstance(value, int) or value < 1:

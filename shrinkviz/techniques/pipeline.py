@@ -245,7 +245,9 @@ def pipeline(
     model = as_model(model)
     stages = parse_order(order)
     counts = allocate_epochs(order, epochs, budget=budget, scale=scale)
-    base_cfg = resolve_config(cfg if finetune is None else finetune, "pipeline")
+    base_cfg = resolve_config(
+        cfg if finetune is None else finetune, "pipeline", "cfg" if finetune is None else "finetune"
+    )
     data = as_dataset(data)
     if is_qat(model) or is_int8(model):
         raise ValueError("pipeline() starts from a float model; quantization is its Q stage")

@@ -78,7 +78,9 @@ def test_strided_grouped_and_depthwise_convs_and_linear_count_their_real_shapes(
 
 
 def test_nonzero_macs_scale_each_layer_by_its_nonzero_weight_fraction():
-    model = prune(create_model("resnet20", input_shape=(3, 32, 32), seed=0), "layer_weight", 8)
+    model = prune(
+        create_model("resnet20", input_shape=(3, 32, 32), seed=0), strategy="layer_weight", compression=8
+    ).model
     table = layer_table(model)
     assert list(table.columns) == [c for c in LAYER_COLUMNS if c != "run_id"]
     for row in table.itertuples():
@@ -91,7 +93,7 @@ def test_nonzero_macs_scale_each_layer_by_its_nonzero_weight_fraction():
 def test_parameter_counts_include_batchnorm_and_skip_masks_and_shared_weights():
     model = create_model("tiny_cnn", seed=0)
     assert count_parameters(model)[0] == sum(p.numel() for p in model.parameters())
-    pruned = prune(model, "global_weight", 4)
+    pruned = prune(model, strategy="global_weight", compression=4).model
     assert count_parameters(pruned)[0] == count_parameters(model)[0]  # mask buffers are not parameters
     shared = nn.Linear(3, 3)
     assert count_parameters(nn.Sequential(shared, shared)) == (12, 12)
@@ -109,7 +111,7 @@ def test_nonzero_activations_count_relu_outputs_per_input():
 def test_measure_returns_run_columns_with_exact_values(digits):
     data = digits.subset(test=100)
     model = create_model("tiny_cnn", dataset=data, seed=0)
-    pruned = prune(model, "layer_weight", 4)
+    pruned = prune(model, strategy="layer_weight", compression=4).model
     row = measure(pruned, data)
     assert set(row) == {
         "top1",
@@ -137,7 +139,7 @@ def test_measure_returns_run_columns_with_exact_values(digits):
 
 def test_measure_against_a_baseline_gives_structurally_pruned_models_a_real_speedup(digits):
     model = create_model("resnet20", dataset=digits, seed=0)
-    small = prune_channels(model, keep=0.5)
+    small = prune_channels(model, keep=0.5).model
     row = measure(small, digits, baseline=model)
     assert row["compression_ratio"] == count_parameters(model)[0] / count_parameters(small)[1]
     assert row["speedup_theoretical"] == total_macs(model) / total_macs(small)
@@ -148,7 +150,9 @@ def test_measure_against_a_baseline_gives_structurally_pruned_models_a_real_spee
 def test_counts_work_on_int8_models_and_pruned_zeros_survive_quantization(digits):
     from torch.ao.quantization import convert, fuse_modules, get_default_qconfig, prepare
 
-    float_model = prune(create_model("tiny_cnn", dataset=digits, seed=0), "layer_weight", 4)
+    float_model = prune(
+        create_model("tiny_cnn", dataset=digits, seed=0), strategy="layer_weight", compression=4
+    ).model
     float_model = remove_masks(float_model).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

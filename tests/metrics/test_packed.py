@@ -43,7 +43,9 @@ def _assert_same_state(a: dict, b: dict) -> None:
 
 
 def test_float_round_trip_and_model_outputs(tmp_path):
-    model = prune(create_model("mnistnet", input_shape=(1, 28, 28), seed=0), "global_weight", compression=10)
+    model = prune(
+        create_model("mnistnet", input_shape=(1, 28, 28), seed=0), strategy="global_weight", compression=10
+    ).model
     state = deployable_state_dict(model)
     row = measure_size(model, "packed", path=tmp_path / "model.packed.pt")
     assert (
@@ -60,7 +62,9 @@ def test_float_round_trip_and_model_outputs(tmp_path):
 
 
 def test_int8_round_trip_keeps_int8_kernels_and_outputs():
-    model = prune(create_model("mnistnet", input_shape=(1, 28, 28), seed=0), "global_weight", compression=10)
+    model = prune(
+        create_model("mnistnet", input_shape=(1, 28, 28), seed=0), strategy="global_weight", compression=10
+    ).model
     int8 = _int8(model)
     state = deployable_state_dict(int8)
     restored = load_packed(packed_bytes(state))
@@ -104,7 +108,7 @@ def test_sparse_is_smaller_under_gzip_and_dense_costs_nothing_extra():
     model = create_model("mnistnet", input_shape=(1, 28, 28), seed=0)
     dense_plain, dense_packed = measure_size(model), measure_size(model, "packed")
     assert dense_packed["size_bytes_raw"] - dense_plain["size_bytes_raw"] < 1000
-    sparse_int8 = _int8(prune(model, "global_weight", compression=10))
+    sparse_int8 = _int8(prune(model, strategy="global_weight", compression=10).model)
     plain, packed = measure_size(sparse_int8), measure_size(sparse_int8, "packed")
     assert packed["size_bytes_raw"] < plain["size_bytes_raw"] / 3  # 1 bit per weight + 10% of the bytes
     assert packed["size_bytes_gzip"] < 0.95 * plain["size_bytes_gzip"]  # 0.93 measured on random init

@@ -45,7 +45,7 @@ def test_raw_is_exactly_the_saved_state_dict(tmp_path):
 
 def test_masks_are_not_part_of_the_artefact():
     model = create_model("mnistnet", input_shape=(1, 28, 28), seed=0)
-    pruned = prune(model, "global_weight", compression=10)
+    pruned = prune(model, strategy="global_weight", compression=10).model
     assert any(k.endswith("weight_mask") for k in pruned.state_dict())
     assert not any(k.endswith("_mask") for k in deployable_state_dict(pruned))
     baked = remove_masks(copy.deepcopy(pruned))
@@ -56,7 +56,7 @@ def test_int8_is_4x_smaller_and_sparsity_shows_only_in_gzip():
     model = create_model("mnistnet", input_shape=(1, 28, 28), seed=0)
     fp32 = measure_size(model)
     int8 = measure_size(_int8(model))
-    pruned = prune(model, "global_weight", compression=10)
+    pruned = prune(model, strategy="global_weight", compression=10).model
     sparse_fp32 = measure_size(pruned)
     sparse_int8 = measure_size(_int8(pruned))
     assert fp32["size_bytes_raw"] / int8["size_bytes_raw"] > 3.8  # 431k params: 4 bytes -> 1 byte each

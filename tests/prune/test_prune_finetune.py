@@ -19,12 +19,14 @@ def test_finetune_a_pruned_model_by_preset_name_and_dataset_name(monkeypatch):
     small = load_dataset("digits").subset(train=64, val=32, test=32)
     monkeypatch.setitem(PRESETS, "shrinkbench", PRESETS["shrinkbench"].replace(epochs=1, augment="none"))
     monkeypatch.setattr(
-        "shrinkviz.techniques.finetune.load_dataset", lambda name: small if name == "digits" else None
+        "shrinkviz.data.datasets.load_dataset", lambda name: small if name == "digits" else None
     )
-    model = prune(create_model("tiny_cnn", dataset=small, seed=0), "layer_weight", 4)
+    model = prune(
+        create_model("tiny_cnn", dataset=small, seed=0), strategy="layer_weight", compression=4
+    ).model
     masks = get_masks(model)
     before = {n: model.get_parameter(n).detach().clone() for n in masks}
-    history = sv.finetune(model, "digits", progress=False)  # default cfg: the "shrinkbench" preset
+    history = sv.finetune(model, "digits", progress=False).history  # default cfg: the "shrinkbench" preset
     assert [row["stage"] for row in history] == ["finetune"]
     assert history[0]["lr"] == 1e-3 and "sparsity" in history[0]
     for name, mask in masks.items():
@@ -45,6 +47,6 @@ def test_finetune_rejects_unknown_presets_and_configs(digits):
             digits.subset(train=32, val=16),
             TrainConfig.preset("adam_fast").replace(epochs=1),
             progress=False,
-        )[0]["epoch"]
+        ).history[0]["epoch"]
         == 1
     )

@@ -29,7 +29,9 @@ from shrinkviz.techniques.prune import (
 
 
 def _pruned(shape=(1, 8, 8), compression=4.0, strategy="layer_weight", name="tiny_cnn"):
-    return prune(create_model(name, input_shape=shape, seed=0), strategy, compression)
+    return prune(
+        create_model(name, input_shape=shape, seed=0), strategy=strategy, compression=compression
+    ).model
 
 
 def test_masks_are_bool_buffers_on_the_owning_module_named_by_parameter():

@@ -51,7 +51,7 @@ def test_every_strategy_reaches_the_exact_compression(synthetic, name, strategy)
     model = create_model(name, input_shape=shape, seed=0)
     total, _ = count_parameters(model)
     for compression in (2.0, 8.0, 17.5):
-        pruned = prune(model, strategy, compression, data=synthetic(shape), seed=1)
+        pruned = prune(model, strategy=strategy, compression=compression, data=synthetic(shape), seed=1).model
         assert count_parameters(pruned) == (total, target_nonzero(total, compression))
         assert abs(total / target_nonzero(total, compression) - compression) <= compression**2 / total
         assert count_parameters(pruned.classifier) == count_parameters(model.classifier)  # excluded
@@ -64,14 +64,16 @@ def test_every_strategy_reaches_the_exact_compression(synthetic, name, strategy)
 def test_target_counts_include_biases_and_classifier_when_asked():
     model = create_model("lenet5", input_shape=(1, 28, 28), seed=0)
     total, _ = count_parameters(model)
-    pruned = prune(model, "global_weight", 40, include_classifier=True, prune_bias=True)
+    pruned = prune(
+        model, strategy="global_weight", compression=40, include_classifier=True, prune_bias=True
+    ).model
     assert count_parameters(pruned)[1] == target_nonzero(total, 40)
     assert "classifier.bias" in get_masks(pruned) and not bool(get_masks(pruned)["classifier.weight"].all())
 
 
 def test_layerwise_removes_the_same_fraction_from_every_tensor_within_one_weight():
     model = create_model("resnet20", input_shape=(3, 8, 8), seed=0)
-    pruned = prune(model, "layer_weight", 8)
+    pruned = prune(model, strategy="layer_weight", compression=8).model
     masks = get_masks(pruned)
     sizes = {n: m.numel() for n, m in masks.items()}
     kept = {n: int(m.sum()) for n, m in masks.items()}
@@ -81,7 +83,7 @@ def test_layerwise_removes_the_same_fraction_from_every_tensor_within_one_weight
 
 def test_global_keeps_exactly_the_largest_magnitudes_over_all_tensors():
     model = create_model("resnet20", input_shape=(3, 8, 8), seed=0)
-    pruned = prune(model, "global_weight", 8)
+    pruned = prune(model, strategy="global_weight", compression=8).model
     masks = get_masks(pruned)
     weights = {n: model.get_parameter(n).detach().abs() for n in masks}
     kept_min = min(float(weights[n][m].min()) for n, m in masks.items() if m.any())
@@ -94,7 +96,10 @@ def test_ties_at_the_threshold_are_broken_deterministically_with_exact_counts():
     with torch.no_grad():
         model.features[1].linear.weight.fill_(0.5)  # every score ties
     total, _ = count_parameters(model)
-    first, second = prune(model, "global_weight", 2), prune(model, "global_weight", 2)
+    first, second = (
+        prune(model, strategy="global_weight", compression=2).model,
+        prune(model, strategy="global_weight", compression=2).model,
+    )
     mask = get_masks(first)["features.1.linear.weight"]
     assert torch.equal(mask, get_masks(second)["features.1.linear.weight"])
     assert count_parameters(first)[1] == target_nonzero(total, 2)
@@ -117,11 +122,11 @@ def test_global_and_layerwise_order_theoretical_speedup_as_shrinkbench_reports()
     speedup = {}
     for strategy in ("global_weight", "layer_weight"):
         for compression in (8, 32):
-            pruned = prune(model, strategy, compression)
+            pruned = prune(model, strategy=strategy, compression=compression).model
             speedup[strategy, compression] = macs / layer_table(pruned)["macs_nonzero"].sum()
         assert not torch.equal(
             *[
-                get_masks(prune(model, s, 8))["features.0.conv.weight"]
+                get_masks(prune(model, strategy=s, compression=8).model)["features.0.conv.weight"]
                 for s in ("global_weight", "layer_weight")
             ]
         )
@@ -132,7 +137,7 @@ def test_global_and_layerwise_order_theoretical_speedup_as_shrinkbench_reports()
 
 def test_random_pruning_is_reproducible_per_seed():
     model = create_model("tiny_cnn", seed=0)
-    a, b, c = (get_masks(prune(model, "random", 4, seed=s)) for s in (7, 7, 8))
+    a, b, c = (get_masks(prune(model, strategy="random", compression=4, seed=s).model) for s in (7, 7, 8))
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert any(not torch.equal(a[n], c[n]) for n in a)
 
@@ -176,13 +181,13 @@ def test_a_custom_strategy_registered_in_a_few_lines_works_by_name(scratch_regis
     assert {"keep_smallest", "taylor"} <= set(available_strategies())
     model = create_model("tiny_cnn", seed=0)
     total, _ = count_parameters(model)
-    pruned = sv.prune(model, strategy="keep_smallest", compression=4)  # the top-level verb, by name
+    pruned = sv.prune(model, strategy="keep_smallest", compression=4).model  # the top-level verb, by name
     assert count_parameters(pruned)[1] == target_nonzero(total, 4)
     for name, mask in get_masks(pruned).items():
         weight = model.get_parameter(name).detach().abs()
         assert float(weight[mask].max()) <= float(weight[~mask].min())
     with pytest.raises(ValueError, match="needs data"):
-        prune(model, "taylor", 4)
+        prune(model, strategy="taylor", compression=4)
     with pytest.raises(ValueError, match="already registered"):
         register_strategy("taylor", Taylor())
 
@@ -196,22 +201,22 @@ def test_apportion_is_exact_and_respects_caps():
 def test_pruning_is_monotone_and_never_revives_weights():
     model = create_model("tiny_cnn", seed=0)
     total, _ = count_parameters(model)
-    first = prune(model, "global_weight", 2)
-    second = prune(first, "layer_weight", 8)
+    first = prune(model, strategy="global_weight", compression=2).model
+    second = prune(first, strategy="layer_weight", compression=8).model
     assert count_parameters(second)[1] == target_nonzero(total, 8)
     old, new = get_masks(first), get_masks(second)
     assert all(not (new[n] & ~old[n]).any() for n in old)
     with pytest.raises(ValueError, match="cannot restore"):
-        prune(second, "global_weight", 4)
+        prune(second, strategy="global_weight", compression=4)
 
 
 def test_prune_returns_a_copy_and_leaves_the_input_untouched():
     model = create_model("tiny_cnn", seed=0)
     before = state(model)
-    pruned = prune(model, "global_weight", 4)
+    pruned = prune(model, strategy="global_weight", compression=4).model
     assert pruned is not model
     assert_same_state(model, before)
-    assert prune(model, "global_weight", 4, inplace=True) is model
+    assert prune(model, strategy="global_weight", compression=4, inplace=True).model is model
 
 
 def _bad_score(module, name, weight, ctx):
@@ -247,14 +252,14 @@ def test_invalid_input_is_rejected_and_nothing_is_modified(scratch_registry, kwa
 
 def test_a_model_without_prunable_layers_is_rejected():
     with pytest.raises(ValueError, match="no prunable layer"):
-        prune(nn.Sequential(nn.BatchNorm2d(3), nn.ReLU()), "global_weight", 2)
+        prune(nn.Sequential(nn.BatchNorm2d(3), nn.ReLU()), strategy="global_weight", compression=2)
     only_head = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
     with pytest.raises(ValueError, match="outside the classifier"):
-        prune(only_head, "global_weight", 2)
+        prune(only_head, strategy="global_weight", compression=2)
     assert [n for n, _, _ in prunable_parameters(only_head, include_classifier=True)] == ["1.weight"]
 
 
 def test_compression_one_prunes_nothing():
     model = create_model("tiny_cnn", seed=0)
-    pruned = prune(model, "global_weight", 1)
+    pruned = prune(model, strategy="global_weight", compression=1).model
     assert count_parameters(pruned) == count_parameters(model)

@@ -59,7 +59,7 @@ def _zero_removed(model: nn.Module, plans) -> nn.Module:
 def test_pruned_model_is_smaller_and_equals_the_masked_model(name, norm):
     model = _model(name)
     plans = plan_channels(model, keep=0.5, norm=norm)
-    small = prune_channels(model, keep=0.5, norm=norm).eval()
+    small = prune_channels(model, keep=0.5, norm=norm).model.eval()
     masked = _zero_removed(model, plans)
     x = model.example_input(4)
     torch.testing.assert_close(small(x), masked(x), rtol=1e-4, atol=1e-5)
@@ -86,18 +86,18 @@ def test_resnet_groups_tie_residual_channels_and_keep_every_shape_consistent():
     )
     assert "features.4.shortcut.conv" in residual[0].consumers and "classifier" in residual[2].consumers
     assert sum(not g.residual for g in groups) == 9  # one internal group per basic block
-    small = prune_channels(model, keep=0.5)
+    small = prune_channels(model, keep=0.5).model
     assert small.classifier.in_features == 32 and small.features[0].conv.out_channels == 8
     assert small.features[1].body[0].bn.num_features == 8
     # ResNet-18 at half channels: Torch-Pruning's reference sizes (11.17M -> 2.80M params, 557M -> 140M MACs)
     resnet18 = create_model("resnet18", input_shape=(3, 32, 32), seed=0)
-    half = prune_channels(resnet18, keep=0.5, inplace=True)
+    half = prune_channels(resnet18, keep=0.5, inplace=True).model
     assert count_parameters(half)[0] == 2_797_610 and total_macs(half) == 139_299_328
 
 
 def test_internal_only_pruning_leaves_residual_groups_whole():
     model = create_model("resnet20", input_shape=(3, 16, 16), seed=0)
-    small = prune_channels(model, keep=0.25, prune_residual=False)
+    small = prune_channels(model, keep=0.25, prune_residual=False).model
     assert small.features[0].conv.out_channels == 16 and small.classifier.in_features == 64
     body = small.features[1].body
     assert body[0].conv.out_channels == 4 and body[1].conv.in_channels == 4
@@ -114,8 +114,10 @@ def test_channel_scores_sum_the_norms_of_a_groups_producers():
 
 def test_pruning_masks_are_sliced_along_and_training_keeps_working(digits):
     data = digits.subset(train=64, val=32, test=32)
-    masked = prune(create_model("tiny_cnn", dataset=data, seed=0), "layer_weight", 3)
-    small = prune_channels(masked, keep=0.5)
+    masked = prune(
+        create_model("tiny_cnn", dataset=data, seed=0), strategy="layer_weight", compression=3
+    ).model
+    small = prune_channels(masked, keep=0.5).model
     for name, mask in get_masks(small).items():
         assert mask.shape == small.get_parameter(name).shape
         assert torch.equal(small.get_parameter(name) != 0, mask)
@@ -206,7 +208,7 @@ def test_custom_architectures_built_from_the_blocks_are_supported():
 
     model = Wide().eval()
     plans = plan_channels(model, keep=1 / 3)
-    small = prune_channels(model, keep=1 / 3).eval()
+    small = prune_channels(model, keep=1 / 3).model.eval()
     assert small.classifier.in_features == 4 * 16  # 16 flattened positions per kept channel
     x = model.example_input(3)
     torch.testing.assert_close(small(x), _zero_removed(model, plans)(x), rtol=1e-4, atol=1e-5)

@@ -45,12 +45,13 @@ def _assert_real_int8(model: nn.Module) -> None:
 
 def test_qat_gives_real_int8_model_within_one_point(trained_cnn, digits):
     fp32_top1 = _top1(trained_cnn, digits)
-    int8 = quantize(trained_cnn, digits, "qat", qat_config(2), progress=False)
+    result = quantize(trained_cnn, digits, "qat", qat_config(2), progress=False)
+    int8 = result.model
     _assert_real_int8(int8)
     # packed params hold qint8 weights; the residual adds run as quantized adds
     assert int8.features[0].conv._weight_bias()[0].dtype == torch.qint8
     assert any(isinstance(m, nnq.QFunctional) for m in int8.modules())
-    assert [row["stage"] for row in int8.shrinkviz_history] == ["Q", "Q"]
+    assert [row["stage"] for row in result.history] == ["Q", "Q"]
     int8_top1 = _top1(int8, digits)  # the converted model's accuracy, not the fake-quant one's
     assert fp32_top1 > 0.85
     assert abs(int8_top1 - fp32_top1) <= 0.01
@@ -58,7 +59,7 @@ def test_qat_gives_real_int8_model_within_one_point(trained_cnn, digits):
 
 
 def test_ptq_baseline(trained_cnn, digits):
-    int8 = quantize(trained_cnn, digits, "ptq", calib_batches=4)
+    int8 = quantize(trained_cnn, digits, "ptq", calib_batches=4).model
     _assert_real_int8(int8)
     assert abs(_top1(int8, digits) - _top1(trained_cnn, digits)) <= 0.03
 
@@ -98,7 +99,7 @@ def test_int8_weights_symmetric_zero_point():
 def test_masks_carried_through_qat_training_and_conversion(digits):
     data = digits.subset(train=128, val=32, test=32)
     model = create_model("tiny_cnn", dataset=data, seed=0)
-    pruned = prune(model, "global_weight", compression=4)
+    pruned = prune(model, strategy="global_weight", compression=4).model
     masks = get_masks(pruned)
     qat = prepare_qat(pruned)
     carried = get_masks(qat)
@@ -118,7 +119,9 @@ def test_masks_carried_through_qat_training_and_conversion(digits):
 
 
 def test_ptq_keeps_pruned_zeros(digits):
-    model = prune(create_model("tiny_cnn", dataset=digits, seed=0), "layer_weight", compression=3)
+    model = prune(
+        create_model("tiny_cnn", dataset=digits, seed=0), strategy="layer_weight", compression=3
+    ).model
     masks = get_masks(model)
     int8 = quantize_ptq(model, digits, calib_batches=2)
     weights = int8_weights(int8)

@@ -18,7 +18,7 @@ from shrinkviz.techniques.quant import QuantizationError, prepare_qat, quantize
 
 @pytest.fixture(scope="module")
 def int8_cnn(trained_cnn, digits):
-    return quantize(trained_cnn, digits, "ptq", calib_batches=4)
+    return quantize(trained_cnn, digits, "ptq", calib_batches=4).model
 
 
 def _test_inputs(data, n=256):

@@ -76,7 +76,9 @@ def iterative_prune(
         raise ValueError(f"rounds={rounds!r}: must be a whole number >= 1")
     if finetune is not None and cfg is not None:
         raise TypeError("iterative_prune: give cfg= only (finetune= is its old name)")
-    cfg = resolve_config(cfg if finetune is None else finetune, "iterative_prune")
+    cfg = resolve_config(
+        cfg if finetune is None else finetune, "iterative_prune", "cfg" if finetune is None else "finetune"
+    )
     if data is None:
         raise ValueError("iterative_prune needs data=<Dataset or dataset name> to finetune")
     data = as_dataset(data)

@@ -235,7 +235,7 @@ def available_strategies() -> list[str]:
 
 def get_strategy(name: str) -> Strategy:
     """The registered strategy ``name``; ValueError listing the valid names otherwise."""
-    return STRATEGIES.get(name)
+    return STRATEGIES.get(name, "strategy")
 
 
 def weight_magnitude(module: nn.Module, name: str, weight: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:

@@ -91,7 +91,7 @@ def quantize(
         QuantizationError: a layer cannot be quantized (named).
     """
     if method not in METHODS:
-        raise unknown_name("quantization method", method, METHODS)
+        raise unknown_name("quantization method", method, METHODS, "method")
     model = as_model(model)
     if isinstance(data, str):
         data = as_dataset(data)
