@@ -94,6 +94,8 @@ def create_model(
             torch.manual_seed(seed)
         model = builder(input_shape=tuple(input_shape), num_classes=num_classes, **kwargs)
     model.arch = name
+    if getattr(model, "input_shape", None) is None:  # a plain nn.Module: the registry knows its input
+        model.input_shape = tuple(input_shape)
     return model
 
 

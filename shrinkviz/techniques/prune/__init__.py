@@ -32,6 +32,7 @@ from shrinkviz.loop.masks import (
 from shrinkviz.techniques.prune.oneshot import apply_pruning, prune
 from shrinkviz.techniques.prune.schedules import GradualPruning, iterative_prune
 from shrinkviz.techniques.prune.strategies import (
+    STRATEGIES,
     ScoreContext,
     Strategy,
     available_strategies,
@@ -41,6 +42,7 @@ from shrinkviz.techniques.prune.strategies import (
 from shrinkviz.techniques.prune.structured import ChannelGroup, channel_groups, plan_channels, prune_channels
 
 __all__ = [
+    "STRATEGIES",
     "ChannelGroup",
     "GradualPruning",
     "MaskCallback",
