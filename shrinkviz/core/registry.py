@@ -51,8 +51,8 @@ def unknown_name(kind: str, name: object, valid: Iterable[str], field: str | Non
     names in the order given); with ``field``, ``<field>='x': unknown <kind>; ...`` names the argument.
 
     Example:
-        >>> print(unknown_name("runtime", "onnx", ["eager", "onnxruntime"], field="runtime"))
-        runtime='onnx': unknown runtime; did you mean 'onnxruntime'? valid: eager, onnxruntime
+        >>> print(unknown_name("runtime", "onnxruntme", ["eager", "onnxruntime"], field="runtime"))
+        runtime='onnxruntme': unknown runtime; did you mean 'onnxruntime'? valid: eager, onnxruntime
     """
     valid = list(valid)
     hint = did_you_mean(name, valid)

@@ -113,7 +113,7 @@ def measure(
         >>> from shrinkviz.models import create_model
         >>> from shrinkviz.techniques.prune import prune
         >>> model = create_model("tiny_cnn", dataset=load_dataset("digits"), seed=0)
-        >>> round(measure(prune(model, "layer_weight", 4), "digits")["compression_ratio"], 2)
+        >>> round(measure(prune(model, strategy="layer_weight", compression=4).model, "digits")["compression_ratio"], 2)
         4.0
     """
     from shrinkviz.loop.train import evaluate
