@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from shrinkviz.core.progress import progress_bar
 from shrinkviz.core.verbs import make_module_callable
 from shrinkviz.experiments.executors import DaskExecutor, Executor, InProcessExecutor, make_executor
 from shrinkviz.experiments.experiment import Experiment
@@ -173,7 +173,8 @@ def sweep(
             ``"tcp://host:8786"`` scheduler address, or an executor object such as
             ``DaskExecutor(n_workers=4)`` (left open for reuse).
         store: a Store or its folder (default ``Store()``, under the cache root).
-        progress: show a tqdm progress bar.
+        progress: show progress (a bar on a terminal or in Jupyter, else a few lines; see
+            :func:`shrinkviz.core.progress.progress_bar`).
         **grid: field (dotted path or alias) -> list of values.
 
     Returns:
@@ -196,7 +197,7 @@ def sweep(
         try:
             ex.start()  # connect before anything runs: an unreachable scheduler leaves the store untouched
             by_json = {e.to_json(): e for e in todo}
-            bar = tqdm(total=len(todo), desc="sweep", disable=not progress, unit="run")
+            bar = progress_bar(len(todo), "sweep", enabled=progress, unit="run")
             for config_json, record, error in ex.map_unordered(
                 execute, list(by_json), getattr(ex, "torch_threads", None)
             ):

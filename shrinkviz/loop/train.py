@@ -25,9 +25,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from shrinkviz.core.device import model_device, resolve_device
+from shrinkviz.core.progress import progress_bar
 from shrinkviz.data import Dataset, Normalizer, Split, batches
 from shrinkviz.loop.callbacks import Callback
 from shrinkviz.loop.config import PRESETS, TrainConfig
@@ -131,7 +131,8 @@ def fit(
         seed: seeds shuffling, augmentation and any randomness in the model's forward.
         device: where to train (default: CUDA when present, else CPU).
         stage: label written in each history row.
-        progress: show a tqdm progress bar.
+        progress: show progress (a bar on a terminal or in Jupyter, else a few lines; see
+            :func:`shrinkviz.core.progress.progress_bar`).
 
     Returns:
         One dict per epoch: stage, epoch, lr, train_loss, task_loss, kd_loss, train_top1, val_loss,
@@ -151,7 +152,7 @@ def fit(
     history: list[dict[str, Any]] = []
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     step = 0
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=stage, disable=not progress, leave=False)
+    bar = progress_bar(cfg.epochs * steps_per_epoch, stage, enabled=progress)
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
