@@ -3,9 +3,9 @@
 INT8 to ONNX keeps the QAT-learned scales: the *converted* eager INT8 model exports with the legacy
 (TorchScript-based) exporter into a QDQ graph (QuantizeLinear / DequantizeLinear around Conv, Gemm, Add)
 whose scales and zero points are the model's own, and ONNX Runtime fuses it into QLinearConv / QLinearAdd
-/ QGemm kernels. (Exporting the fake-quant QAT model instead fails, see REFERENCE.md.) The ONNX Runtime
-static-quantization path of REFERENCE (quantize the FP32 export with calibration data) is
-:func:`quantize_onnx_static`, kept as a post-training baseline.
+/ QGemm kernels. (Exporting the fake-quant QAT model instead fails.) ONNX Runtime's own static
+quantization (quantize the FP32 export with calibration data) is :func:`quantize_onnx_static`, kept as a
+post-training baseline.
 
 Example:
     >>> import tempfile, pathlib
@@ -176,7 +176,7 @@ def quantize_onnx_static(
     per_channel: bool = True,
 ) -> Path:
     """ONNX Runtime post-training static quantization of an FP32 ONNX file (QDQ, per-channel int8
-    weights, uint8 activations, MinMax calibration): the baseline REFERENCE measured.
+    weights, uint8 activations, MinMax calibration): the post-training baseline to compare QAT with.
 
     Args:
         fp32_path: an FP32 model from :func:`export_onnx`.

@@ -17,7 +17,6 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 __all__ = ["aggregate", "curve_crossings", "pareto_mask", "t_quantile"]
 
@@ -48,6 +47,8 @@ def t_quantile(p: float, dof: int) -> float:
     dof = int(dof)
     if dof < 1:
         raise ValueError(f"t_quantile: dof must be >= 1, got {dof}")
+    import scipy.stats  # on first use: it takes longer to import than the rest of this module
+
     return float(scipy.stats.t.ppf(p, dof))
 
 
