@@ -7,7 +7,9 @@ import torch
 
 import shrinkviz as sv
 from shrinkviz.core.io import sha256_file
+from shrinkviz.data import Normalizer, load_dataset
 from shrinkviz.loop import zoo
+from shrinkviz.loop.train import evaluate
 from shrinkviz.loop.zoo import CheckpointError, baseline_spec, checkpoint_paths
 
 KW = dict(epochs=2, subset=(400, 100, 200), progress=False)
@@ -44,7 +46,11 @@ def test_manifest_records_config_metrics_hash_and_versions(tmp_path):
         200,
     ]
     assert set(manifest["metrics"]) >= {"test_top1", "test_top5", "val_top1"}
-    assert 0.0 <= manifest["metrics"]["test_top1"] <= 1.0
+    data = load_dataset("digits").subset(400, 100, 200)
+    test = evaluate(model, data.test, Normalizer(data.mean, data.std))
+    assert (
+        manifest["metrics"]["test_top1"] == test["top1"] and manifest["metrics"]["test_loss"] == test["loss"]
+    )
     assert manifest["torch_version"] == torch.__version__ and manifest["shrinkviz_version"] == sv.__version__
     assert len(manifest["sha256"]) == 64 and len(manifest["history"]) == 2
 
