@@ -49,7 +49,7 @@ def _is_terminal(stream: TextIO) -> bool:
 class LineProgress:
     """The non-terminal form of :func:`progress_bar`: a plain line per tenth of ``total`` (``lines``
     lines in all), formatted like tqdm's text (``desc: pct% n/total [elapsed<remaining, rate, postfix]``).
-    It has the part of tqdm's interface shrinkviz uses: ``update``, ``set_postfix``, ``close`` and ``with``."""
+    It has the part of tqdm's interface shrinkviz uses: ``update``, ``set_postfix``, ``close``, ``with``."""
 
     def __init__(
         self, total: int | None, desc: str | None, *, unit: str = "it", file: TextIO, lines: int = 10

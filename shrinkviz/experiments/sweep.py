@@ -11,11 +11,22 @@ The module itself is callable, so ``shrinkviz.experiments.sweep(...)`` works whe
 this module or to the function.
 
 Example:
-    >>> import shrinkviz as sv  # doctest: +SKIP
-    >>> base = sv.Experiment(model="tiny_cnn", data={"name": "digits", "train": 512},
-    ...                      finetune={"preset": "adam_fast", "epochs": 1})  # doctest: +SKIP
-    >>> res = sv.sweep(base, strategy=["global_weight", "random"], compression=[2, 4], seed=[0, 1])  # doctest: +SKIP
-    >>> res.runs[["strategy", "compression", "seed", "top1"]]  # doctest: +SKIP
+    >>> import tempfile
+    >>> import shrinkviz as sv
+    >>> base = sv.Experiment(model="tiny_mlp", data={"name": "digits", "train": 256},
+    ...                      finetune={"preset": "adam_fast", "epochs": 1},
+    ...                      latency={"rounds": 5, "min_time_s": 0})
+    >>> store = sv.Store(tempfile.mkdtemp())
+    >>> grid = {"strategy": ["global_weight", "random"], "compression": [2, 4]}
+    >>> res = sv.sweep(base, store=store, progress=False, **grid)
+    >>> res.ran, res.failed, res.runs[["strategy", "compression", "status"]].values.tolist()
+    (4, 0, [['global_weight', 2.0, 'ok'], ['global_weight', 4.0, 'ok'],
+            ['random', 2.0, 'ok'], ['random', 4.0, 'ok']])
+    >>> res.runs["compression_ratio"].round(2).tolist()  # achieved over all parameters, biases included
+    [2.0, 4.0, 2.0, 4.0]
+    >>> again = sv.sweep(base, store=store, progress=False, **grid)  # everything is stored: nothing reruns
+    >>> again.ran, again.skipped, again.runs["run_id"].tolist() == res.runs["run_id"].tolist()
+    (0, 4, True)
 """
 
 from __future__ import annotations
@@ -185,7 +196,14 @@ def sweep(
         ConnectionError: the Dask scheduler is unreachable (nothing has run).
 
     Example:
-        >>> res = sweep(Experiment(model="tiny_mlp", data="digits"), seed=[0, 1])  # doctest: +SKIP
+        >>> import tempfile
+        >>> base = Experiment(model="tiny_mlp", data={"name": "digits", "train": 256},
+        ...                   latency={"runtimes": []})
+        >>> res = sweep(base, store=Store(tempfile.mkdtemp()), progress=False, seed=[0, 1])
+        >>> res.ran, res.runs[["method", "seed", "status"]].values.tolist()
+        (2, [['baseline', 0, 'ok'], ['baseline', 1, 'ok']])
+        >>> res.store.has(base.replace(seed=1).run_id)
+        True
     """
     started = time.perf_counter()
     experiments = expand(base, **grid)

@@ -39,8 +39,8 @@ def t_quantile(p: float, dof: int) -> float:
     Example:
         >>> round(t_quantile(0.975, 2), 6)
         4.302653
-        >>> t_quantile(0.025, 2) == -t_quantile(0.975, 2)
-        True
+        >>> round(t_quantile(0.025, 2), 6), t_quantile(0.5, 7)
+        (-4.302653, 0.0)
     """
     if not 0.0 < p < 1.0:
         raise ValueError(f"t_quantile: p must be in (0, 1), got {p}")
