@@ -1,7 +1,7 @@
 """Deployment cost of INT8 on a CIFAR ResNet-18 (3x32x32): latency on every runtime, artefact sizes,
 repeatability of the latency figure and the cost of a QAT training step. Prints one JSON document.
 
-    python benchmarks/bench_deploy.py                  # batch 1, 1 thread (the figures of issue #4)
+    python benchmarks/bench_deploy.py                  # batch 1, 1 thread (the default figures)
     python benchmarks/bench_deploy.py --threads 2 --min-time 5
     python benchmarks/bench_deploy.py --only sizes --trained-on fashion_mnist   # trained weights (cached)
 
@@ -121,7 +121,7 @@ def latency_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.T
     for runtime in RUNTIMES:
         latency[f"fp32_{runtime}"] = _lat(measure_latency(fp32, runtime, **opts))
         latency[f"int8_{runtime}"] = _lat(measure_latency(int8, runtime, **opts))
-    with tempfile.TemporaryDirectory() as tmp:  # REFERENCE's path: ONNX Runtime static PTQ of the FP32 export
+    with tempfile.TemporaryDirectory() as tmp:  # ONNX Runtime static PTQ of the FP32 export
         from shrinkviz.deploy.export import onnx_session
 
         static = quantize_onnx_static(

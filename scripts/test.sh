@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The test command of the README: unit and integration tests, then every notebook top to bottom
-# in the smoke profile under nbval.
+# The test command of the README: lint and format check, unit and integration tests together with every
+# docstring example of the package (one pytest run, one summary), then every notebook top to bottom in the
+# smoke profile under nbval.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-$PY -m pytest -q -p no:cacheprovider tests
+LINTED=(shrinkviz tests benchmarks notebooks/conftest.py)
+$PY -m ruff check "${LINTED[@]}"
+$PY -m ruff format --check "${LINTED[@]}"
+$PY -m pytest -q -p no:cacheprovider --doctest-modules shrinkviz tests
 if compgen -G "notebooks/*.ipynb" >/dev/null; then
   SHRINKVIZ_PROFILE=smoke $PY -m pytest -q -p no:cacheprovider --nbval-lax notebooks/
 fi

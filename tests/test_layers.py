@@ -40,7 +40,8 @@ def _module_name(path: Path) -> str:
 
 
 def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+    """Every module of the package; ``conftest.py`` (pytest's setup of the docstring examples) is not one."""
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py")) if p.name != "conftest.py"}
 
 
 def _resolve(name: str, modules: dict[str, Path]) -> str | None:

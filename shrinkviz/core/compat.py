@@ -10,8 +10,12 @@ torchvision; this is for users who want torchvision models or transforms.
 
 Example:
     >>> from shrinkviz.core.compat import import_torchvision
-    >>> tv = import_torchvision()  # doctest: +SKIP
-    >>> tv.models.resnet18(num_classes=10)  # doctest: +SKIP
+    >>> tv = import_torchvision()
+    >>> sum(p.numel() for p in tv.models.resnet18(num_classes=10).parameters())
+    11181642
+    >>> from torchvision.transforms import v2
+    >>> v2.RandomHorizontalFlip(p=1.0)(torch.arange(4.0).reshape(1, 2, 2)).flatten().tolist()
+    [1.0, 0.0, 3.0, 2.0]
 """
 
 from __future__ import annotations

@@ -1,8 +1,17 @@
 """Device choice and deterministic seeding.
 
 Example:
-    >>> from shrinkviz.core.device import default_device
-    >>> default_device().type in {"cpu", "cuda"}
+    >>> import os, torch
+    >>> from shrinkviz.core.device import default_device, seed_everything
+    >>> saved = os.environ.pop("SHRINKVIZ_DEVICE", None)
+    >>> default_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    True
+    >>> os.environ["SHRINKVIZ_DEVICE"] = "cpu"
+    >>> default_device()
+    device(type='cpu')
+    >>> _ = os.environ.pop("SHRINKVIZ_DEVICE") if saved is None else os.environ.update(SHRINKVIZ_DEVICE=saved)
+    >>> _ = seed_everything(3); first = torch.rand(2)
+    >>> _ = seed_everything(3); torch.equal(first, torch.rand(2))
     True
 """
 

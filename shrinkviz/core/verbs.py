@@ -7,12 +7,18 @@ verb, ``sv.prune.mask_table(...)`` reaches the module's other names. The module 
 signature, and its call docstring is the verb's, so ``inspect.signature`` and Jupyter's Shift-Tab show the real parameters.
 
 Example:
-    >>> import inspect
-    >>> import shrinkviz as sv
-    >>> callable(sv.prune) and callable(sv.prune.mask_table)
-    True
-    >>> list(inspect.signature(sv.prune).parameters)[:2]
-    ['model', 'data']
+    >>> import inspect, sys, types
+    >>> def scale(x, factor=2):
+    ...     "Multiply x by factor."
+    ...     return x * factor
+    >>> module = sys.modules["scale_demo"] = types.ModuleType("scale_demo", "A module named like its verb.")
+    >>> module.half = lambda x: x / 2
+    >>> make_module_callable("scale_demo", scale)
+    >>> module(3), module.half(3), str(inspect.signature(module))
+    (6, 1.5, '(x, factor=2)')
+    >>> module.__call__.__doc__, module.__doc__
+    ('Multiply x by factor.', 'A module named like its verb.')
+    >>> del sys.modules["scale_demo"]
 """
 
 from __future__ import annotations

@@ -7,9 +7,17 @@ generator, so a seed gives the same batches on any device.
 Example:
     >>> import torch
     >>> from shrinkviz.data.augment import random_crop
-    >>> x = torch.arange(16, dtype=torch.uint8).reshape(1, 1, 4, 4)
-    >>> random_crop(x, padding=1, generator=torch.Generator().manual_seed(0)).shape
-    torch.Size([1, 1, 4, 4])
+    >>> x = torch.arange(1, 17, dtype=torch.uint8).reshape(1, 1, 4, 4)
+    >>> out = random_crop(x, padding=1, generator=torch.Generator().manual_seed(0))
+    >>> padded = torch.nn.functional.pad(x, (1, 1, 1, 1))  # the crop is a 4x4 window of the padded image
+    >>> windows = [padded[..., i : i + 4, j : j + 4] for i in range(3) for j in range(3)]
+    >>> out.shape, any(torch.equal(out, window) for window in windows)
+    (torch.Size([1, 1, 4, 4]), True)
+    >>> flipped = random_flip(x.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
+    >>> mirrored = torch.tensor([not torch.equal(im, x[0]) for im in flipped])  # each image: x or its mirror
+    >>> k = int(mirrored.sum())
+    >>> torch.equal(flipped[mirrored], x.flip(3).expand(k, 1, 4, 4)), 0 < k < 64
+    (True, True)
 """
 
 from __future__ import annotations

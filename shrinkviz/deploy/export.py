@@ -3,16 +3,21 @@
 INT8 to ONNX keeps the QAT-learned scales: the *converted* eager INT8 model exports with the legacy
 (TorchScript-based) exporter into a QDQ graph (QuantizeLinear / DequantizeLinear around Conv, Gemm, Add)
 whose scales and zero points are the model's own, and ONNX Runtime fuses it into QLinearConv / QLinearAdd
-/ QGemm kernels. (Exporting the fake-quant QAT model instead fails, see REFERENCE.md.) The ONNX Runtime
-static-quantization path of REFERENCE (quantize the FP32 export with calibration data) is
-:func:`quantize_onnx_static`, kept as a post-training baseline.
+/ QGemm kernels. (Exporting the fake-quant QAT model instead fails.) ONNX Runtime's own static
+quantization (quantize the FP32 export with calibration data) is :func:`quantize_onnx_static`, kept as a
+post-training baseline.
 
 Example:
     >>> import tempfile, pathlib
     >>> from shrinkviz.models import create_model
-    >>> path = export_onnx(create_model("tiny_mlp", input_shape=(1, 8, 8)), pathlib.Path(tempfile.mkdtemp()) / "m.onnx")
-    >>> onnx_session(path).get_inputs()[0].shape
+    >>> model = create_model("tiny_mlp", input_shape=(1, 8, 8), seed=0).eval()
+    >>> path = export_onnx(model, pathlib.Path(tempfile.mkdtemp()) / "m.onnx")
+    >>> session = onnx_session(path)
+    >>> session.get_inputs()[0].shape
     ['batch', 1, 8, 8]
+    >>> x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    >>> torch.allclose(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]), model(x), atol=1e-5)
+    True
 """
 
 from __future__ import annotations
@@ -141,8 +146,10 @@ def torchscript(
     Example:
         >>> from shrinkviz.models import create_model
         >>> m = create_model("tiny_mlp", input_shape=(1, 8, 8)).eval()
-        >>> torchscript(m)(torch.zeros(1, 1, 8, 8)).shape
-        torch.Size([1, 10])
+        >>> x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> scripted = torchscript(m)
+        >>> isinstance(scripted, torch.jit.ScriptModule), torch.allclose(scripted(x), m(x), atol=1e-6)
+        (True, True)
     """
     x = _input(model, input_shape, batch)
     model.eval()
@@ -176,7 +183,7 @@ def quantize_onnx_static(
     per_channel: bool = True,
 ) -> Path:
     """ONNX Runtime post-training static quantization of an FP32 ONNX file (QDQ, per-channel int8
-    weights, uint8 activations, MinMax calibration): the baseline REFERENCE measured.
+    weights, uint8 activations, MinMax calibration): the post-training baseline to compare QAT with.
 
     Args:
         fp32_path: an FP32 model from :func:`export_onnx`.

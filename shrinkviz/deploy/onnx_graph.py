@@ -11,9 +11,25 @@ the dequantizers that read the result, after which ONNX Runtime's graph is the o
 static quantization (QLinearAdd with the ReLU eliminated).
 
 Example:
-    >>> import onnx
-    >>> fold_quantized_relus(onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], [])))
-    0
+    >>> import onnxruntime as ort
+    >>> from onnx import TensorProto, helper
+    >>> qdq = [("QuantizeLinear", "x", "q"), ("DequantizeLinear", "q", "d"), ("Relu", "d", "r"),
+    ...        ("QuantizeLinear", "r", "q2"), ("DequantizeLinear", "q2", "y")]
+    >>> nodes = [helper.make_node(op, [a, "s", "z"] if op != "Relu" else [a], [b]) for op, a, b in qdq]
+    >>> init = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+    ...         numpy_helper.from_array(np.array(128, np.uint8), "z")]
+    >>> io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [4]) for name in ("x", "y")]
+    >>> model = helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:], init),
+    ...                           opset_imports=[helper.make_opsetid("", 13)])
+    >>> options = ort.SessionOptions(); options.log_severity_level = 3
+    >>> def run(m):
+    ...     session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ...     return session.run(None, {"x": np.array([-1.0, -0.05, 0.3, 2.0], np.float32)})[0].tolist()
+    >>> before = run(model)
+    >>> fold_quantized_relus(model), [node.op_type for node in model.graph.node]
+    (1, ['QuantizeLinear', 'DequantizeLinear'])
+    >>> run(model) == before, [round(v, 4) for v in before]
+    (True, [0.0, 0.0, 0.3, 2.0])
 """
 
 from __future__ import annotations

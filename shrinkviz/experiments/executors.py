@@ -76,8 +76,14 @@ class DaskExecutor:
     cluster itself is left running.
 
     Example:
-        >>> with DaskExecutor(n_workers=2) as ex:  # doctest: +SKIP
-        ...     res = shrinkviz.experiments.sweep(base, executor=ex, seed=[0, 1, 2])
+        >>> with DaskExecutor(n_workers=2, processes=False) as ex:  # thread workers: starts in a second
+        ...     done = sorted(r for _, r, _ in ex.map_unordered(abs, [-2, 1, -3]))
+        ...     workers = len(ex.client.scheduler_info()["workers"])
+        >>> done, workers, ex.client
+        ([1, 2, 3], 2, None)
+
+        ``shrinkviz.experiments.sweep(base, executor=DaskExecutor(n_workers=4), seed=[0, 1, 2])`` runs a
+        sweep's experiments on such a cluster.
     """
 
     name = "dask"

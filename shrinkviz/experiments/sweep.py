@@ -11,11 +11,22 @@ The module itself is callable, so ``shrinkviz.experiments.sweep(...)`` works whe
 this module or to the function.
 
 Example:
-    >>> import shrinkviz as sv  # doctest: +SKIP
-    >>> base = sv.Experiment(model="tiny_cnn", data={"name": "digits", "train": 512},
-    ...                      finetune={"preset": "adam_fast", "epochs": 1})  # doctest: +SKIP
-    >>> res = sv.sweep(base, strategy=["global_weight", "random"], compression=[2, 4], seed=[0, 1])  # doctest: +SKIP
-    >>> res.runs[["strategy", "compression", "seed", "top1"]]  # doctest: +SKIP
+    >>> import tempfile
+    >>> import shrinkviz as sv
+    >>> base = sv.Experiment(model="tiny_mlp", data={"name": "digits", "train": 256},
+    ...                      finetune={"preset": "adam_fast", "epochs": 1},
+    ...                      latency={"rounds": 5, "min_time_s": 0})
+    >>> store = sv.Store(tempfile.mkdtemp())
+    >>> grid = {"strategy": ["global_weight", "random"], "compression": [2, 4]}
+    >>> res = sv.sweep(base, store=store, progress=False, **grid)
+    >>> res.ran, res.failed, res.runs[["strategy", "compression", "status"]].values.tolist()
+    (4, 0, [['global_weight', 2.0, 'ok'], ['global_weight', 4.0, 'ok'],
+            ['random', 2.0, 'ok'], ['random', 4.0, 'ok']])
+    >>> res.runs["compression_ratio"].round(2).tolist()  # achieved over all parameters, biases included
+    [2.0, 4.0, 2.0, 4.0]
+    >>> again = sv.sweep(base, store=store, progress=False, **grid)  # everything is stored: nothing reruns
+    >>> again.ran, again.skipped, again.runs["run_id"].tolist() == res.runs["run_id"].tolist()
+    (0, 4, True)
 """
 
 from __future__ import annotations
@@ -28,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from shrinkviz.core.progress import progress_bar
 from shrinkviz.core.verbs import make_module_callable
 from shrinkviz.experiments.executors import DaskExecutor, Executor, InProcessExecutor, make_executor
 from shrinkviz.experiments.experiment import Experiment
@@ -173,7 +184,8 @@ def sweep(
             ``"tcp://host:8786"`` scheduler address, or an executor object such as
             ``DaskExecutor(n_workers=4)`` (left open for reuse).
         store: a Store or its folder (default ``Store()``, under the cache root).
-        progress: show a tqdm progress bar.
+        progress: show progress (a bar on a terminal or in Jupyter, else a few lines; see
+            :func:`shrinkviz.core.progress.progress_bar`).
         **grid: field (dotted path or alias) -> list of values.
 
     Returns:
@@ -184,7 +196,14 @@ def sweep(
         ConnectionError: the Dask scheduler is unreachable (nothing has run).
 
     Example:
-        >>> res = sweep(Experiment(model="tiny_mlp", data="digits"), seed=[0, 1])  # doctest: +SKIP
+        >>> import tempfile
+        >>> base = Experiment(model="tiny_mlp", data={"name": "digits", "train": 256},
+        ...                   latency={"runtimes": []})
+        >>> res = sweep(base, store=Store(tempfile.mkdtemp()), progress=False, seed=[0, 1])
+        >>> res.ran, res.runs[["method", "seed", "status"]].values.tolist()
+        (2, [['baseline', 0, 'ok'], ['baseline', 1, 'ok']])
+        >>> res.store.has(base.replace(seed=1).run_id)
+        True
     """
     started = time.perf_counter()
     experiments = expand(base, **grid)
@@ -196,7 +215,7 @@ def sweep(
         try:
             ex.start()  # connect before anything runs: an unreachable scheduler leaves the store untouched
             by_json = {e.to_json(): e for e in todo}
-            bar = tqdm(total=len(todo), desc="sweep", disable=not progress, unit="run")
+            bar = progress_bar(len(todo), "sweep", enabled=progress, unit="run")
             for config_json, record, error in ex.map_unordered(
                 execute, list(by_json), getattr(ex, "torch_threads", None)
             ):

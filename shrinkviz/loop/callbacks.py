@@ -1,12 +1,21 @@
 """Hooks into the training loop (:func:`shrinkviz.loop.train.fit`): masks, QAT and distillation plug in here.
 
 Example:
+    >>> from shrinkviz.data import load_dataset
+    >>> from shrinkviz.loop.train import TrainConfig, fit
+    >>> from shrinkviz.models import create_model
     >>> class CountSteps(Callback):
     ...     steps = 0
     ...     def after_step(self, model):
     ...         self.steps += 1
-    >>> CountSteps().steps
-    0
+    ...     def epoch_end(self, model, epoch, row):
+    ...         row["steps_so_far"] = self.steps
+    >>> ds = load_dataset("digits").subset(train=100, val=20, test=20)
+    >>> counter = CountSteps()
+    >>> cfg = TrainConfig.preset("adam_fast").replace(epochs=2, batch_size=32)  # 4 steps per epoch
+    >>> history = fit(create_model("tiny_mlp", dataset=ds), ds, cfg, callbacks=[counter], progress=False)
+    >>> counter.steps, [row["steps_so_far"] for row in history]
+    (8, [4, 8])
 """
 
 from __future__ import annotations

@@ -9,9 +9,13 @@ Example:
     >>> from shrinkviz.models import create_model
     >>> ds = load_dataset("digits").subset(train=256, val=64, test=64)
     >>> model = create_model("tiny_mlp", dataset=ds)
-    >>> history = fit(model, ds, TrainConfig.preset("adam_fast").replace(epochs=1))
-    >>> sorted(history[0])[:3]
-    ['epoch', 'epoch_s', 'kd_loss']
+    >>> history = fit(model, ds, TrainConfig.preset("adam_fast").replace(epochs=3), progress=False)
+    >>> [(row["stage"], row["epoch"]) for row in history]
+    [('train', 1), ('train', 2), ('train', 3)]
+    >>> history[-1]["train_loss"] < history[0]["train_loss"]
+    True
+    >>> history[-1]["val_top1"] == evaluate(model, ds.val, Normalizer(ds.mean, ds.std))["top1"]
+    True
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from shrinkviz.core.device import model_device, resolve_device
+from shrinkviz.core.progress import progress_bar
 from shrinkviz.data import Dataset, Normalizer, Split, batches
 from shrinkviz.loop.callbacks import Callback
 from shrinkviz.loop.config import PRESETS, TrainConfig
@@ -83,10 +87,14 @@ def evaluate(
 
     Example:
         >>> from shrinkviz.data import load_dataset, Normalizer
-        >>> from shrinkviz.models import create_model
         >>> ds = load_dataset("digits")
-        >>> m = create_model("tiny_mlp", dataset=ds)
-        >>> 0 <= evaluate(m, ds.test, Normalizer(ds.mean, ds.std))["top1"] <= 1
+        >>> always_0 = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))  # predicts class 0, then 1, 2, ...
+        >>> _ = nn.init.zeros_(always_0[1].weight), always_0[1].bias.data.copy_(-torch.arange(10.0))
+        >>> result = evaluate(always_0, ds.test, Normalizer(ds.mean, ds.std))
+        >>> n = len(ds.test)
+        >>> result["n"] == n, result["top1"] == int((ds.test.labels == 0).sum()) / n
+        (True, True)
+        >>> result["top5"] == int((ds.test.labels < 5).sum()) / n
         True
     """
     device = model_device(model) if device is None else resolve_device(device)
@@ -131,7 +139,8 @@ def fit(
         seed: seeds shuffling, augmentation and any randomness in the model's forward.
         device: where to train (default: CUDA when present, else CPU).
         stage: label written in each history row.
-        progress: show a tqdm progress bar.
+        progress: show progress (a bar on a terminal or in Jupyter, else a few lines; see
+            :func:`shrinkviz.core.progress.progress_bar`).
 
     Returns:
         One dict per epoch: stage, epoch, lr, train_loss, task_loss, kd_loss, train_top1, val_loss,
@@ -151,7 +160,7 @@ def fit(
     history: list[dict[str, Any]] = []
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     step = 0
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=stage, disable=not progress, leave=False)
+    bar = progress_bar(cfg.epochs * steps_per_epoch, stage, enabled=progress)
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()

@@ -135,7 +135,7 @@ def measure(
         **count_metrics(model, baseline=baseline, input_shape=data.input_shape),
         "activations_nonzero": nonzero_activations(model, inputs),
     }
-    # ---- deployment metrics (owned by the quantization / latency engineer) -------------------------------
+    # ---- deployment metrics --------------------------------------------------------------------------------
     # Contract: shrinkviz.metrics.size.size_metrics(model) -> {"size_bytes_raw", "size_bytes_gzip"} and
     # shrinkviz.metrics.latency.latency_metrics(model, **latency) -> {"latency_ms_p50", "latency_ms_p90",
     # "latency_runtime", "latency_threads", "latency_batch", "cpu_model"}. Off by default.

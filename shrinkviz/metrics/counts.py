@@ -142,8 +142,10 @@ def nonzero_activations(model: nn.Module, inputs: torch.Tensor) -> float:
     ReLU is not a child module. Functional ReLUs inside other modules are not seen.
 
     Example:
-        >>> nonzero_activations(nn.Sequential(nn.Linear(2, 4), nn.ReLU()), torch.zeros(3, 2)) <= 4
-        True
+        >>> net = nn.Sequential(nn.Linear(1, 4), nn.ReLU())
+        >>> _ = net[0].weight.data.fill_(1.0), net[0].bias.data.copy_(torch.tensor([-2.0, -1.0, 0.5, 1.0]))
+        >>> nonzero_activations(net, torch.tensor([[0.0], [3.0]]))  # 2 of 4 ReLUs fire for x=0, all 4 for x=3
+        3.0
     """
     count = torch.zeros((), dtype=torch.int64)
     handles = []

@@ -1,6 +1,6 @@
 """Statistics over results tables: seed aggregates with 95% confidence intervals, Pareto sets, crossings.
 
-Plain functions over pandas DataFrames (no plotting, no scipy). The figures, the widgets and the store
+Plain functions over pandas DataFrames (no plotting; the t quantile comes from scipy). The figures, the widgets and the store
 all use these, so a number shown in a figure is the number a notebook computes with them.
 
 Example:
@@ -12,10 +12,8 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import lru_cache
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -23,33 +21,10 @@ import pandas as pd
 __all__ = ["aggregate", "curve_crossings", "pareto_mask", "t_quantile"]
 
 
-def _abs_t_cdf(t: float, dof: int) -> float:
-    """P(|T| <= t) for Student's t with integer ``dof`` (Abramowitz & Stegun 26.7.3 / 26.7.4, exact)."""
-    theta = math.atan(t / math.sqrt(dof))
-    c2 = math.cos(theta) ** 2
-    s = math.sin(theta)
-    if dof % 2 == 0:
-        term, total = 1.0, 1.0
-        for k in range(2, dof - 1, 2):  # 1 + 1/2 c^2 + (1*3)/(2*4) c^4 + ...
-            term *= c2 * (k - 1) / k
-            total += term
-        return s * total
-    if dof == 1:
-        return 2.0 * theta / math.pi
-    term = math.cos(theta)
-    total = term
-    for k in range(3, dof - 1, 2):  # cos + 2/3 cos^3 + (2*4)/(3*5) cos^5 + ...
-        term *= c2 * (k - 1) / k
-        total += term
-    return 2.0 / math.pi * (theta + s * total)
-
-
 @lru_cache(maxsize=512)
 def t_quantile(p: float, dof: int) -> float:
-    """Quantile of Student's t distribution for an integer number of degrees of freedom.
-
-    Exact (series form of the CDF solved by bisection) for ``dof < 100``; a fourth-order Cornish-Fisher
-    expansion beyond, accurate to about 1e-9 there.
+    """Quantile of Student's t distribution for an integer number of degrees of freedom
+    (``scipy.stats.t.ppf``, with the arguments checked).
 
     Args:
         p: probability in (0, 1), e.g. 0.975 for a two-sided 95% interval.
@@ -58,39 +33,23 @@ def t_quantile(p: float, dof: int) -> float:
     Returns:
         t such that P(T <= t) = p.
 
+    Raises:
+        ValueError: ``p`` outside (0, 1) or ``dof < 1``.
+
     Example:
         >>> round(t_quantile(0.975, 2), 6)
         4.302653
+        >>> round(t_quantile(0.025, 2), 6), t_quantile(0.5, 7)
+        (-4.302653, 0.0)
     """
     if not 0.0 < p < 1.0:
         raise ValueError(f"t_quantile: p must be in (0, 1), got {p}")
     dof = int(dof)
     if dof < 1:
         raise ValueError(f"t_quantile: dof must be >= 1, got {dof}")
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -t_quantile(1.0 - p, dof)
-    target = 2.0 * p - 1.0  # P(|T| <= t)
-    if dof >= 100:
-        z = NormalDist().inv_cdf(p)
-        g1 = (z**3 + z) / 4
-        g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-        g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-        g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
-        return z + g1 / dof + g2 / dof**2 + g3 / dof**3 + g4 / dof**4
-    lo, hi = 0.0, 1.0
-    while _abs_t_cdf(hi, dof) < target:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _abs_t_cdf(mid, dof) < target:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-14 * hi:
-            break
-    return 0.5 * (lo + hi)
+    import scipy.stats  # on first use: it takes longer to import than the rest of this module
+
+    return float(scipy.stats.t.ppf(p, dof))
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], func: str) -> None:

@@ -4,9 +4,21 @@ A report can instead load plotly.js from its CDN (``plotlyjs="cdn"``): about 4.5
 are published or committed (the ``docs/`` reports), at the price of needing a network to draw the figures.
 
 Example:
+    >>> import pathlib, tempfile
+    >>> import pandas as pd
     >>> import plotly.graph_objects as go
-    >>> path = to_html(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])), "/tmp/fig.html")  # doctest: +SKIP
-    >>> path = report_html([("Curves", fig), ("Runs", runs_df)], "report.html", "Sweep")  # doctest: +SKIP
+    >>> from plotly.offline import get_plotlyjs
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
+    >>> page = to_html(fig, folder / "fig.html").read_text()
+    >>> get_plotlyjs() in page  # plotly.js itself is in the file: it opens offline
+    True
+    >>> report = report_html([("Curves", fig), ("Runs", pd.DataFrame({"top1": [0.9]}))], folder / "r.html",
+    ...                      "Sweep", plotlyjs="cdn").read_text()
+    >>> [h for h in ("<h1>Sweep</h1>", "<h2>Curves</h2>", "<h2>Runs</h2>", "<td>0.9</td>") if h in report]
+    ['<h1>Sweep</h1>', '<h2>Curves</h2>', '<h2>Runs</h2>', '<td>0.9</td>']
+    >>> len(report) < len(page) - 4_000_000, get_plotlyjs() in report
+    (True, False)
 """
 
 from __future__ import annotations
@@ -98,7 +110,16 @@ def report_html(
         ValueError: an unknown ``plotlyjs``.
 
     Example:
-        >>> report_html({"Curves": curves(runs), "Runs": runs}, "data_cache/report.html")  # doctest: +SKIP
+        >>> import pathlib, tempfile
+        >>> import pandas as pd
+        >>> runs = pd.DataFrame({"strategy": "random", "compression": [2.0, 4.0],
+        ...                      "compression_ratio": [2.0, 4.0], "top1": [0.9, 0.8]})
+        >>> from shrinkviz.viz.figures import curves
+        >>> path = report_html({"Curves": curves(runs), "Runs": runs, "Note": "a <b> c"},
+        ...                    pathlib.Path(tempfile.mkdtemp()) / "out" / "report.html")
+        >>> page = path.read_text()
+        >>> page.count("<section>"), ">a &lt;b&gt; c</p>" in page, page.count("<table")
+        (3, True, 1)
     """
     script = _plotlyjs_tag(plotlyjs)
     items = sections.items() if isinstance(sections, Mapping) else sections
@@ -130,7 +151,11 @@ def to_html(fig_or_explorer: Any, path: str | os.PathLike[str], title: str | Non
         The path written.
 
     Example:
-        >>> to_html(curves(runs), "curves.html")  # doctest: +SKIP
+        >>> import pathlib, tempfile
+        >>> import plotly.graph_objects as go
+        >>> path = to_html(go.Figure(go.Bar(y=[1])), pathlib.Path(tempfile.mkdtemp()) / "bar.html", "Bars")
+        >>> '"title":{"text":"Bars"}' in path.read_text()  # the title goes into the figure's layout
+        True
     """
     if isinstance(fig_or_explorer, BaseFigure):
         fig = go.Figure(fig_or_explorer)

@@ -242,7 +242,12 @@ def curves(
         Figure with three traces per line, named ``"<label> 95% CI"``, ``"<label>"`` and ``"<label> runs"``.
 
     Example:
-        >>> fig = curves(runs, x="speedup_theoretical")  # doctest: +SKIP
+        >>> import pandas as pd
+        >>> runs = pd.DataFrame({"strategy": "random", "compression": [2.0, 4.0], "top1": [0.9, 0.8],
+        ...                      "speedup_theoretical": [1.8, 3.1]})
+        >>> fig = curves(runs, x="speedup_theoretical")
+        >>> fig.data[1].name, fig.data[1].x.tolist(), fig.layout.xaxis.type
+        ('random', [1.8, 3.1], 'log')
     """
     title = title or f"{name_of(y)} vs {name_of(x)}: mean and 95% CI over seeds"
     if len(runs) == 0:
@@ -277,7 +282,12 @@ def shrinkbench_views(
         Figure with two subplots sharing the y axis; the right panel's traces have no legend entries.
 
     Example:
-        >>> fig = shrinkbench_views(runs)  # doctest: +SKIP
+        >>> import pandas as pd
+        >>> runs = pd.DataFrame({"strategy": "random", "compression": [2.0, 4.0], "top1": [0.9, 0.8],
+        ...                      "compression_ratio": [2.0, 4.0], "speedup_theoretical": [1.8, 3.1]})
+        >>> fig = shrinkbench_views(runs)
+        >>> [(t.name, t.x.tolist(), t.showlegend) for t in fig.data if t.name == "random"]
+        [('random', [2.0, 4.0], True), ('random', [1.8, 3.1], False)]
     """
     xs = ("compression_ratio", "speedup_theoretical")
     title = title or f"{name_of(y)} vs compression and vs theoretical speedup"
@@ -330,7 +340,14 @@ def baseline_confounder(
         title: figure title.
 
     Example:
-        >>> fig = baseline_confounder(runs, by="finetune", strategy="global_weight")  # doctest: +SKIP
+        >>> import pandas as pd
+        >>> runs = pd.DataFrame({"strategy": "global_weight", "finetune": ["short", "short", "long", "long"],
+        ...                      "compression": [2.0, 8.0] * 2, "compression_ratio": [2.0, 8.0] * 2,
+        ...                      "top1": [0.9, 0.6, 0.8, 0.7]})
+        >>> fig = baseline_confounder(runs, by="finetune", strategy="global_weight")
+        >>> crossings = fig.data[-1]  # the lines cross halfway between x2 and x8 on the log2 axis
+        >>> crossings.name, crossings.x.tolist(), crossings.y.round(4).tolist()
+        ('crossings', [4.0], [0.75])
     """
     title = title or f"{name_of(y)} vs {name_of(x)} by {by}"
     if len(runs) == 0:

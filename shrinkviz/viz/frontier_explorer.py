@@ -1,8 +1,16 @@
 """FrontierExplorer: pick axes, colour and marker size of the frontier, filter runs, toggle the Pareto front.
 
 Example:
-    >>> ex = FrontierExplorer(runs)  # doctest: +SKIP
-    >>> ex.x_picker.value = "size_bytes_gzip"; ex.state["pareto_run_ids"]  # doctest: +SKIP
+    >>> import pandas as pd
+    >>> runs = pd.DataFrame({"run_id": ["a", "b", "c"], "method": ["prune", "quant", "pipeline"],
+    ...                      "top1": [0.9, 0.8, 0.85], "latency_ms_p50": [2.0, 1.0, 1.5],
+    ...                      "size_bytes_gzip": [100, 50, 120]})
+    >>> ex = FrontierExplorer(runs)
+    >>> ex.state["pareto_run_ids"]  # each run is best at something: accuracy, latency, or the trade-off
+    ['a', 'b', 'c']
+    >>> ex.x_picker.value = "size_bytes_gzip"  # accuracy vs size only: c is larger and less accurate than a
+    >>> ex.state["pareto_run_ids"]
+    ['a', 'b']
 """
 
 from __future__ import annotations
@@ -30,8 +38,16 @@ class FrontierExplorer(widgets.VBox):
     ``'all'``, for dataset / model / method) and ``pareto`` (Checkbox). ``figure`` is redrawn in place.
 
     Example:
-        >>> ex = FrontierExplorer(runs)  # doctest: +SKIP
-        >>> ex.filters["method"].value = "pipeline"; ex.state["pareto_run_ids"]  # doctest: +SKIP
+        >>> import pandas as pd
+        >>> runs = pd.DataFrame({"run_id": ["a", "b", "c"], "method": ["prune", "quant", "pipeline"],
+        ...                      "top1": [0.9, 0.8, 0.85], "latency_ms_p50": [2.0, 1.0, 1.5],
+        ...                      "size_bytes_gzip": [100, 50, 120]})
+        >>> ex = FrontierExplorer(runs, x="size_bytes_gzip", size=None)
+        >>> ex.state["pareto_run_ids"], ex.filters["method"].options
+        (['a', 'b'], ('all', 'pipeline', 'prune', 'quant'))
+        >>> ex.filters["method"].value = "pipeline"
+        >>> ex.state["n_runs"], ex.state["pareto_run_ids"]
+        (1, ['c'])
     """
 
     FILTER_COLUMNS = ("dataset", "model", "method")

@@ -150,7 +150,12 @@ def frontier(
         title: figure title.
 
     Example:
-        >>> fig = frontier(runs, x="latency_ms_p50", y="top1", size="size_bytes_gzip")  # doctest: +SKIP
+        >>> import pandas as pd
+        >>> runs = pd.DataFrame({"method": ["prune", "quant", "pipeline"], "top1": [0.9, 0.8, 0.7],
+        ...                      "latency_ms_p50": [2.0, 1.0, 1.5], "size_bytes_gzip": [100, 50, 80]})
+        >>> fig = frontier(runs, x="latency_ms_p50", y="top1", size="size_bytes_gzip")
+        >>> [t.name for t in fig.data], fig.data[-1].x.tolist()  # quant beats pipeline on all three
+        (['pipeline', 'prune', 'quant', 'Pareto-optimal (2)'], [1.0, 2.0])
     """
     return frontier_parts(runs, x, y, size, color, pareto, title)[0]
 
@@ -200,7 +205,14 @@ def ordering_ablation(
         hold the distances from the mean to the CI bounds.
 
     Example:
-        >>> fig = ordering_ablation(runs)  # doctest: +SKIP
+        >>> import pandas as pd
+        >>> runs = pd.DataFrame({"method": ["baseline", "prune", "prune", "pipeline", "pipeline"],
+        ...                      "order": ["", "", "", "PQ", "PQ"], "top1": [0.92, 0.90, 0.88, 0.85, 0.87],
+        ...                      "latency_ms_p50": [2.0, 1.8, 1.8, 0.9, 1.1]})
+        >>> fig = ordering_ablation(runs)
+        >>> top1, latency = fig.data
+        >>> list(top1.x), top1.y.round(4).tolist(), latency.y.round(4).tolist()
+        (['baseline', 'prune', 'PQ'], [0.92, 0.89, 0.86], [2.0, 1.8, 1.0])
     """
     title = title or f"Ordering ablation: {name_of(y)} and {name_of(cost)} (mean and 95% CI over seeds)"
     if len(runs) == 0:
@@ -271,7 +283,12 @@ def layer_sparsity(layers: pd.DataFrame, run_id: str, title: str | None = None) 
         the overall weight sparsity ``1 - sum(nonzero) / sum(params)`` when those columns exist.
 
     Example:
-        >>> fig = layer_sparsity(store.layers(), run_id="3f2a...")  # doctest: +SKIP
+        >>> import pandas as pd
+        >>> layers = pd.DataFrame({"run_id": "a", "layer": ["conv1", "fc"], "sparsity": [0.5, 0.25],
+        ...                        "params": [100, 300], "nonzero": [50, 225]})
+        >>> fig = layer_sparsity(layers, run_id="a")
+        >>> list(fig.data[0].x), fig.data[0].y.tolist(), fig.layout.shapes[0].y0  # overall: 1 - 275 / 400
+        (['conv1', 'fc'], [0.5, 0.25], 0.3125)
     """
     title = title or f"Per-layer sparsity, run {run_id}"
     if len(layers) == 0:

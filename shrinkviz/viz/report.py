@@ -5,8 +5,22 @@ One standalone file (plotly.js embedded once, so it opens offline) built from th
 or an accuracy curve mixing datasets means nothing; failed runs get their own table with their errors.
 
 Example:
-    >>> from shrinkviz.viz.report import write_report  # doctest: +SKIP
-    >>> write_report(Store(), "data_cache/results/report.html")  # doctest: +SKIP
+    >>> import re, tempfile
+    >>> from shrinkviz.experiments.experiment import Experiment
+    >>> from shrinkviz.experiments.sweep import sweep
+    >>> base = Experiment(model="tiny_mlp", data={"name": "digits", "train": 256},
+    ...                   finetune={"preset": "adam_fast", "epochs": 1},
+    ...                   latency={"rounds": 5, "min_time_s": 0})
+    >>> store = Store(tempfile.mkdtemp())
+    >>> _ = sweep(base, store=store, progress=False, strategy=["random"], compression=[2, 4])
+    >>> path = write_report(store, plotlyjs="cdn")
+    >>> path == store.path / "report.html"
+    True
+    >>> re.findall(r"<h2>([^<]*)</h2>", path.read_text())  # doctest: +NORMALIZE_WHITESPACE
+    ['Summary', 'Accuracy vs latency (marker area: gzip size)',
+     'Pruning: accuracy vs compression and vs theoretical speedup',
+     'Per-layer sparsity of the most compressed pruned run', 'Summary over seeds (mean, std, 95% CI)',
+     'All successful runs']
 """
 
 from __future__ import annotations
@@ -209,7 +223,15 @@ def write_report(
         plotlyjs: ``inline`` (opens offline) or ``cdn`` (~4.5 MB smaller; needs a network to draw).
 
     Example:
-        >>> write_report(Store("data_cache/results"))  # doctest: +SKIP
+        >>> import pathlib, tempfile
+        >>> import pandas as pd
+        >>> write_report(pd.DataFrame())
+        Traceback (most recent call last):
+        ValueError: write_report: give path= when reporting a DataFrame
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "empty.html"
+        >>> path = write_report(pd.DataFrame(), path, "Nothing yet")
+        >>> "<h1>Nothing yet</h1>" in path.read_text(), "<h2>No runs</h2>" in path.read_text()
+        (True, True)
     """
     from shrinkviz.viz.export import report_html
 

@@ -7,9 +7,13 @@ dict so notebooks and tests can drive and check them from code. :class:`Frontier
 :mod:`shrinkviz.viz.frontier_explorer` and is re-exported here.
 
 Example:
-    >>> explorer = CompressionExplorer(store)  # doctest: +SKIP
-    >>> explorer.slider.value = 8.0  # doctest: +SKIP
-    >>> explorer.state["readouts"]["top1"]  # doctest: +SKIP
+    >>> import pandas as pd
+    >>> runs = pd.DataFrame({"run_id": ["r2", "r8"], "strategy": "random", "compression": [2.0, 8.0],
+    ...                      "compression_ratio": [2.0, 8.0], "top1": [0.9, 0.6]})
+    >>> explorer = CompressionExplorer(runs)
+    >>> explorer.slider.value = 8.0
+    >>> explorer.state["run_id"], explorer.state["readouts"]["top1"]
+    ('r8', 0.6)
 """
 
 from __future__ import annotations
@@ -71,8 +75,14 @@ class CompressionExplorer(widgets.VBox):
         dataset, model: pick one when the runs cover several (ValueError otherwise).
 
     Example:
-        >>> ex = CompressionExplorer(runs, layers)  # doctest: +SKIP
-        >>> ex.slider.value = 8.0; ex.state["run_id"]  # doctest: +SKIP
+        >>> import pandas as pd
+        >>> runs = pd.DataFrame({"run_id": ["r2", "r8"], "strategy": "random", "compression": [2.0, 8.0],
+        ...                      "compression_ratio": [2.0, 8.0], "top1": [0.9, 0.6]})
+        >>> layers = pd.DataFrame({"run_id": ["r2", "r8"], "layer": "fc", "sparsity": [0.5, 0.875]})
+        >>> ex = CompressionExplorer(runs, layers)
+        >>> ex.slider.value = 8.0
+        >>> ex.state["run_id"], ex.state["highlight"], ex.layer_figure.data[0].y.tolist()
+        ('r8', {'x': 8.0, 'y': 0.6}, [0.875])
     """
 
     def __init__(

@@ -108,7 +108,7 @@ def test_ties_at_the_threshold_are_broken_deterministically_with_exact_counts():
 
 
 def test_global_and_layerwise_order_theoretical_speedup_as_shrinkbench_reports():
-    # REFERENCE: random-init ResNet-56 on 32x32x3 (ShrinkBench's kaiming-normal init): theoretical speedup at
+    # ShrinkBench, random-init ResNet-56 on 32x32x3 (ShrinkBench's kaiming-normal init): theoretical speedup at
     # x8 is ~4.4 global vs ~8.3 layerwise, at x32 ~12.1 vs ~38.5. Ours has 1x1 projection shortcuts (+2%
     # parameters), hence slightly lower layerwise figures: 8.17 / 35.5 measured, 4.37 / 11.7 global.
     model = create_model("resnet56", input_shape=(3, 32, 32), seed=0)
