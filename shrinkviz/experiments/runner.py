@@ -7,9 +7,13 @@ names of :data:`shrinkviz.experiments.schema.RUN_COLUMNS` (extra scalar metrics 
 
 Example:
     >>> from shrinkviz.experiments.experiment import Experiment
-    >>> row, history, layers = run(Experiment(model="tiny_mlp", data="digits"))  # doctest: +SKIP
-    >>> row["method"], 0 <= row["top1"] <= 1  # doctest: +SKIP
-    ('baseline', True)
+    >>> exp = Experiment(model="tiny_mlp", data={"name": "digits", "train": 128, "val": 32, "test": 64},
+    ...                  baseline={"epochs": 1}, latency={"runtimes": []})
+    >>> row, history, layers = run(exp)
+    >>> row["method"], row["run_id"] == exp.run_id, row["top1"] == row["baseline_top1"]
+    ('baseline', True, True)
+    >>> [h["stage"] for h in history], [r["layer"] for r in layers]
+    (['pretrain'], ['features.1.linear', 'classifier'])
 """
 
 from __future__ import annotations
@@ -157,7 +161,12 @@ def run(
         stages (the pretraining epochs for a baseline run), and per-layer rows of the deployed model.
 
     Example:
-        >>> row, history, layers = run(Experiment(model="tiny_mlp", data="digits"))  # doctest: +SKIP
+        >>> exp = Experiment(model="tiny_mlp", data={"name": "digits", "train": 128, "val": 32, "test": 64},
+        ...                  baseline={"epochs": 1}, prune={"strategy": "random", "compression": 2},
+        ...                  finetune={"preset": "adam_fast", "epochs": 1}, latency={"runtimes": []})
+        >>> row, history, layers = run(exp)
+        >>> row["method"], round(row["compression_ratio"], 2), [h["stage"] for h in history]
+        ('prune', 2.0, ['finetune'])
     """
     started_at, t0 = _now(), time.perf_counter()
     data = load_data(exp)
