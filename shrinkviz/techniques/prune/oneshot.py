@@ -33,7 +33,7 @@ from shrinkviz.core.layers import count_parameters
 from shrinkviz.data import Dataset, as_dataset, available_datasets
 from shrinkviz.loop.config import TrainConfig, resolve_config
 from shrinkviz.loop.masks import MASK_SUFFIX, prunable_parameters, set_masks
-from shrinkviz.loop.train import fit
+from shrinkviz.techniques.finetune import finetune
 from shrinkviz.techniques.prune.strategies import (
     ScoreContext,
     Strategy,
@@ -242,13 +242,6 @@ def prune(
     )
     if cfg is None:
         return Result(pruned, [])
-    history = fit(
-        pruned,
-        dataset,
-        resolve_config(cfg, "prune"),
-        seed=seed,
-        device=device,
-        stage="finetune",
-        progress=progress,
+    return finetune(
+        pruned, dataset, resolve_config(cfg, "prune"), seed=seed, progress=progress, device=device
     )
-    return Result(pruned, history)

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from shrinkviz.data import Dataset, as_dataset
+from shrinkviz.data import Dataset
 from shrinkviz.loop.config import TrainConfig, resolve_config
 from shrinkviz.loop.masks import MASK_SUFFIX
-from shrinkviz.loop.train import fit
 from shrinkviz.models.base import ConvBNAct, LinearAct, Residual, ShrinkNet
+from shrinkviz.techniques.finetune import finetune
 from shrinkviz.techniques.result import Result, as_model
 
 NORMS = ("l1", "l2")
@@ -363,13 +363,6 @@ def prune_channels(
     work = apply_plan(model if inplace else copy.deepcopy(model), plans)
     if cfg is None:
         return Result(work, [])
-    history = fit(
-        work,
-        as_dataset(data),
-        resolve_config(cfg, "prune_channels"),
-        seed=seed,
-        device=device,
-        stage="finetune",
-        progress=progress,
+    return finetune(
+        work, data, resolve_config(cfg, "prune_channels"), seed=seed, progress=progress, device=device
     )
-    return Result(work, history)
