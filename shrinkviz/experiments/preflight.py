@@ -26,7 +26,7 @@ Example:
     >>> try:
     ...     preflight(exps, Store(tempfile.mkdtemp()))
     ... except PreflightError as exc:
-    ...     print(exc.problems[0][:56])
+    ...     print(exc.problems[0].split(':')[0])
     model 'mnistnet' cannot take digits's input (1, 8, 8)
 """
 
