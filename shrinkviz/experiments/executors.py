@@ -139,9 +139,10 @@ class DaskExecutor:
         if self.address is None:
             kwargs: dict[str, Any] = {
                 "dashboard_address": "127.0.0.1:8787" if self.dashboard else None,
-                "host": "127.0.0.1",
                 "silence_logs": 40,
             }
+            if self.processes:  # worker threads talk in-process; worker processes over loopback only
+                kwargs["host"] = "127.0.0.1"
             if self.security is not None:
                 kwargs.update(security=self.security, protocol="tls://")
             kwargs.update(self.cluster_kwargs)
@@ -155,6 +156,12 @@ class DaskExecutor:
             return
         try:
             self.client = Client(self.address, timeout=self.connect_timeout, security=self.security)
+        except TypeError as exc:  # a tls:// address without certificates
+            raise ConnectionError(
+                f"cannot reach the Dask scheduler at {self.address!r}: it needs TLS certificates ({exc}). "
+                "Pass security=tls_security(ca, cert, key) (CLI: --tls-ca-file, --tls-cert, --tls-key). "
+                "Nothing was run."
+            ) from exc
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConnectionError(
                 f"cannot reach the Dask scheduler at {self.address!r} within {self.connect_timeout:g} s ({exc}). "
