@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import socket
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -62,20 +63,32 @@ def test_dashboard_is_off_by_default():
     ex = DaskExecutor(n_workers=1)
     with ex:
         ex.start()
-        assert ex.dashboard_link is None and ex.client.scheduler_info()["services"] == {}
+        assert ex.dashboard_link is None
+        port = ex.client.scheduler_info()["services"]["dashboard"]  # the HTTP server: health and metrics
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5)  # no dashboard pages
+        assert set(_http_sockets(ex.client)) == {"127.0.0.1"}
         assert ex.cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         assert [r for _, r, _ in ex.map_unordered(_square, [3])] == [9]
 
 
+def _http_sockets(client):
+    return client.run_on_scheduler(
+        lambda dask_scheduler: [s.getsockname()[0] for s in dask_scheduler.http_server._sockets.values()]
+    )
+
+
 def test_dashboard_when_asked_is_bound_to_loopback():
-    pytest.importorskip("bokeh", reason="the Dask dashboard needs bokeh")
     with DaskExecutor(n_workers=1, processes=False, dashboard=True) as ex:
         ex.start()
         link = ex.dashboard_link
-        assert "dashboard" in ex.client.scheduler_info()["services"] and link.startswith("http://127.0.0.1:")
-        port = int(link.split(":")[2].split("/")[0])
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
-            pass
+        assert link.startswith("http://127.0.0.1:") and set(_http_sockets(ex.client)) == {"127.0.0.1"}
+        try:
+            import bokeh  # noqa: F401 - the dashboard pages need it
+        except ImportError:
+            return
+        with urllib.request.urlopen(link, timeout=10) as page:
+            assert page.status == 200
 
 
 def test_tls_connection_to_a_scheduler_on_loopback(tmp_path):

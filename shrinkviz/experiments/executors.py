@@ -143,6 +143,8 @@ class DaskExecutor:
             }
             if self.processes:  # worker threads talk in-process; worker processes over loopback only
                 kwargs["host"] = "127.0.0.1"
+            if not self.dashboard:  # the scheduler's HTTP server (health, metrics) stays, on loopback only
+                kwargs["scheduler_kwargs"] = {"dashboard_address": "127.0.0.1:0"}
             if self.security is not None:
                 kwargs.update(security=self.security, protocol="tls://")
             kwargs.update(self.cluster_kwargs)
@@ -174,6 +176,9 @@ class DaskExecutor:
         """The dashboard's URL while a client is connected (None when off or not started)."""
         if self.client is None or (self.address is None and not self.dashboard):
             return None
+        if self.address is None:  # the local cluster's dashboard listens on loopback only
+            port = self.client.scheduler_info()["services"]["dashboard"]
+            return f"http://127.0.0.1:{port}/status"
         return self.client.dashboard_link
 
     def map_unordered(
