@@ -14,22 +14,30 @@ A sweep config (JSON or YAML) holds a base experiment (or a list ``experiments``
     grid: {strategy: [global_weight, random], compression: [2, 4], seed: [0, 1]}
     store: results/           # optional, relative to the config file
     report: results/report.html  # optional
+    security: {tls_ca_file: ca.pem, tls_cert: cert.pem, tls_key: key.pem}  # optional: Dask over TLS
+
+Before anything trains, a sweep checks the store (a writable folder with room), every name, the data and
+every grid point (``shrinkviz.experiments.preflight``). Mistakes print one line,
+``shrinkviz: error: ...``, with what to do, and exit with status 2. The Dask dashboard is off unless
+``--dashboard`` is given (then on 127.0.0.1); a remote scheduler over TLS::
+
+    shrinkviz sweep sweep.yaml --scheduler tls://host:8786 --tls-ca-file ca.pem --tls-cert me.pem --tls-key me.key
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import re
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from shrinkviz.core.registry import did_you_mean, unknown_name
+from shrinkviz.experiments.configfile import CONFIG_KEYS, SECURITY_KEYS, load_config
 from shrinkviz.experiments.profiles import PROFILES, profile
 
-CONFIG_KEYS = ("base", "experiments", "grid", "store", "report", "title")
+__all__ = ["CONFIG_KEYS", "build_parser", "demo_experiments", "load_config", "main"]
 
 
 def demo_experiments(profile_name: str = "full") -> list[Any]:
@@ -75,13 +83,41 @@ def demo_experiments(profile_name: str = "full") -> list[Any]:
     return [base, *expand(base, **grid), qat, pqd]
 
 
-def _executor(args: argparse.Namespace) -> Any:
+def _security(args: argparse.Namespace, config: dict[str, Any] | None = None) -> Any:
+    """A Dask TLS ``Security`` from --tls-* flags or a config's ``security:`` block (flags win), or None."""
+    from shrinkviz.experiments.executors import tls_security
+
+    block = dict((config or {}).get("security") or {})
+    unknown = [k for k in block if k not in SECURITY_KEYS]
+    if unknown:
+        raise unknown_name("security key", unknown[0], SECURITY_KEYS)
+    ca = getattr(args, "tls_ca_file", None) or block.get("tls_ca_file")
+    cert = getattr(args, "tls_cert", None) or block.get("tls_cert")
+    key = getattr(args, "tls_key", None) or block.get("tls_key")
+    if not (ca or cert or key):
+        return None
+    if not (ca and cert):
+        raise ValueError(
+            "TLS needs at least --tls-ca-file and --tls-cert (and --tls-key unless the key is in the cert)"
+        )
+    return tls_security(ca, cert, key)
+
+
+def _executor(args: argparse.Namespace, config: dict[str, Any] | None = None) -> Any:
     from shrinkviz.experiments.executors import DaskExecutor
 
+    security = _security(args, config)
+    dashboard = bool(getattr(args, "dashboard", False))
     if getattr(args, "scheduler", None):
-        return DaskExecutor(address=args.scheduler)
-    if getattr(args, "workers", None):
-        return DaskExecutor(n_workers=args.workers)
+        if "://" not in args.scheduler:
+            raise ValueError(
+                f"--scheduler {args.scheduler!r}: expected an address like tcp://host:8786 (tls://host:8786 with TLS)"
+            )
+        return DaskExecutor(address=args.scheduler, security=security)
+    if getattr(args, "workers", None) is not None:
+        return DaskExecutor(n_workers=args.workers, dashboard=dashboard, security=security)
+    if dashboard or security is not None:
+        raise ValueError("--dashboard and --tls-* apply to Dask: add --workers N or --scheduler ADDRESS")
     return None
 
 
@@ -155,32 +191,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if result.runs["status"].ne("ok").any() else 0
 
 
-def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A sweep config from JSON or YAML, with unknown top-level keys rejected and paths made absolute."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            config = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-    else:
-        config = json.loads(text)
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: a sweep config is a mapping with keys {', '.join(CONFIG_KEYS)}")
-    unknown = [k for k in config if k not in CONFIG_KEYS]
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; valid keys: {', '.join(CONFIG_KEYS)}")
-    if ("base" in config) == ("experiments" in config):
-        raise ValueError(f"{path}: give exactly one of 'base' (one experiment) or 'experiments' (a list)")
-    for key in ("store", "report"):
-        if config.get(key) is not None:
-            config[key] = str((path.parent / str(config[key])).resolve())
-    return config
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     from shrinkviz.experiments.experiment import Experiment
     from shrinkviz.experiments.store import Store
@@ -190,14 +200,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     bases = config.get("experiments") or [config["base"]]
     if not isinstance(bases, list):
-        raise ValueError(f"{args.config}: 'experiments' must be a list of experiment configs")
+        raise ValueError(
+            f"config {args.config}: 'experiments' must be a list of experiment configs, e.g. "
+            "`experiments: [{model: tiny_mlp}]`"
+        )
     grid = config.get("grid") or {}
     if not isinstance(grid, dict):
-        raise ValueError(f"{args.config}: 'grid' must map config fields to lists of values")
+        raise ValueError(
+            f"config {args.config}: 'grid' must map config fields to lists of values, e.g. `grid: {{seed: [0, 1]}}`"
+        )
     experiments = expand([Experiment.from_dict(b or {}) for b in bases], **grid)
+    executor = _executor(args, config)
     store = Store(args.store or config.get("store"))
     print(f"sweep {args.config}: {len(experiments)} runs; results in {store.path}")
-    result = _run_sweep(experiments, store, _executor(args), not args.quiet)
+    result = _run_sweep(experiments, store, executor, not args.quiet)
     _print_runs(result.runs)
     out = args.report or config.get("report")
     if out:
@@ -212,7 +228,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     from shrinkviz.viz.report import write_report
 
     store = Store(args.store)
+    if not store.path.exists():
+        raise ValueError(f"store {store.path} does not exist; pass the folder a sweep wrote (--store DIR)")
+    if not store.path.is_dir():
+        raise ValueError(f"store {store.path} is a file, not a results folder; pass --store DIR")
     runs = store.runs()
+    if runs.empty:
+        raise ValueError(
+            f"store {store.path} holds no runs"
+            + (f" ({len(store.problems)} corrupt file(s))" if store.problems else "")
+            + "; run `shrinkviz sweep CONFIG` into it first, or pass the folder a sweep wrote (--store DIR)"
+        )
     for problem in store.problems:
         print(f"warning: skipped corrupt entry {problem}", file=sys.stderr)
     out = write_report(store, args.out, title=args.title, plotlyjs=args.plotlyjs)
@@ -221,9 +247,52 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give N >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{value} workers: give N >= 1 (omit --workers to run in this process)"
+        )
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, ``shrinkviz: error: ...``, with a did-you-mean
+    for an invalid choice (subcommand, --profile, --plotlyjs)."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.match(r"argument (\S+): invalid choice: '(.*?)' \(choose from (.*)\)", message)
+        unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
+        if unrecognized:
+            options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            for sub in self._subparsers._group_actions if self._subparsers else []:
+                options += [o for p in sub.choices.values() for a in p._actions for o in a.option_strings]
+            name = unrecognized.group(1)
+            message = f"unknown option {name!r};" + (did_you_mean(name, sorted(set(options))) or "")
+        if match:
+            what, name, choices = match.groups()
+            kind = "command" if what == "command" or what.startswith("{") else f"{what} value"
+            message = str(unknown_name(kind, name, [c.strip(" '") for c in choices.split(",")]))
+        print(
+            f"shrinkviz: error: {message} (see shrinkviz {self.prog.split()[-1]} --help)"
+            if " " in self.prog
+            else f"shrinkviz: error: {message} (see shrinkviz --help)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``shrinkviz`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="shrinkviz",
         description="Compress neural networks and judge the result: accuracy, size and measured CPU latency.",
     )
@@ -235,11 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
         if executors:
             g = p.add_mutually_exclusive_group()
             g.add_argument(
-                "--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes"
+                "--workers",
+                type=_positive_int,
+                metavar="N",
+                help="run on a local Dask cluster of N >= 1 worker processes",
             )
             g.add_argument(
-                "--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster (tcp://host:8786)"
+                "--scheduler",
+                metavar="ADDRESS",
+                help="run on an existing Dask cluster (tcp://host:8786, or tls://host:8786 with --tls-*)",
             )
+            p.add_argument(
+                "--dashboard",
+                action="store_true",
+                help="serve the local cluster's Dask dashboard on 127.0.0.1 (off by default)",
+            )
+            p.add_argument("--tls-ca-file", metavar="PEM", help="Dask TLS: CA certificate")
+            p.add_argument("--tls-cert", metavar="PEM", help="Dask TLS: this client's certificate")
+            p.add_argument("--tls-key", metavar="PEM", help="Dask TLS: this client's private key")
 
     demo = sub.add_parser("demo", help="pretrained baseline, a small compression sweep, an HTML report")
     demo.add_argument(
@@ -275,11 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shrinkviz`` console script; returns the exit status (2: bad input or setup,
     1: some runs failed, 0: all good)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed on one line
+        return int(exc.code or 0)
     try:
         return args.func(args)
-    except (ValueError, ConnectionError, FileNotFoundError) as exc:
-        print(f"shrinkviz {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # bad input or setup: one line, no traceback
+        print(f"shrinkviz: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -151,7 +151,11 @@ def test_failed_runs_are_recorded_the_sweep_continues_and_they_are_retried(tmp_p
     store = Store(tmp_path)
     bad = BASE.replace(model="mnistnet")  # valid config, but MnistNet cannot take 8x8 digits
     flaky_exp = BASE.replace(model="flaky_mlp")
-    res = sweep([bad, flaky_exp, BASE], store=store, progress=False)
+    with pytest.raises(ValueError, match=r"model 'mnistnet' cannot take digits's input \(1, 8, 8\)"):
+        sweep([bad, BASE], store=store, progress=False)  # preflight refuses it before anything runs
+    assert len(store) == 0
+    # without the preflight, a run that raises is stored as failed and the sweep goes on
+    res = sweep([bad, flaky_exp, BASE], store=store, progress=False, check=False)
     assert (res.ran, res.failed) == (3, 2)
     runs = res.runs.set_index("run_id")
     assert runs.loc[BASE.run_id, "status"] == "ok"
@@ -162,7 +166,7 @@ def test_failed_runs_are_recorded_the_sweep_continues_and_they_are_retried(tmp_p
     assert "RuntimeError: flaky builder: transient failure" in runs.loc[flaky_exp.run_id, "error"]
     assert math.isnan(runs.loc[bad.run_id, "top1"]) and runs.loc[bad.run_id, "method"] == "baseline"
     assert res.failures["run_id"].tolist() == [bad.run_id, flaky_exp.run_id]
-    retry = sweep([bad, flaky_exp, BASE], store=store, progress=False)
+    retry = sweep([bad, flaky_exp, BASE], store=store, progress=False, check=False)
     assert (retry.ran, retry.skipped, retry.failed) == (2, 1, 1)
     assert store.status(flaky_exp.run_id) == "ok" and store.status(bad.run_id) == "failed"
 

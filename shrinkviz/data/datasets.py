@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from shrinkviz.core.registry import Registry, unknown_name
-from shrinkviz.data import formats, sources
+from shrinkviz.data import formats, sources, verify
 
 VAL_SPLIT_SEED = 0
 """The validation split is carved with this seed, independent of any training seed, so every run of
@@ -176,7 +176,7 @@ def _load_digits(val_fraction: float) -> Dataset:
 def _load_image_folder(path: str | Path, image_size: int, val_fraction: float) -> Dataset:
     """ImageNet-style folder: ``path/train/<class>/*`` and ``path/val/<class>/*`` (or ``test``), images
     resized to ``image_size`` squares and held in memory (suits ImageNet subsets such as Imagenette, not
-    the full 1.2M-image set)."""
+    the full 1.2M-image set). A ``path/SHA256SUMS`` manifest, when present, is checked first."""
     from PIL import Image
 
     root = Path(path)
@@ -188,6 +188,7 @@ def _load_image_folder(path: str | Path, image_size: int, val_fraction: float) -
     classes = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
     if not classes:
         raise sources.DatasetNotFoundError(f"{root / 'train'} has no class folders")
+    verify.verify_manifest(root)  # an optional SHA256SUMS file lists digests of the folder's files
 
     def read(split_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = [], []

@@ -67,14 +67,51 @@ def write_idx(path: str | Path, tensor: torch.Tensor, compress: bool | None = No
     return atomic_write_bytes(path, payload)
 
 
+_CIFAR_GLOBALS = frozenset(
+    {
+        # what a pickled numpy array needs: its reconstructor, the ndarray type and dtype
+        ("numpy.core.multiarray", "_reconstruct"),  # numpy 1.x pickles, as in the official files
+        ("numpy._core.multiarray", "_reconstruct"),  # numpy >= 2 pickles
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3 (str -> bytes only)
+    }
+)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: every other global is refused, so a planted
+    file cannot make unpickling import or call anything else."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name}: a CIFAR batch holds only lists, bytes and numpy arrays"
+        )
+
+
 def read_cifar_batch(path: str | Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read one CIFAR python pickle batch into (uint8 N x 3 x 32 x 32 images, int64 labels)."""
+    """Read one CIFAR python pickle batch into (uint8 N x 3 x 32 x 32 images, int64 labels).
+
+    The pickle is read with an unpickler that builds only dicts, lists, strings, bytes and numpy arrays
+    of plain dtypes; anything else is refused with a :class:`DataFormatError` before it runs.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            entry = pickle.load(fh, encoding="latin1")  # noqa: S301 - official CIFAR format is a pickle
-    except (pickle.UnpicklingError, EOFError) as exc:
-        raise DataFormatError(f"{path} is not a CIFAR python pickle: {exc}") from exc
+            entry = _CifarUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+        raise DataFormatError(
+            f"{path} is not a CIFAR python pickle ({exc}). Fix: delete it and download the official "
+            "archive again"
+        ) from exc
+    if not isinstance(entry, dict):
+        raise DataFormatError(f"{path}: a CIFAR batch is a dict, got {type(entry).__name__}")
+    if isinstance(entry.get("data"), np.ndarray) and entry["data"].dtype.hasobject:
+        raise DataFormatError(
+            f"{path}: 'data' holds Python objects, not the uint8 pixels of the CIFAR format"
+        )
     if "data" not in entry or label_key not in entry:
         raise DataFormatError(f"{path} lacks the 'data' or '{label_key}' entry of the CIFAR format")
     images = np.asarray(entry["data"], dtype=np.uint8)

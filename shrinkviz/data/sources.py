@@ -9,17 +9,17 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import shutil
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from shrinkviz.core.io import atomic_path, cache_root
+from shrinkviz.data import verify
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -35,17 +35,17 @@ class Source:
         archives: (file name, md5 of the official download) pairs to fetch from ``mirrors``.
         mirrors: base URLs tried in order.
         system_dirs: directories of OS dataset packages holding ``files``.
-        system_sha256: sha256 of the *decompressed* bytes of files found in a system directory
-            (Debian recompresses .gz files, so the archive md5 cannot be used there).
         extract: archives are tar.gz files to unpack into the cache directory.
         how_to_install: a one-line hint for the OS package, if any.
+
+    Every file found (in data_cache, a system directory or after a download) is checked against its
+    known digests in ``shrinkviz.data.verify.DIGESTS`` before it is read.
     """
 
     files: tuple[str, ...]
     archives: tuple[tuple[str, str], ...]
     mirrors: tuple[str, ...]
     system_dirs: tuple[str, ...] = ()
-    system_sha256: dict[str, str] = field(default_factory=dict)
     extract: bool = False
     how_to_install: str = ""
 
@@ -74,18 +74,6 @@ SOURCES: dict[str, Source] = {
         ),
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         system_dirs=("/usr/share/datasets/fashion-mnist",),
-        system_sha256=dict(
-            zip(
-                _IDX_FILES,
-                (
-                    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-                    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-                    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-                    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-                ),
-                strict=True,
-            )
-        ),
         how_to_install="apt-get update && apt-get install -y dataset-fashion-mnist",
     ),
     "mnist": Source(
@@ -139,26 +127,20 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _decompressed_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with gzip.open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _all_present(directory: Path, files: tuple[str, ...]) -> bool:
     return all((directory / f).is_file() for f in files)
 
 
-def _verify_system_files(name: str, source: Source, directory: Path) -> None:
-    for file_name, expected in source.system_sha256.items():
-        actual = _decompressed_sha256(directory / file_name)
-        if actual != expected:
-            raise DatasetNotFoundError(
-                f"{directory / file_name} (system package for {name!r}) is corrupt: decompressed sha256 "
-                f"{actual} != official {expected}. Reinstall it: {source.how_to_install}"
-            )
+def _verify(name: str, source: Source, directory: Path, system: bool) -> None:
+    """Check every file against its known digests (``shrinkviz.data.verify.DIGESTS``), wherever found."""
+    if system:
+        fix = f"reinstall the system package ({source.how_to_install})"
+    else:
+        fix = (
+            f"delete {directory} and load again to re-download (verified), or put the official files "
+            f"{list(source.files)} there"
+        )
+    verify.verify_dataset(name, directory, fix)
 
 
 def _download(url: str, target: Path, md5: str, timeout: float) -> None:
@@ -208,20 +190,23 @@ def resolve(name: str, cache: Path | None = None, download: bool = True, timeout
 
     Raises:
         DatasetNotFoundError: naming the three ways to provide the data.
+        DataIntegrityError: a file found differs from the official one (naming it and the fix).
     """
     source = SOURCES[name]
     local = dataset_dir(name, cache)
     if _all_present(local, source.files):
+        _verify(name, source, local, system=False)
         return local
     for system_dir in map(Path, source.system_dirs):
         if _all_present(system_dir, source.files):
-            _verify_system_files(name, source, system_dir)
+            _verify(name, source, system_dir, system=True)
             return system_dir
     errors: list[str] = []
     if download:
         local.mkdir(parents=True, exist_ok=True)
         errors = _fetch(name, source, local, timeout)
         if not errors and _all_present(local, source.files):
+            _verify(name, source, local, system=False)
             return local
     ways = [f"1. put the official files {list(source.files)} in {local}"]
     if source.system_dirs:

@@ -93,9 +93,10 @@ class _Section:
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         unknown = [k for k in data if k not in names]
         if unknown:
+            hint = did_you_mean(unknown[0], names)
             raise ValueError(
-                f"{cls._path}: unknown field(s) {', '.join(f'{cls._path}.{k}' for k in unknown)}; "
-                f"valid fields: {', '.join(names)}"
+                f"{cls._path}: unknown field(s) {', '.join(f'{cls._path}.{k}' for k in unknown)};"
+                f"{hint} valid fields: {', '.join(names)}"
             )
         return cls(**data)
 
@@ -300,7 +301,7 @@ class LatencySpec(_Section):
         for r in runtimes:
             _choice(f"{self._path}.runtimes", r, _runtimes())
         if len(set(runtimes)) != len(runtimes):
-            raise _bad(f"{self._path}.runtimes", runtimes, "lists a runtime twice")
+            raise _bad(f"{self._path}.runtimes", runtimes, "lists a runtime twice; give each runtime once")
         _set(self, "runtimes", runtimes)
         for name, lo in (("threads", 1), ("batch", 1), ("rounds", 1), ("warmup", 0)):
             _set(self, name, _int(f"{self._path}.{name}", getattr(self, name), lo))

@@ -16,6 +16,15 @@ extra columns must hold plain scalars (str, int, float, bool, None). A file that
 is reported (``warnings.warn`` naming it, and :attr:`Store.problems`) and treated as missing, so a sweep
 simply runs it again. Non-finite floats use Python's JSON literals (``NaN``, ``Infinity``).
 
+Each record carries ``checksum``: the sha256 of the canonical JSON (sorted keys, compact) of the rest of
+the record, checked on read, so an edit inside a record that is still valid JSON (one digit of ``top1``)
+is reported like a corrupt file and re-run; records written before checksums existed still load.
+Opening a store removes temporary files of writers that died (``.*.tmp`` older than
+:data:`STALE_TMP_S`: a record is written in milliseconds, so a temp file that old has no live writer) and
+lease files that are no longer valid (see :mod:`shrinkviz.experiments.leases`). A write that fails for
+lack of space (or permission) raises :class:`StoreWriteError` naming the store; nothing is half-written
+and nothing already stored is touched.
+
 Example:
     >>> import tempfile
     >>> store = Store(tempfile.mkdtemp())
@@ -25,6 +34,8 @@ Example:
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
 import numbers
@@ -39,6 +50,7 @@ from typing import Any
 import pandas as pd
 
 from shrinkviz.core.io import atomic_write_text, cache_root
+from shrinkviz.experiments.leases import Leases, clean_folder
 from shrinkviz.experiments.schema import FACTOR_COLUMNS, HISTORY_COLUMNS, LAYER_COLUMNS, RUN_COLUMNS, Column
 
 FORMAT = "shrinkviz-run"
@@ -48,10 +60,28 @@ REQUIRED_ALWAYS = ("run_id", "status", "error", "config_json", *FACTOR_COLUMNS)
 """Columns every row needs; an ``ok`` row needs every column of ``RUN_COLUMNS`` (``None`` = not measured)."""
 _PANDAS_DTYPES = {"str": "str", "float": "float64", "int": "Int64", "bool": "boolean"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+STALE_TMP_S = 3600.0
+"""Temporary files older than this (seconds) are left by dead writers and removed when a store opens."""
 
 
 class SchemaError(ValueError):
     """A row does not match :mod:`shrinkviz.experiments.schema`."""
+
+
+class StoreWriteError(OSError):
+    """A record could not be written (disk full, read-only or no permission); nothing was half-written."""
+
+
+def checksum(doc: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a record without its ``checksum`` key.
+
+    Example:
+        >>> checksum({"a": 1, "checksum": "x"}) == checksum({"a": 1})
+        True
+    """
+    rest = {k: v for k, v in doc.items() if k != "checksum"}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -197,6 +227,15 @@ class Store:
         self.runs_dir = self.path / "runs"
         self._cache: dict[str, tuple[tuple[int, int], Record | None]] = {}
         self._problems: dict[str, str] = {}
+        self.leases = Leases(self.runs_dir)
+        self.cleaned = self.clean()
+
+    def clean(self, max_age_s: float = STALE_TMP_S) -> list[str]:
+        """Remove temp files older than ``max_age_s`` and invalid leases; return the names removed.
+
+        A store that cannot be written (read-only) is left as it is.
+        """
+        return clean_folder(self.runs_dir, self.leases, max_age_s)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -215,7 +254,10 @@ class Store:
     def file(self, run_id: str) -> Path:
         """The JSON file of a run id."""
         if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-            raise ValueError(f"invalid run id {run_id!r}")
+            raise ValueError(
+                f"invalid run id {run_id!r}: must be 1-128 characters of letters, digits, '_', '.', '-' "
+                "(as Experiment.run_id gives)"
+            )
         return self.runs_dir / f"{run_id}.json"
 
     # -- writing -------------------------------------------------------------------------------------
@@ -242,7 +284,27 @@ class Store:
             "history": _clean_table("history", HISTORY_COLUMNS, history, run_id),
             "layers": _clean_table("layers", LAYER_COLUMNS, layers, run_id),
         }
-        return atomic_write_text(self.file(run_id), json.dumps(doc, separators=(",", ":")))
+        doc["checksum"] = checksum(doc)
+        path = self.file(run_id)
+        try:
+            written = atomic_write_text(path, json.dumps(doc, separators=(",", ":")))
+            self._problems.pop(str(path), None)
+            return written
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                why = "the disk is full"
+            elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                why = "it is not writable"
+            elif exc.errno == errno.ENOTDIR:
+                why = "its path runs through a file"
+            else:
+                raise
+            raise StoreWriteError(
+                exc.errno,
+                f"cannot store run {run_id} in {self.path}: {why} ({os.strerror(exc.errno)}); nothing was "
+                f"half-written and the runs already stored are intact. Fix: free space or permissions "
+                f"there, or use another store",
+            ) from exc
 
     def remove(self, run_id: str) -> bool:
         """Delete a run's file; True when there was one."""
@@ -259,7 +321,7 @@ class Store:
         """The record in ``path`` (cached by mtime and size), None when missing or corrupt."""
         try:
             st = path.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             self._cache.pop(path.name, None)
             self._problems.pop(str(path), None)
             return None
@@ -274,6 +336,8 @@ class Store:
                 raise SchemaError(f"not a {FORMAT} file")
             if doc.get("schema_version") != SCHEMA_VERSION:
                 raise SchemaError(f"schema_version {doc.get('schema_version')!r} != {SCHEMA_VERSION}")
+            if "checksum" in doc and doc["checksum"] != checksum(doc):
+                raise SchemaError("checksum mismatch: the record was edited or damaged after it was written")
             row = validate_row(doc["row"])
             if f"{row['run_id']}.json" != path.name:
                 raise SchemaError(f"holds run {row['run_id']!r}, not the one its name says")
@@ -311,7 +375,7 @@ class Store:
         try:
             with os.scandir(self.runs_dir) as it:
                 names = [e.name for e in it if e.name.endswith(".json") and not e.name.startswith(".")]
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         gone = set(self._cache) - set(names)
         for name in gone:

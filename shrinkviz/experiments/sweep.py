@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,11 +44,13 @@ from shrinkviz.core.progress import progress_bar
 from shrinkviz.core.verbs import make_module_callable
 from shrinkviz.experiments.executors import DaskExecutor, Executor, InProcessExecutor, make_executor
 from shrinkviz.experiments.experiment import Experiment
+from shrinkviz.experiments.leases import Renewer
+from shrinkviz.experiments.preflight import PreflightError, preflight
 from shrinkviz.experiments.runner import _now, execute, failed_row
 from shrinkviz.experiments.schema import FACTOR_COLUMNS, METRIC_COLUMNS
 from shrinkviz.experiments.store import SchemaError, Store
 
-__all__ = ["DaskExecutor", "InProcessExecutor", "SweepResult", "expand", "sweep"]
+__all__ = ["DaskExecutor", "InProcessExecutor", "PreflightError", "SweepResult", "expand", "sweep"]
 
 
 def _values(key: str, path: str, values: Any) -> list[Any]:
@@ -60,7 +62,7 @@ def _values(key: str, path: str, values: Any) -> list[Any]:
         return [tuple(values)]
     out = list(values)
     if not out:
-        raise ValueError(f"sweep grid {key!r} has no values")
+        raise ValueError(f"sweep grid {key!r} has no values; give at least one value or drop the key")
     return out
 
 
@@ -83,7 +85,8 @@ def expand(base: Experiment | Iterable[Experiment], **grid: Any) -> list[Experim
     clash = [p for p in set(paths.values()) if list(paths.values()).count(p) > 1]
     if clash:
         raise ValueError(
-            f"sweep grid sets {clash} twice (through aliases: {[k for k in grid if paths[k] in clash]})"
+            f"sweep grid sets {clash} twice (through aliases: {[k for k in grid if paths[k] in clash]}); "
+            "use one name per field"
         )
     axes = [_values(key, paths[key], values) for key, values in grid.items()]
     out: dict[str, Experiment] = {}
@@ -108,6 +111,8 @@ class SweepResult:
         skipped: runs already stored before this call.
         ran: runs executed by this call.
         failed: runs of this call that failed.
+        elsewhere: runs another process (a sweep sharing the store) computed while this call waited.
+        ran_ids: ids of the runs this call executed, in the order they finished.
         elapsed_s: wall time of this call.
     """
 
@@ -116,7 +121,9 @@ class SweepResult:
     skipped: int = 0
     ran: int = 0
     failed: int = 0
+    elsewhere: int = 0
     elapsed_s: float = 0.0
+    ran_ids: list[str] = field(default_factory=list)
     _ids: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -163,7 +170,7 @@ class SweepResult:
     def __repr__(self) -> str:
         return (
             f"SweepResult({len(self._ids)} runs: {self.ran} ran ({self.failed} failed), {self.skipped} already "
-            f"stored; {self.elapsed_s:.1f} s; {self.store})"
+            f"stored, {self.elsewhere} computed elsewhere; {self.elapsed_s:.1f} s; {self.store})"
         )
 
 
@@ -173,6 +180,8 @@ def sweep(
     *,
     store: Store | str | os.PathLike[str] | None = None,
     progress: bool = True,
+    check: bool = True,
+    poll_s: float = 0.5,
     **grid: Any,
 ) -> SweepResult:
     """Run ``base`` x ``grid``, skipping what the store already has; return the sweep's tables.
@@ -186,13 +195,20 @@ def sweep(
         store: a Store or its folder (default ``Store()``, under the cache root).
         progress: show progress (a bar on a terminal or in Jupyter, else a few lines; see
             :func:`shrinkviz.core.progress.progress_bar`).
+        check: run :func:`~shrinkviz.experiments.preflight.preflight` first (store writable with room,
+            names registered, data loadable, every model takes its data, every compression reachable).
+        poll_s: seconds between looks at runs another sweep is computing (claimed by its lease).
         **grid: field (dotted path or alias) -> list of values.
 
     Returns:
         A :class:`SweepResult` (``.runs``, ``.history``, ``.layers``, ``.summary()``, ``.store``).
 
+    Runs another process has claimed (a sweep over the same store) are left to it: this sweep runs the
+    rest, then waits for those and counts them in ``elsewhere``; a run whose holder died is run here.
+
     Raises:
         ValueError: an unknown grid field or an invalid grid point (nothing has run).
+        PreflightError: a ValueError listing every problem found before running (nothing has run).
         ConnectionError: the Dask scheduler is unreachable (nothing has run).
 
     Example:
@@ -207,32 +223,107 @@ def sweep(
     """
     started = time.perf_counter()
     experiments = expand(base, **grid)
-    store = store if isinstance(store, Store) else Store(store)
+    if not isinstance(store, Store):
+        store = Store(store)
     todo = [e for e in experiments if not store.has(e.run_id)]
     result = SweepResult(experiments, store, skipped=len(experiments) - len(todo))
+    if todo and check:
+        preflight(todo, store)  # every problem at once, before anything trains or is stored
     if todo:
         ex, owned = make_executor(executor)
         try:
             ex.start()  # connect before anything runs: an unreachable scheduler leaves the store untouched
-            by_json = {e.to_json(): e for e in todo}
             bar = progress_bar(len(todo), "sweep", enabled=progress, unit="run")
-            for config_json, record, error in ex.map_unordered(
-                execute, list(by_json), getattr(ex, "torch_threads", None)
-            ):
-                exp = by_json[config_json]
-                if error is not None:  # the worker itself died (execute never raises)
-                    record = {"row": failed_row(exp, error, _now(), 0.0), "history": [], "layers": []}
-                _put(store, exp, record)
-                result.ran += 1
-                result.failed += record["row"]["status"] != "ok"
-                bar.update(1)
-                bar.set_postfix(failed=result.failed)
+            stamps = {e.run_id: _stamp(store, e.run_id) for e in todo}
+            with Renewer(store.leases):
+                while todo:
+                    others = _run_claimed(ex, store, todo, result, bar, stamps)
+                    todo = _wait_for_others(store, others, result, bar, poll_s, stamps)
+                    stamps.update({e.run_id: _stamp(store, e.run_id) for e in todo})
             bar.close()
         finally:
             if owned:
                 ex.close()
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+def _stamp(store: Store, run_id: str) -> int | None:
+    """The record file's mtime (ns), None when absent: a changed stamp means someone stored the run."""
+    try:
+        return store.file(run_id).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _done_since(store: Store, exp: Experiment, stamps: dict[str, int | None]) -> bool:
+    """True when the run is stored ok, or another holder stored it (even as failed) since the sweep began."""
+    return store.has(exp.run_id) or (
+        _stamp(store, exp.run_id) != stamps[exp.run_id] and store.status(exp.run_id) is not None
+    )
+
+
+def _claiming(
+    store: Store, todo: list[Experiment], others: list[Experiment], result: SweepResult, stamps: dict
+) -> Iterator[str]:
+    """Config JSON of each run this process claims, claimed just before it is handed out; runs another
+    holder has claimed go to ``others``, runs it stored meanwhile count in ``result.elsewhere``."""
+    for exp in todo:
+        if not _done_since(store, exp, stamps) and store.leases.claim(exp.run_id):
+            if not _done_since(store, exp, stamps):  # not finished elsewhere between the check and the claim
+                yield exp.to_json()
+                continue
+            store.leases.release(exp.run_id)
+        if _done_since(store, exp, stamps):
+            result.elsewhere += 1
+        else:
+            others.append(exp)
+
+
+def _run_claimed(
+    ex: Executor, store: Store, todo: list[Experiment], result: SweepResult, bar: Any, stamps: dict
+) -> list:
+    """Run the runs of ``todo`` this process can claim; return those claimed elsewhere."""
+    by_json = {e.to_json(): e for e in todo}
+    others: list[Experiment] = []
+    items = _claiming(store, todo, others, result, stamps)
+    for config_json, record, error in ex.map_unordered(execute, items, getattr(ex, "torch_threads", None)):
+        exp = by_json[config_json]
+        if error is not None:  # the worker itself died (execute never raises)
+            record = {"row": failed_row(exp, error, _now(), 0.0), "history": [], "layers": []}
+        try:
+            _put(store, exp, record)
+        finally:
+            store.leases.release(exp.run_id)
+        result.ran += 1
+        result.ran_ids.append(exp.run_id)
+        result.failed += record["row"]["status"] != "ok"
+        bar.update(1)
+        bar.set_postfix(failed=result.failed)
+    return others
+
+
+def _wait_for_others(
+    store: Store, others: list[Experiment], result: SweepResult, bar: Any, poll_s: float, stamps: dict
+) -> list[Experiment]:
+    """Wait while other holders compute ``others``; return the runs whose lease lapsed unfinished."""
+    pending = list(others)
+    while pending:
+        lapsed, still = [], []
+        for exp in pending:
+            if _done_since(store, exp, stamps):
+                result.elsewhere += 1
+                bar.update(1)
+            elif store.leases.read(exp.run_id) is None:
+                lapsed.append(exp)  # its holder died or gave up unfinished: run it here
+            else:
+                still.append(exp)
+        if lapsed:
+            return lapsed + still
+        pending = still
+        if pending:
+            time.sleep(poll_s)
+    return []
 
 
 def _put(store: Store, exp: Experiment, record: dict[str, Any]) -> None:

@@ -14,8 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from shrinkviz.data import DatasetNotFoundError, available_datasets, load_dataset, sources
+from shrinkviz.data import DatasetNotFoundError, available_datasets, load_dataset, sources, verify
 from shrinkviz.data.formats import write_cifar_batch, write_idx
+
+
+def _trust(monkeypatch, name, folder):
+    """Register the digests of the small files a test wrote, as if they were the official ones."""
+    own = verify.digests_of(folder, sources.SOURCES[name].files)
+    monkeypatch.setitem(verify.DIGESTS, name, {k: (d,) for k, d in own.items()})
 
 
 def _write_mnist_like(folder, n_train=50, n_test=20, seed=0):
@@ -54,8 +60,9 @@ def test_unknown_dataset_lists_the_valid_ones():
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
-def test_idx_datasets_load_from_the_cache_first(tmp_path, name):
+def test_idx_datasets_load_from_the_cache_first(tmp_path, name, monkeypatch):
     data = _write_mnist_like(sources.dataset_dir(name, tmp_path))
+    _trust(monkeypatch, name, sources.dataset_dir(name, tmp_path))
     ds = load_dataset(name, cache=tmp_path, download=False)
     assert ds.input_shape == (1, 28, 28) and ds.num_classes == 10
     assert (len(ds.train), len(ds.val), len(ds.test)) == (45, 5, 20)
@@ -68,8 +75,9 @@ def test_idx_datasets_load_from_the_cache_first(tmp_path, name):
 
 
 @pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
-def test_cifar_datasets_parse_the_official_pickles(tmp_path, name, classes):
+def test_cifar_datasets_parse_the_official_pickles(tmp_path, name, classes, monkeypatch):
     _write_cifar(sources.dataset_dir(name, tmp_path), name)
+    _trust(monkeypatch, name, sources.dataset_dir(name, tmp_path))
     ds = load_dataset(name, cache=tmp_path, download=False, val_fraction=0.25)
     assert ds.input_shape == (3, 32, 32) and ds.num_classes == classes
     n_train_official = 20 if name == "cifar10" else 4
@@ -77,8 +85,9 @@ def test_cifar_datasets_parse_the_official_pickles(tmp_path, name, classes):
     assert int(ds.test.images[0, 0, 0, 0]) == (5 if name == "cifar10" else 1)
 
 
-def test_validation_split_is_fixed_and_disjoint(tmp_path):
+def test_validation_split_is_fixed_and_disjoint(tmp_path, monkeypatch):
     _write_mnist_like(sources.dataset_dir("mnist", tmp_path), n_train=200)
+    _trust(monkeypatch, "mnist", sources.dataset_dir("mnist", tmp_path))
     a = load_dataset("mnist", cache=tmp_path, download=False)
     from shrinkviz.data import datasets
 
@@ -105,13 +114,18 @@ def test_system_package_is_used_and_verified(tmp_path, monkeypatch):
     system = tmp_path / "system"
     system.mkdir()
     _write_mnist_like(system)
-    src = replace(sources.SOURCES["fashion_mnist"], system_dirs=(str(system),), system_sha256={})
+    src = replace(sources.SOURCES["fashion_mnist"], system_dirs=(str(system),))
     monkeypatch.setitem(sources.SOURCES, "fashion_mnist", src)
-    assert sources.resolve("fashion_mnist", tmp_path / "cache", download=False) == system
-    bad = replace(src, system_sha256={"train-labels-idx1-ubyte.gz": "0" * 64})
-    monkeypatch.setitem(sources.SOURCES, "fashion_mnist", bad)
-    with pytest.raises(DatasetNotFoundError, match="corrupt"):
+    # the real digests refuse these small files, naming the file and the package to reinstall
+    with pytest.raises(
+        verify.DataIntegrityError, match="train-images-idx3-ubyte.gz: not the official"
+    ) as err:
         sources.resolve("fashion_mnist", tmp_path / "cache", download=False)
+    assert "47,040,016 B decoded" in str(err.value) and "apt-get install -y dataset-fashion-mnist" in str(
+        err.value
+    )
+    _trust(monkeypatch, "fashion_mnist", system)
+    assert sources.resolve("fashion_mnist", tmp_path / "cache", download=False) == system
 
 
 def _serve(folder):
@@ -145,6 +159,9 @@ def test_download_verifies_checksums_and_unpacks(tmp_path, monkeypatch):
         assert not (tmp_path / "c1" / "datasets" / "cifar10" / "cifar-10-python.tar.gz").exists()
         good = replace(bad, archives=(("cifar-10-python.tar.gz", md5),))
         monkeypatch.setitem(sources.SOURCES, "cifar10", good)
+        with pytest.raises(verify.DataIntegrityError, match="data_batch_1: not the official cifar10"):
+            load_dataset("cifar10", cache=tmp_path / "c2")  # the unpacked batches are checked too
+        _trust(monkeypatch, "cifar10", staging)
         ds = load_dataset("cifar10", cache=tmp_path / "c2")
         assert len(ds.test) == 4
     finally:
