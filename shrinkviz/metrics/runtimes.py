@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-RUNTIMES = ("eager", "compiled", "onnxruntime")
+RUNTIMES = ("eager", "compiled", "onnxruntime", "sparse")
 
 COMPILE_OPTIONS = {"freezing": True, "layout_optimization": False}
 """Inductor options of the FP32 ``compiled`` runtime. Measured here (CIFAR ResNet-18, batch 1, 1 thread, CPU
@@ -73,6 +73,10 @@ def make_runner(model: nn.Module, runtime: str, x: torch.Tensor, threads: int) -
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r}: valid runtimes are {', '.join(RUNTIMES)}")
+    if runtime == "sparse":  # pruned conv / linear layers on C kernels: see shrinkviz.sparse
+        from shrinkviz.sparse import make_sparse_runner
+
+        return make_sparse_runner(model, x, threads)
     dtype = model_dtype(model)
     model.eval()
     label = dtype.upper()

@@ -1,0 +1,56 @@
+"""The ``sparse`` latency runtime: C kernels that run pruned Conv2d / Linear layers over their nonzeros.
+
+Dense CPU kernels do the same work whatever the sparsity; these do work proportional to the nonzeros
+(direct sparse convolution, FP32 and INT8, one thread). :func:`convert` swaps each sparse layer for a
+sparse-kernel module where timing on this machine says it is faster; :func:`make_sparse_runner` is what
+``make_runner(model, "sparse", x, threads)`` calls. The kernels are compiled at first use and cached (see
+:mod:`shrinkviz.sparse.build`); importing this package builds nothing.
+
+Example:
+    >>> import shrinkviz.sparse as sp
+    >>> isinstance(sp.availability()[1], str)  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from shrinkviz.sparse.build import SparseUnavailableError, availability
+
+__all__ = ["SparseConversionError", "SparseReport", "SparseUnavailableError", "availability", "convert",
+           "make_sparse_runner", "report_of"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("convert", "SparseConversionError", "SparseReport", "LayerNote"):
+        from shrinkviz.sparse import convert as _convert_module
+
+        return getattr(_convert_module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make_sparse_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Any:
+    """A :class:`shrinkviz.metrics.runtimes.Runner` for the sparse runtime (the kernels use one thread).
+
+    Raises:
+        SparseUnavailableError: the kernels cannot be built here.
+        SparseConversionError: fake-quant model, uncovered dtype, or no layer with zero weights.
+    """
+    from shrinkviz.metrics.runtimes import Runner
+    from shrinkviz.sparse.convert import convert
+
+    converted, report = convert(model, x)
+    detail = report.summary() + (", kernels single-threaded" if threads > 1 else "")
+    return Runner("sparse", report.dtype, detail, lambda: converted(x), [converted, report])
+
+
+def report_of(runner: Any) -> Any:
+    """The :class:`SparseReport` of a sparse runner (which layers were converted, which kept dense, why)."""
+    for item in getattr(runner, "keep", []):
+        if type(item).__name__ == "SparseReport":
+            return item
+    raise ValueError(f"runner for {getattr(runner, 'runtime', '?')!r} carries no sparse report")
