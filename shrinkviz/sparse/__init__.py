@@ -20,17 +20,18 @@ import torch
 from torch import nn
 
 from shrinkviz.sparse.build import SparseUnavailableError, availability
+from shrinkviz.sparse.convert import LayerNote, SparseConversionError, SparseReport, convert
 
-__all__ = ["SparseConversionError", "SparseReport", "SparseUnavailableError", "availability", "convert",
-           "make_sparse_runner", "report_of"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("convert", "SparseConversionError", "SparseReport", "LayerNote"):
-        from shrinkviz.sparse import convert as _convert_module
-
-        return getattr(_convert_module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "LayerNote",
+    "SparseConversionError",
+    "SparseReport",
+    "SparseUnavailableError",
+    "availability",
+    "convert",
+    "make_sparse_runner",
+    "report_of",
+]
 
 
 def make_sparse_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Any:
@@ -41,7 +42,6 @@ def make_sparse_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Any:
         SparseConversionError: fake-quant model, uncovered dtype, or no layer with zero weights.
     """
     from shrinkviz.metrics.runtimes import Runner
-    from shrinkviz.sparse.convert import convert
 
     converted, report = convert(model, x)
     detail = report.summary() + (", kernels single-threaded" if threads > 1 else "")

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shrinkviz.metrics.latency import cpu_model
-from shrinkviz.sparse.build import cache_dir, isa_flags
+from shrinkviz.sparse.build import cache_dir, isa_flags, kernel_id
 
 Timer = Callable[[Callable[[], object], Callable[[], object]], tuple[float, float]]
 BUCKETS = 100
@@ -40,8 +40,9 @@ class Decision:
     cached: bool = False
 
 
-def interleaved_timer(dense: Callable[[], object], sparse: Callable[[], object], *, rounds: int = 7,
-                      budget_s: float = 0.004) -> tuple[float, float]:
+def interleaved_timer(
+    dense: Callable[[], object], sparse: Callable[[], object], *, rounds: int = 7, budget_s: float = 0.004
+) -> tuple[float, float]:
     """Median seconds per call of ``dense`` and ``sparse``, timed in alternating rounds.
 
     Each round runs a batch of calls sized so a round costs about ``budget_s / rounds`` per side.
@@ -66,9 +67,11 @@ def interleaved_timer(dense: Callable[[], object], sparse: Callable[[], object],
 
 
 def layer_key(kind: str, dtype: str, geometry: str, density: float) -> str:
-    """Cache key: layer kind and geometry, dtype, density bucket and the CPU's model and ISA flags."""
+    """Cache key: layer kind and geometry, dtype, density bucket, the CPU's model and ISA flags and the
+    kernel build (a changed kernel source or compiler re-times every layer)."""
     bucket = min(BUCKETS, round(density * BUCKETS))
-    return f"{kind}|{dtype}|{geometry}|density~{bucket}/{BUCKETS}|{cpu_model()}|{'+'.join(isa_flags())}"
+    cpu = f"{cpu_model()}|{'+'.join(isa_flags())}"
+    return f"{kind}|{dtype}|{geometry}|density~{bucket}/{BUCKETS}|{cpu}|{kernel_id()}"
 
 
 class DecisionCache:
@@ -110,8 +113,14 @@ class DecisionCache:
             pass  # a read-only cache only costs re-timing next time
 
 
-def decide(key: str, dense: Callable[[], object], sparse: Callable[[], object], *, timer: Timer | None = None,
-           cache: DecisionCache | None = None) -> Decision:
+def decide(
+    key: str,
+    dense: Callable[[], object],
+    sparse: Callable[[], object],
+    *,
+    timer: Timer | None = None,
+    cache: DecisionCache | None = None,
+) -> Decision:
     """Keep the faster of ``dense`` and ``sparse`` (ties go to dense), from ``cache`` when it knows ``key``.
 
     Args:

@@ -94,8 +94,9 @@ def build(cc: str | None = None, out_dir: Path | None = None) -> Path:
     """
     cc = cc or compiler()
     if cc is None:
-        raise SparseUnavailableError("sparse runtime unavailable: no C compiler found (install gcc, or set "
-                                     "SHRINKVIZ_SPARSE_CC to one)")
+        raise SparseUnavailableError(
+            "sparse runtime unavailable: no C compiler found (install gcc, or set SHRINKVIZ_SPARSE_CC to one)"
+        )
     out_dir = out_dir or cache_dir()
     target = out_dir / f"sparse-{build_key(cc)}.so"
     if target.exists():
@@ -104,12 +105,18 @@ def build(cc: str | None = None, out_dir: Path | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".build-", suffix=".so")
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True,
-                              timeout=120, check=False)
+        proc = subprocess.run(
+            [cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if proc.returncode != 0:
             first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
-            raise SparseUnavailableError(f"sparse runtime unavailable: building the kernels with {cc} failed: "
-                                         f"{first}")
+            raise SparseUnavailableError(
+                f"sparse runtime unavailable: building the kernels with {cc} failed: {first}"
+            )
         os.replace(tmp, target)
     except OSError as exc:
         raise SparseUnavailableError(f"sparse runtime unavailable: cannot build in {out_dir}: {exc}") from exc
@@ -131,7 +138,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     for fn in ("sv_phase_f32", "sv_phase_u8", "sv_spconv", "sv_spmv", "sv_finish_f32", "sv_finish_u8"):
         getattr(lib, fn).restype = None
     if lib.sv_abi_version() != ABI_VERSION:
-        raise SparseUnavailableError("sparse runtime unavailable: the cached kernel library has a different ABI")
+        raise SparseUnavailableError(
+            "sparse runtime unavailable: the cached kernel library has a different ABI"
+        )
     return lib
 
 
@@ -156,8 +165,15 @@ def load() -> ctypes.CDLL:
             _STATE["error"] = f"sparse runtime unavailable: cannot load the kernel library: {exc}"
             raise SparseUnavailableError(str(_STATE["error"])) from exc
         _STATE["lib"] = lib
+        _STATE["id"] = path.stem
         _STATE["info"] = f"C kernels built with {_compiler_version(compiler() or 'cc')} {' '.join(FLAGS[:2])}"
         return lib
+
+
+def kernel_id() -> str:
+    """The loaded library's build key (``sparse-<hash>``); part of every autotune cache key."""
+    load()
+    return str(_STATE["id"])
 
 
 def availability() -> tuple[bool, str]:

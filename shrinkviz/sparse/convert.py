@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -78,10 +79,14 @@ def _kinds() -> dict[type, tuple[str, str, bool]]:
     import torch.ao.nn.quantized as nnq
 
     return {
-        nniq.ConvReLU2d: ("conv", "int8", True), nniq.LinearReLU: ("linear", "int8", True),
-        nnq.Conv2d: ("conv", "int8", False), nnq.Linear: ("linear", "int8", False),
-        nni.ConvReLU2d: ("conv", "fp32", True), nni.LinearReLU: ("linear", "fp32", True),
-        nn.Conv2d: ("conv", "fp32", False), nn.Linear: ("linear", "fp32", False),
+        nniq.ConvReLU2d: ("conv", "int8", True),
+        nniq.LinearReLU: ("linear", "int8", True),
+        nnq.Conv2d: ("conv", "int8", False),
+        nnq.Linear: ("linear", "int8", False),
+        nni.ConvReLU2d: ("conv", "fp32", True),
+        nni.LinearReLU: ("linear", "fp32", True),
+        nn.Conv2d: ("conv", "fp32", False),
+        nn.Linear: ("linear", "fp32", False),
     }
 
 
@@ -111,28 +116,36 @@ def _geometry(module: nn.Module, kind: str, x: torch.Tensor) -> str:
     inner = module[0] if isinstance(module, nn.Sequential) else module
     if kind == "linear":
         return f"in={inner.in_features},out={inner.out_features},batch={x.reshape(-1, x.shape[-1]).shape[0]}"
-    return (f"in={'x'.join(map(str, x.shape))},out={inner.out_channels},k={inner.kernel_size},"
-            f"s={inner.stride},p={inner.padding},d={inner.dilation},g={inner.groups}")
+    return (
+        f"in={'x'.join(map(str, x.shape))},out={inner.out_channels},k={inner.kernel_size},"
+        f"s={inner.stride},p={inner.padding},d={inner.dilation},g={inner.groups}"
+    )
 
 
 def _fused_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy with conv-bn(-relu) / linear-relu fused (registry models' fusable units)."""
     from torch.ao.quantization import fuse_modules
 
-    from shrinkviz.models.base import fusion_groups
+    from shrinkviz.models.base import ConvBNAct, fusion_groups
 
     work = copy.deepcopy(model).eval()
     groups = fusion_groups(work)
     if groups:
         fuse_modules(work, groups, inplace=True)
+    for module in work.modules():  # fusion leaves Identity in place of bn / act: skip their calls
+        if isinstance(module, ConvBNAct):
+            module.bn = None if isinstance(module.bn, nn.Identity) else module.bn
+            module.act = None if isinstance(module.act, nn.Identity) else module.act
     return work
 
 
 def _inputs(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each named module's input on one forward pass of ``x``."""
     seen: dict[str, torch.Tensor] = {}
-    handles = [model.get_submodule(n).register_forward_pre_hook(
-        lambda _m, args, n=n: seen.setdefault(n, args[0])) for n in names]
+    handles = [
+        model.get_submodule(n).register_forward_pre_hook(lambda _m, args, n=n: seen.setdefault(n, args[0]))
+        for n in names
+    ]
     try:
         with torch.inference_mode():
             model(x)
@@ -142,14 +155,20 @@ def _inputs(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, to
     return seen
 
 
-def convert(model: nn.Module, x: torch.Tensor, *, timer: autotune.Timer | None = None,
-            cache: autotune.DecisionCache | None | bool = True) -> tuple[nn.Module, SparseReport]:
+def convert(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    timer: autotune.Timer | None = None,
+    cache: autotune.DecisionCache | None | bool = True,
+) -> tuple[nn.Module, SparseReport]:
     """A copy of ``model`` whose sparse conv / linear layers run on the sparse kernels where faster.
 
     Args:
         model: an FP32 model or an eager-converted INT8 model (``shrinkviz.quant.convert``).
         x: an example input of the shape it will be run on (layers are timed and packed for it).
-        timer: injected ``timer(dense, sparse) -> (dense_s, sparse_s)`` for the per-layer choice.
+        timer: injected ``timer(dense, sparse) -> (dense_s, sparse_s)`` for the per-layer choice; ``dense`` and
+            ``sparse`` are ``functools.partial(module, layer_input)`` (``.func`` is the module).
         cache: a :class:`~shrinkviz.sparse.autotune.DecisionCache`, True for the default one, or
             False / None to time every layer and record nothing.
 
@@ -169,15 +188,19 @@ def convert(model: nn.Module, x: torch.Tensor, *, timer: autotune.Timer | None =
         raise SparseConversionError(str(exc)) from exc
     float_params = {p.dtype for p in model.parameters() if p.is_floating_point()}
     if dtype == "fp32" and float_params - {torch.float32}:
-        raise SparseConversionError(f"parameters of dtype {sorted(map(str, float_params))}: the sparse kernels "
-                                    "cover FP32 and INT8; call model.float() or convert to INT8 first")
+        raise SparseConversionError(
+            f"parameters of dtype {sorted(map(str, float_params))}: the sparse kernels "
+            "cover FP32 and INT8; call model.float() or convert to INT8 first"
+        )
     if dtype == "fp32" and x.dtype != torch.float32:
         raise SparseConversionError(f"input of dtype {x.dtype}: the FP32 sparse kernels need a float32 input")
     work = _fused_copy(model) if dtype == "fp32" else copy.deepcopy(model).eval()
     cache_obj = autotune.DecisionCache() if cache is True else (cache or None)
     candidates = {name: _classify(m) for name, m in work.named_modules()}
     candidates = {n: k for n, k in candidates.items() if k is not None and k[1] == dtype}
-    candidates = {n: k for n, k in candidates.items() if n.rpartition(".")[0] not in candidates}  # fused units once
+    candidates = {
+        n: k for n, k in candidates.items() if n.rpartition(".")[0] not in candidates
+    }  # fused units once
     inputs = _inputs(work, list(candidates), x)
     report = SparseReport(dtype)
     any_zero = False
@@ -206,18 +229,26 @@ def convert(model: nn.Module, x: torch.Tensor, *, timer: autotune.Timer | None =
             continue
         key = autotune.layer_key(kind, dtype, _geometry(module, kind, inp), density)
         with torch.inference_mode():
-            decision = autotune.decide(key, lambda m=module, i=inp: m(i), lambda s=sparse, i=inp: s(i),
-                                       timer=timer, cache=cache_obj)
+            decision = autotune.decide(
+                key, partial(module, inp), partial(sparse, inp), timer=timer, cache=cache_obj
+            )
         faster = "sparse" if decision.choice == "sparse" else "dense"
-        reason = (f"{faster} faster: dense {decision.dense_s * 1e3:.3f} ms vs sparse {decision.sparse_s * 1e3:.3f} ms"
-                  f"{' (cached)' if decision.cached else ''}")
-        report.notes.append(LayerNote(name, label, density, decision.choice, reason, decision.dense_s * 1e3,
-                                      decision.sparse_s * 1e3))
+        reason = (
+            f"{faster} faster: dense {decision.dense_s * 1e3:.3f} ms vs sparse {decision.sparse_s * 1e3:.3f} ms"
+            f"{' (cached)' if decision.cached else ''}"
+        )
+        report.notes.append(
+            LayerNote(
+                name, label, density, decision.choice, reason, decision.dense_s * 1e3, decision.sparse_s * 1e3
+            )
+        )
         if decision.choice == "sparse":
             _replace(work, name, sparse)
     if not any_zero:
-        raise SparseConversionError(f"{type(model).__name__} has no sparse layer: none of its {len(report.notes)} "
-                                    "conv / linear layers has zero weights; prune it first (shrinkviz.prune)")
+        raise SparseConversionError(
+            f"{type(model).__name__} has no sparse layer: none of its {len(report.notes)} "
+            "conv / linear layers has zero weights; prune it first (shrinkviz.prune)"
+        )
     work.sparse_report = report
     return work, report
 

@@ -64,7 +64,12 @@ class _SparseBase(nn.Module):
         return self.nnz_index.shape[0] / max(1, torch.Size(self.weight_shape).numel())
 
     def _set_int8(self, w_scale: torch.Tensor, out_scale: float, out_zp: int) -> None:
-        self.quant = {"w_scale": w_scale.to(torch.float32), "so": float(out_scale), "zp": int(out_zp), "key": None}
+        self.quant = {
+            "w_scale": w_scale.to(torch.float32),
+            "so": float(out_scale),
+            "zp": int(out_zp),
+            "key": None,
+        }
 
     def _requant(self, sx: float) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.quant
@@ -76,7 +81,9 @@ class _SparseBase(nn.Module):
             q.update(key=sx, mult=mult, bias_q=(bias / act_w).contiguous())
         return q["mult"], q["bias_q"]
 
-    def _run(self, plan: _Plan, src: torch.Tensor, zp: int | None, out: torch.Tensor, sx: float = 0.0) -> None:
+    def _run(
+        self, plan: _Plan, src: torch.Tensor, zp: int | None, out: torch.Tensor, sx: float = 0.0
+    ) -> None:
         lib, g = self._lib, plan.geometry
         if zp is None:
             lib.sv_phase_f32(src.data_ptr(), *g, plan.xbuf.data_ptr())
@@ -86,22 +93,57 @@ class _SparseBase(nn.Module):
         oh, ow = plan.out_hw
         lr = plan.acc.numel() // oc
         if plan.length == 1:
-            lib.sv_spmv(plan.xbuf.data_ptr(), oc, plan.rowptr.data_ptr(), plan.off.data_ptr(),
-                        plan.val.data_ptr(), plan.acc.data_ptr())
+            lib.sv_spmv(
+                plan.xbuf.data_ptr(),
+                oc,
+                plan.rowptr.data_ptr(),
+                plan.off.data_ptr(),
+                plan.val.data_ptr(),
+                plan.acc.data_ptr(),
+            )
         else:
-            lib.sv_spconv(plan.xbuf.data_ptr(), oc, plan.nblk, plan.rowptr.data_ptr(), plan.off.data_ptr(),
-                          plan.val.data_ptr(), plan.length, plan.acc.data_ptr(), lr)
+            lib.sv_spconv(
+                plan.xbuf.data_ptr(),
+                oc,
+                plan.nblk,
+                plan.rowptr.data_ptr(),
+                plan.off.data_ptr(),
+                plan.val.data_ptr(),
+                plan.length,
+                plan.acc.data_ptr(),
+                lr,
+            )
         if self.quant is None:
             bias = None if self.bias_f is None else self.bias_f.data_ptr()
-            lib.sv_finish_f32(plan.acc.data_ptr(), oc, lr, oh, ow, g[8], None, bias, int(self.relu), out.data_ptr())
+            lib.sv_finish_f32(
+                plan.acc.data_ptr(), oc, lr, oh, ow, g[8], None, bias, int(self.relu), out.data_ptr()
+            )
         else:
             mult, bias_q = self._requant(sx)
             zp_out = self.quant["zp"]
-            lib.sv_finish_u8(plan.acc.data_ptr(), oc, lr, oh, ow, g[8], mult.data_ptr(), bias_q.data_ptr(),
-                             zp_out, zp_out if self.relu else 0, out.data_ptr())
+            lib.sv_finish_u8(
+                plan.acc.data_ptr(),
+                oc,
+                lr,
+                oh,
+                ow,
+                g[8],
+                mult.data_ptr(),
+                bias_q.data_ptr(),
+                zp_out,
+                zp_out if self.relu else 0,
+                out.data_ptr(),
+            )
 
-    def _new_plan(self, offsets: torch.Tensor, channel: torch.Tensor, geometry: tuple[int, ...],
-                  out_hw: tuple[int, int], length: int, rows: int = 1) -> _Plan:
+    def _new_plan(
+        self,
+        offsets: torch.Tensor,
+        channel: torch.Tensor,
+        geometry: tuple[int, ...],
+        out_hw: tuple[int, int],
+        length: int,
+        rows: int = 1,
+    ) -> _Plan:
         """``rows``: input rows (of the phase images) one output tile reads per channel and phase."""
         c, _, _, _, _, sh, sw, hq, wq = geometry
         oc = self.weight_shape[0]
@@ -135,8 +177,9 @@ class _SparseBase(nn.Module):
     def _empty(self, shape: tuple[int, ...]) -> torch.Tensor:
         if self.quant is None:
             return torch.empty(shape)
-        return torch._empty_affine_quantized(shape, scale=self.quant["so"], zero_point=self.quant["zp"],
-                                             dtype=torch.quint8)
+        return torch._empty_affine_quantized(
+            shape, scale=self.quant["so"], zero_point=self.quant["zp"], dtype=torch.quint8
+        )
 
 
 class SparseConv2d(_SparseBase):
@@ -145,17 +188,32 @@ class SparseConv2d(_SparseBase):
     Build with :meth:`from_dense` (FP32 ``nn.Conv2d`` / fused ``ConvReLU2d``) or :meth:`from_quantized`.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
-                 padding: tuple[int, int], dilation: tuple[int, int], groups: int, relu: bool = False) -> None:
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        groups: int,
+        relu: bool = False,
+    ) -> None:
         super().__init__(weight, bias, relu)
-        self.stride, self.padding, self.dilation, self.groups = tuple(stride), tuple(padding), tuple(dilation), groups
+        self.stride, self.padding, self.dilation, self.groups = (
+            tuple(stride),
+            tuple(padding),
+            tuple(dilation),
+            groups,
+        )
 
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, relu: bool = False) -> SparseConv2d:
         """From an FP32 ``nn.Conv2d`` (zeros padding); ``relu`` fuses a following ReLU."""
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError(f"padding={conv.padding!r}, padding_mode={conv.padding_mode!r}: only explicit zero "
-                             "padding is supported")
+            raise ValueError(
+                f"padding={conv.padding!r}, padding_mode={conv.padding_mode!r}: only explicit zero "
+                "padding is supported"
+            )
         return cls(conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups, relu)
 
     @classmethod
@@ -182,11 +240,15 @@ class SparseConv2d(_SparseBase):
             hq, wq = -(-hp // sh), -(-wp // sw)
             o, i, r, s = self.nnz_index.unbind(1)
             ic = (o // (oc // self.groups)) * cg + i
-            offsets = (((ic * sh + (r * dh) % sh) * sw + (s * dw) % sw) * hq * wq + ((r * dh) // sh) * wq
-                       + (s * dw) // sw)
+            offsets = (
+                ((ic * sh + (r * dh) % sh) * sw + (s * dw) % sw) * hq * wq
+                + ((r * dh) // sh) * wq
+                + (s * dw) // sw
+            )
             rows = (kh - 1) * dh // sh + 1
-            plan = self._plans[key] = self._new_plan(offsets, ic, (c, h, w, pt, pl, sh, sw, hq, wq), (oh, ow),
-                                                     oh * wq, rows)
+            plan = self._plans[key] = self._new_plan(
+                offsets, ic, (c, h, w, pt, pl, sh, sw, hq, wq), (oh, ow), oh * wq, rows
+            )
         return plan
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,9 +261,11 @@ class SparseConv2d(_SparseBase):
         return out
 
     def extra_repr(self) -> str:
-        return (f"{self.weight_shape}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"groups={self.groups}, relu={self.relu}, density={self.density:.3f}, "
-                f"{'int8' if self.quant else 'fp32'}")
+        return (
+            f"{self.weight_shape}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"groups={self.groups}, relu={self.relu}, density={self.density:.3f}, "
+            f"{'int8' if self.quant else 'fp32'}"
+        )
 
 
 class SparseLinear(_SparseBase):
@@ -226,8 +290,9 @@ class SparseLinear(_SparseBase):
         if plan is None:
             k = self.weight_shape[1]
             offsets = self.nnz_index[:, 1] * batch
-            plan = self._plans[(batch,)] = self._new_plan(offsets, self.nnz_index[:, 1],
-                                                          (k, 1, batch, 0, 0, 1, 1, 1, batch), (1, batch), batch)
+            plan = self._plans[(batch,)] = self._new_plan(
+                offsets, self.nnz_index[:, 1], (k, 1, batch, 0, 0, 1, 1, 1, batch), (1, batch), batch
+            )
         return plan
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
