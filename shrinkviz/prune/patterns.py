@@ -109,7 +109,7 @@ class BlockMagnitude:
         chosen = torch.zeros(len(order), dtype=torch.bool)
         chosen[order[:taken]] = True
         masks, start = {}, 0
-        for (name, module, attr), s, live in zip(targets, scores, alive, strict=True):
+        for (name, _, _), s, live in zip(targets, scores, alive, strict=True):
             part = chosen[start : start + s.numel()]
             start += s.numel()
             groups = part.reshape(*_groups(live, self.dim, self.size, False).shape[:-1], 1)
