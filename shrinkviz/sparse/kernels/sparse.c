@@ -21,6 +21,15 @@ typedef float vf __attribute__((vector_size(32), aligned(4)));
 
 int sv_abi_version(void) { return 1; }
 
+/* Columns k of a phase row that map inside the source row: k in [*k0, *k1). */
+static void inside(int pw, int sw, int pl, int W, int Wq, int *k0, int *k1) {
+    int lo = pl - pw, hi = W - 1 + pl - pw; /* sw * k must lie in [lo, hi] */
+    int a = lo <= 0 ? 0 : (lo + sw - 1) / sw, b = hi < 0 ? -1 : hi / sw;
+    if (b > Wq - 1) b = Wq - 1;
+    *k0 = a;
+    *k1 = b + 1 > a ? b + 1 : a;
+}
+
 /* dst[((c*sh+ph)*sw+pw)*Hq*Wq + i*Wq + k] = src[c, ph + sh*i - pt, pw + sw*k - pl], 0 outside. */
 void sv_phase_f32(const float *src, int C, int H, int W, int pt, int pl, int sh, int sw, int Hq, int Wq,
                   float *dst) {
@@ -29,18 +38,22 @@ void sv_phase_f32(const float *src, int C, int H, int W, int pt, int pl, int sh,
             for (int pw = 0; pw < sw; ++pw) {
                 float *d = dst + ((long)(c * sh + ph) * sw + pw) * Hq * Wq;
                 const float *s = src + (long)c * H * W;
+                int k0, k1;
+                inside(pw, sw, pl, W, Wq, &k0, &k1);
                 for (int i = 0; i < Hq; ++i) {
                     int y = ph + sh * i - pt;
                     float *drow = d + (long)i * Wq;
-                    if (y < 0 || y >= H) {
+                    if (y < 0 || y >= H || k0 >= k1) {
                         memset(drow, 0, sizeof(float) * Wq);
                         continue;
                     }
-                    const float *srow = s + (long)y * W;
-                    for (int k = 0; k < Wq; ++k) {
-                        int xx = pw + sw * k - pl;
-                        drow[k] = (xx >= 0 && xx < W) ? srow[xx] : 0.0f;
-                    }
+                    const float *srow = s + (long)y * W + pw - pl;
+                    for (int k = 0; k < k0; ++k) drow[k] = 0.0f;
+                    if (sw == 1)
+                        for (int k = k0; k < k1; ++k) drow[k] = srow[k];
+                    else
+                        for (int k = k0; k < k1; ++k) drow[k] = srow[sw * k];
+                    for (int k = k1; k < Wq; ++k) drow[k] = 0.0f;
                 }
             }
 }
@@ -48,23 +61,28 @@ void sv_phase_f32(const float *src, int C, int H, int W, int pt, int pl, int sh,
 /* The same for uint8 activations: the value stored is q - zp (exact in float), 0 outside. */
 void sv_phase_u8(const uint8_t *src, int zp, int C, int H, int W, int pt, int pl, int sh, int sw, int Hq,
                  int Wq, float *dst) {
+    const float fz = (float)zp;
     for (int c = 0; c < C; ++c)
         for (int ph = 0; ph < sh; ++ph)
             for (int pw = 0; pw < sw; ++pw) {
                 float *d = dst + ((long)(c * sh + ph) * sw + pw) * Hq * Wq;
                 const uint8_t *s = src + (long)c * H * W;
+                int k0, k1;
+                inside(pw, sw, pl, W, Wq, &k0, &k1);
                 for (int i = 0; i < Hq; ++i) {
                     int y = ph + sh * i - pt;
                     float *drow = d + (long)i * Wq;
-                    if (y < 0 || y >= H) {
+                    if (y < 0 || y >= H || k0 >= k1) {
                         memset(drow, 0, sizeof(float) * Wq);
                         continue;
                     }
-                    const uint8_t *srow = s + (long)y * W;
-                    for (int k = 0; k < Wq; ++k) {
-                        int xx = pw + sw * k - pl;
-                        drow[k] = (xx >= 0 && xx < W) ? (float)((int)srow[xx] - zp) : 0.0f;
-                    }
+                    const uint8_t *srow = s + (long)y * W + pw - pl;
+                    for (int k = 0; k < k0; ++k) drow[k] = 0.0f;
+                    if (sw == 1)
+                        for (int k = k0; k < k1; ++k) drow[k] = (float)srow[k] - fz;
+                    else
+                        for (int k = k0; k < k1; ++k) drow[k] = (float)srow[sw * k] - fz;
+                    for (int k = k1; k < Wq; ++k) drow[k] = 0.0f;
                 }
             }
 }
