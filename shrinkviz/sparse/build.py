@@ -97,6 +97,10 @@ def build(cc: str | None = None, out_dir: Path | None = None) -> Path:
         raise SparseUnavailableError(
             "sparse runtime unavailable: no C compiler found (install gcc, or set SHRINKVIZ_SPARSE_CC to one)"
         )
+    if not SOURCE.is_file():
+        raise SparseUnavailableError(
+            f"sparse runtime unavailable: kernel source {SOURCE} is missing (reinstall shrinkviz)"
+        )
     out_dir = out_dir or cache_dir()
     target = out_dir / f"sparse-{build_key(cc)}.so"
     if target.exists():
