@@ -48,6 +48,7 @@ _LAZY = {
     "viz": "shrinkviz.viz",
     "metrics": "shrinkviz.metrics",
     "quant": "shrinkviz.quant",
+    "sparse": "shrinkviz.sparse",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

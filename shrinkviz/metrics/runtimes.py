@@ -9,6 +9,8 @@
   11.5 eager and 5.9 for TorchScript freeze (measured here).
 * ``onnxruntime``: the model exported to ONNX (legacy exporter, opset 17; INT8 as a QDQ graph with the
   model's own scales) and run by an ONNX Runtime CPU session with ``intra_op_num_threads`` pinned.
+* ``sparse``: pruned conv / linear layers on the C sparse kernels of :mod:`shrinkviz.sparse` (FP32 or INT8,
+  one thread), each layer kept dense where timing says dense is faster.
 
 Example:
     >>> from shrinkviz.models import create_model

@@ -31,6 +31,7 @@ from torch import nn
 from shrinkviz.metrics.latency import LatencyError
 from shrinkviz.sparse import autotune
 from shrinkviz.sparse.build import load
+from shrinkviz.sparse.fuse import fuse_residuals, unwrap
 from shrinkviz.sparse.modules import SparseConv2d, SparseLinear
 
 
@@ -173,7 +174,9 @@ def convert(
             False / None to time every layer and record nothing.
 
     Returns:
-        ``(converted model in eval mode, SparseReport)``; ``model`` itself is not modified.
+        ``(converted model in eval mode, SparseReport)``; ``model`` itself is not modified. FP32 models
+        also lose the wrappers and residual adds the kernels absorb (:mod:`shrinkviz.sparse.fuse`); the
+        report's layer names are those of ``model``.
 
     Raises:
         SparseUnavailableError: the kernels cannot be built here (the reason is the message).
@@ -249,6 +252,8 @@ def convert(
             f"{type(model).__name__} has no sparse layer: none of its {len(report.notes)} "
             "conv / linear layers has zero weights; prune it first (shrinkviz.prune)"
         )
+    if dtype == "fp32":
+        fuse_residuals(unwrap(work))
     work.sparse_report = report
     return work, report
 

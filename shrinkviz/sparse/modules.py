@@ -1,4 +1,5 @@
-"""Sparse Conv2d / Linear modules over the C kernels, FP32 and INT8, with weights packed once.
+"""Sparse Conv2d / Linear modules over the C kernels, FP32 and INT8, with weights packed once (inference
+only: no autograd through the kernels).
 
 A weight is packed at construction into CSR over output channels: per output channel the flat offsets
 of its nonzeros into the phase buffer (see ``kernels/sparse.c``) and their values. The offsets depend on
@@ -56,7 +57,11 @@ class _SparseBase(nn.Module):
         self.relu = bool(relu)
         self.quant: dict[str, Any] | None = None
         self._plans: dict[tuple[int, ...], _Plan] = {}
-        self._lib = build.load()
+        build.load()  # fail at construction, not at the first call, where the kernels are unavailable
+
+    @property
+    def _lib(self) -> Any:
+        return build.load()  # not an attribute: a ctypes library cannot be deep-copied or pickled
 
     @property
     def density(self) -> float:
@@ -82,7 +87,13 @@ class _SparseBase(nn.Module):
         return q["mult"], q["bias_q"]
 
     def _run(
-        self, plan: _Plan, src: torch.Tensor, zp: int | None, out: torch.Tensor, sx: float = 0.0
+        self,
+        plan: _Plan,
+        src: torch.Tensor,
+        zp: int | None,
+        out: torch.Tensor,
+        sx: float = 0.0,
+        res: torch.Tensor | None = None,
     ) -> None:
         lib, g = self._lib, plan.geometry
         if zp is None:
@@ -115,8 +126,9 @@ class _SparseBase(nn.Module):
             )
         if self.quant is None:
             bias = None if self.bias_f is None else self.bias_f.data_ptr()
+            rptr = None if res is None else res.data_ptr()
             lib.sv_finish_f32(
-                plan.acc.data_ptr(), oc, lr, oh, ow, g[8], None, bias, int(self.relu), out.data_ptr()
+                plan.acc.data_ptr(), oc, lr, oh, ow, g[8], None, bias, rptr, int(self.relu), out.data_ptr()
             )
         else:
             mult, bias_q = self._requant(sx)
@@ -251,13 +263,21 @@ class SparseConv2d(_SparseBase):
             )
         return plan
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The convolution of ``x``; ``residual`` (FP32, output-shaped) is added before the fused ReLU."""
         src, zp, sx = self._source(x)
         n, c, h, w = src.shape
         plan = self._plan(c, h, w)
         out = self._empty((n, self.weight_shape[0], *plan.out_hw))
+        if residual is not None:
+            if self.quant is not None or residual.shape != out.shape or residual.dtype != torch.float32:
+                raise ValueError(
+                    f"residual of shape {tuple(residual.shape)}: needs an FP32 {tuple(out.shape)}"
+                )
+            residual = residual.contiguous()
         for b in range(n):
-            self._run(plan, src[b], zp, out[b], sx)
+            res = None if residual is None else residual[b]
+            self._run(plan, src[b], zp, out[b], sx, res)
         return out
 
     def extra_repr(self) -> str:

@@ -87,6 +87,17 @@ def test_linear_keeps_leading_dims():
     torch.testing.assert_close(SparseLinear.from_dense(lin)(x), lin(x).detach(), rtol=RTOL, atol=ATOL)
 
 
+def test_conv_residual_added_before_relu():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, 2, 1)
+    _sparse_(conv.weight, 0.5)
+    x, res = torch.randn(2, 4, 7, 7), torch.randn(2, 6, 4, 4)
+    got = SparseConv2d.from_dense(conv, relu=True)(x, residual=res)
+    torch.testing.assert_close(got, (conv(x) + res).relu().detach(), rtol=RTOL, atol=ATOL)
+    with pytest.raises(ValueError, match="residual of shape"):
+        SparseConv2d.from_dense(conv)(x, residual=res[:, :3])
+
+
 def test_conv_rejects_reflect_padding():
     with pytest.raises(ValueError, match="zero padding"):
         SparseConv2d.from_dense(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from shrinkviz.metrics.runtimes import RUNTIMES, make_runner
 from shrinkviz.models import create_model
 from shrinkviz.prune import prune
 from shrinkviz.sparse import autotune, build
+from shrinkviz.sparse.fuse import SparseResidual
 from shrinkviz.sparse.modules import SparseConv2d, SparseLinear
 
 pytestmark = pytest.mark.skipif(
@@ -51,8 +53,12 @@ def test_converted_model_matches_masked_model(arch, shape, batch):
     sparse_mods = [m for m in fast.modules() if isinstance(m, SparseConv2d | SparseLinear)]
     assert len(sparse_mods) == len(report.sparse_layers) > 0
     assert report.summary() == f"sparse: {len(report.sparse_layers)}/{len(report.notes)} layers sparse (FP32)"
+    if arch.startswith("resnet"):  # every block's add + ReLU moved into its last conv's epilogue
+        blocks = sum(type(m).__name__ == "Residual" for m in model.modules())
+        assert sum(isinstance(m, SparseResidual) for m in fast.modules()) == blocks > 0
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), model(x), rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(copy.deepcopy(fast)(x), model(x), rtol=RTOL, atol=ATOL)
 
 
 def _int8_model(arch: str, shape: tuple[int, int, int]) -> nn.Module:

@@ -19,7 +19,7 @@ typedef float vf __attribute__((vector_size(32), aligned(4)));
 #define SV_MAXV 16
 #endif
 
-int sv_abi_version(void) { return 1; }
+int sv_abi_version(void) { return 2; }
 
 /* Columns k of a phase row that map inside the source row: k in [*k0, *k1). */
 static void inside(int pw, int sw, int pl, int W, int Wq, int *k0, int *k1) {
@@ -101,6 +101,21 @@ static inline __attribute__((always_inline)) void tile(const float *xb, int OC, 
                 for (int n = 0; n < nv; ++n) a[n] = (vf){0};
             else
                 for (int n = 0; n < nv; ++n) a[n] = *(vf *)(o + VL * n);
+            if (nv <= 4) {
+                /* short tiles: two accumulator sets on alternate nonzeros, so the chain of dependent
+                 * FMAs per vector is half as long and the FMA latency is hidden */
+                vf b[4];
+                for (int n = 0; n < nv; ++n) b[n] = (vf){0};
+                for (; k + 1 < e; k += 2) {
+                    const float *p = xb + off[k], *q = xb + off[k + 1];
+                    const float v = val[k], w = val[k + 1];
+                    for (int n = 0; n < nv; ++n) {
+                        a[n] += v * *(const vf *)(p + VL * n);
+                        b[n] += w * *(const vf *)(q + VL * n);
+                    }
+                }
+                for (int n = 0; n < nv; ++n) a[n] += b[n];
+            }
             for (; k < e; ++k) {
                 const float *p = xb + off[k];
                 const float v = val[k];
@@ -149,18 +164,26 @@ void sv_spmv(const float *x, int OC, const int32_t *rowptr, const int32_t *off, 
     }
 }
 
-/* out[oc, oh, ow] = act(acc[oc * Lr + oh * Wq + ow] * scale[oc] + bias[oc]); scale / bias may be NULL. */
+/* out[oc, oh, ow] = act(acc[oc * Lr + oh * Wq + ow] * scale[oc] + bias[oc] + res[oc, oh, ow]); scale, bias
+ * and res (a residual added before the activation) may be NULL. */
 void sv_finish_f32(const float *acc, int OC, int Lr, int OH, int OW, int Wq, const float *scale,
-                   const float *bias, int relu, float *out) {
+                   const float *bias, const float *res, int relu, float *out) {
     for (int oc = 0; oc < OC; ++oc) {
         const float s = scale ? scale[oc] : 1.0f, b = bias ? bias[oc] : 0.0f;
         for (int oh = 0; oh < OH; ++oh) {
             const float *a = acc + (long)oc * Lr + (long)oh * Wq;
             float *o = out + ((long)oc * OH + oh) * OW;
-            for (int ow = 0; ow < OW; ++ow) {
-                float v = a[ow] * s + b;
-                o[ow] = (relu && v < 0.0f) ? 0.0f : v;
-            }
+            const float *r = res ? res + ((long)oc * OH + oh) * OW : NULL;
+            if (r)
+                for (int ow = 0; ow < OW; ++ow) {
+                    float v = a[ow] * s + b + r[ow];
+                    o[ow] = (relu && v < 0.0f) ? 0.0f : v;
+                }
+            else
+                for (int ow = 0; ow < OW; ++ow) {
+                    float v = a[ow] * s + b;
+                    o[ow] = (relu && v < 0.0f) ? 0.0f : v;
+                }
         }
     }
 }
