@@ -173,7 +173,7 @@ class _SparseBase(nn.Module):
         off = offsets[order].to(torch.int32).contiguous()
         val = self.nnz_value[order].contiguous()
         span = max(c * sh * sw * hq * wq, int(off.max()) + lr if off.numel() else 0)
-        xbuf = torch.zeros(span + _VL)
+        xbuf = torch.zeros(span + _VL)  # zeroed once: the phase copy never writes the padding cells
         acc = torch.zeros(oc * lr)
         return _Plan(rowptr, off, val, nblk, geometry, out_hw, length, xbuf, acc)
 

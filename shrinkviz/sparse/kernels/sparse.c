@@ -30,9 +30,10 @@ static void inside(int pw, int sw, int pl, int W, int Wq, int *k0, int *k1) {
     *k1 = b + 1 > a ? b + 1 : a;
 }
 
-/* dst[((c*sh+ph)*sw+pw)*Hq*Wq + i*Wq + k] = src[c, ph + sh*i - pt, pw + sw*k - pl], 0 outside. */
-void sv_phase_f32(const float *src, int C, int H, int W, int pt, int pl, int sh, int sw, int Hq, int Wq,
-                  float *dst) {
+/* dst[((c*sh+ph)*sw+pw)*Hq*Wq + i*Wq + k] = src[c, ph + sh*i - pt, pw + sw*k - pl] where that is inside the
+ * source; the cells outside (the zero padding) are never written, so dst must start zeroed. */
+void sv_phase_f32(const float *restrict src, int C, int H, int W, int pt, int pl, int sh, int sw, int Hq, int Wq,
+                  float *restrict dst) {
     for (int c = 0; c < C; ++c)
         for (int ph = 0; ph < sh; ++ph)
             for (int pw = 0; pw < sw; ++pw) {
@@ -43,24 +44,19 @@ void sv_phase_f32(const float *src, int C, int H, int W, int pt, int pl, int sh,
                 for (int i = 0; i < Hq; ++i) {
                     int y = ph + sh * i - pt;
                     float *drow = d + (long)i * Wq;
-                    if (y < 0 || y >= H || k0 >= k1) {
-                        memset(drow, 0, sizeof(float) * Wq);
-                        continue;
-                    }
+                    if (y < 0 || y >= H || k0 >= k1) continue;
                     const float *srow = s + (long)y * W + pw - pl;
-                    for (int k = 0; k < k0; ++k) drow[k] = 0.0f;
                     if (sw == 1)
                         for (int k = k0; k < k1; ++k) drow[k] = srow[k];
                     else
                         for (int k = k0; k < k1; ++k) drow[k] = srow[sw * k];
-                    for (int k = k1; k < Wq; ++k) drow[k] = 0.0f;
                 }
             }
 }
 
-/* The same for uint8 activations: the value stored is q - zp (exact in float), 0 outside. */
-void sv_phase_u8(const uint8_t *src, int zp, int C, int H, int W, int pt, int pl, int sh, int sw, int Hq,
-                 int Wq, float *dst) {
+/* The same for uint8 activations: the value stored is q - zp (exact in float; padding stays 0). */
+void sv_phase_u8(const uint8_t *restrict src, int zp, int C, int H, int W, int pt, int pl, int sh, int sw, int Hq,
+                 int Wq, float *restrict dst) {
     const float fz = (float)zp;
     for (int c = 0; c < C; ++c)
         for (int ph = 0; ph < sh; ++ph)
@@ -72,17 +68,12 @@ void sv_phase_u8(const uint8_t *src, int zp, int C, int H, int W, int pt, int pl
                 for (int i = 0; i < Hq; ++i) {
                     int y = ph + sh * i - pt;
                     float *drow = d + (long)i * Wq;
-                    if (y < 0 || y >= H || k0 >= k1) {
-                        memset(drow, 0, sizeof(float) * Wq);
-                        continue;
-                    }
+                    if (y < 0 || y >= H || k0 >= k1) continue;
                     const uint8_t *srow = s + (long)y * W + pw - pl;
-                    for (int k = 0; k < k0; ++k) drow[k] = 0.0f;
                     if (sw == 1)
                         for (int k = k0; k < k1; ++k) drow[k] = (float)srow[k] - fz;
                     else
                         for (int k = k0; k < k1; ++k) drow[k] = (float)srow[sw * k] - fz;
-                    for (int k = k1; k < Wq; ++k) drow[k] = 0.0f;
                 }
             }
 }
