@@ -14,7 +14,8 @@ Example:
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 4))
     >>> with torch.no_grad():
     ...     _ = net[0].weight.mul_(torch.rand_like(net[0].weight) < 0.1)
-    >>> fast, report = convert(net, torch.zeros(1, 3, 6, 6))  # doctest: +SKIP
+    >>> timer = lambda dense, sparse: (1.0, 0.5)  # injected timings; by default each layer is timed
+    >>> fast, report = convert(net, torch.zeros(1, 3, 6, 6), timer=timer, cache=False)  # doctest: +SKIP
     >>> report.summary()  # doctest: +SKIP
     'sparse: 1/2 layers sparse (FP32)'
 """
