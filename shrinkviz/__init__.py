@@ -62,6 +62,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "metrics": ("shrinkviz.metrics", None),
     "deploy": ("shrinkviz.deploy", None),
     "quant": ("shrinkviz.techniques.quant", None),
+    "sparse": ("shrinkviz.sparse", None),
 }
 
 MOVED = {

@@ -27,6 +27,7 @@ LAYERS = {
     "experiments": 5,
     "viz": 6,
     "cli": 6,
+    "sparse": 4,
 }
 """Rank of each top-level folder (or module) of the package: a module may import only from its own folder
 or from folders of a lower or equal rank."""

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from shrinkviz.core.registry import Registry
+from shrinkviz.deploy.forms import model_dtype
 
 COMPILE_OPTIONS = {"freezing": True, "layout_optimization": False}
 """Inductor options of the FP32 ``compiled`` runtime. Measured here (CIFAR ResNet-18, batch 1, 1 thread, CPU
@@ -46,23 +47,6 @@ class Runner:
     detail: str
     call: Callable[[], Any]
     keep: list[Any] = field(default_factory=list)
-
-
-def model_dtype(model: nn.Module) -> str:
-    """``int8`` for a converted INT8 model, ``fp32`` otherwise.
-
-    Raises:
-        ValueError: a fake-quant QAT model (its speed says nothing about deployment).
-    """
-    from shrinkviz.core.layers import is_quantized_layer
-    from shrinkviz.techniques.quant import is_qat
-
-    if is_qat(model):
-        raise ValueError(
-            "latency of a fake-quant QAT model is not a deployment figure; convert it to INT8 "
-            "first (shrinkviz.techniques.quant.convert)"
-        )
-    return "int8" if any(is_quantized_layer(m) for m in model.modules()) else "fp32"
 
 
 RuntimeFactory = Callable[[nn.Module, torch.Tensor, int, str], Runner]
@@ -155,3 +139,14 @@ def _onnxruntime(model: nn.Module, x: torch.Tensor, threads: int, dtype: str) ->
         lambda: session.run(None, feed),
         [session],
     )
+
+
+@register_runtime("sparse")
+def _sparse(model: nn.Module, x: torch.Tensor, threads: int, dtype: str) -> Runner:
+    """Pruned conv / linear layers on the C sparse kernels of :mod:`shrinkviz.sparse` (one thread), each
+    layer kept dense where timing says dense is faster; ``Runner.keep`` carries the conversion report."""
+    from shrinkviz.sparse import convert
+
+    converted, report = convert(model, x)
+    detail = report.summary() + (", kernels single-threaded" if threads > 1 else "")
+    return Runner("sparse", report.dtype, detail, lambda: converted(x), [converted, report])

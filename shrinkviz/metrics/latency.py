@@ -24,40 +24,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import platform
 import statistics
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from functools import cache
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from shrinkviz.core.machine import cpu_model
+from shrinkviz.deploy.errors import LatencyError, LatencyTimeoutError
 from shrinkviz.deploy.runtimes import RUNTIMES, Runner, available_runtimes, make_runner, model_dtype
-
-
-class LatencyError(RuntimeError):
-    """The model failed on the runtime before any timing."""
-
-
-class LatencyTimeoutError(LatencyError):
-    """Preparing the runtime or the first inference did not finish within the timeout."""
-
-
-@cache
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from shrinkviz.loop.masks import (
     set_masks,
 )
 from shrinkviz.techniques.prune.oneshot import apply_pruning, prune
+from shrinkviz.techniques.prune.patterns import nm_compression
 from shrinkviz.techniques.prune.schedules import GradualPruning, iterative_prune
 from shrinkviz.techniques.prune.strategies import (
     STRATEGIES,
@@ -59,6 +60,7 @@ __all__ = [
     "iterative_prune",
     "mask_callbacks",
     "mask_table",
+    "nm_compression",
     "masked_sparsity",
     "masks_from_state_dict",
     "plan_channels",

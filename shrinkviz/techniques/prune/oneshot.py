@@ -103,7 +103,14 @@ def keep_budget(
 def select_masks(
     model: nn.Module, strategy: Strategy, targets: Sequence[Target], keep: int, ctx: ScoreContext
 ) -> dict[str, torch.Tensor]:
-    """Score every target tensor with ``strategy`` and keep exactly ``keep`` weights (see module doc)."""
+    """Score every target tensor with ``strategy`` and keep exactly ``keep`` weights (see module doc).
+
+    A strategy whose score callable has a ``select(model, strategy, targets, keep, ctx)`` method chooses
+    its own masks (structured patterns: whole blocks, N:M groups; see :mod:`shrinkviz.techniques.prune.patterns`).
+    """
+    custom = getattr(strategy.score, "select", None)
+    if custom is not None:
+        return custom(model, strategy, targets, keep, ctx)
     scores, alive = [], []
     for name, module, attr in targets:
         param = module._parameters[attr].detach()

@@ -1,0 +1,353 @@
+"""The ``sparse`` runtime against dense execution on CPU: CIFAR ResNet-18 (3x32x32), batch 1, 1 thread.
+Prints one JSON document.
+
+    python benchmarks/bench_sparse.py            # full pass (a few minutes)
+    python benchmarks/bench_sparse.py --quick    # smoke pass: fewer rounds, densities and patterns
+    python benchmarks/bench_sparse.py --accuracy # also: MnistNet on Fashion-MNIST per pattern, 1 finetune epoch
+
+Sections, every ratio taken side by side in one run (interleaved rounds, median, p10 / p90 spread):
+
+* ``fp32``: the 90%-sparse model (``global_weight``, unstructured, the compression that leaves 10% of the
+  prunable weights) on ``sparse`` vs dense FP32 eager and ONNX Runtime; ``fp32_layerwise`` the same at
+  90% in every layer (``layer_weight``), since global magnitude on random-init weights prunes the wide late
+  layers almost entirely and leaves the 32x32 layers ~60% dense.
+* ``int8``: the same sparse model converted to INT8 (QAT prepare, BN frozen, calibrate, convert; as
+  ``bench_deploy.py``) on ``sparse`` vs INT8 eager, TorchScript (``compiled``) and ONNX Runtime (QDQ).
+* ``layers``: speedup vs density for three ResNet-18 conv shapes and the largest linear layer, with the
+  crossover density and the physical floor (nonzero MACs / the measured dense FP32 MAC rate of the core).
+* ``patterns``: unstructured, block 1x4, block 4x1 and 2:4 on ``sparse`` at the compression 2:4 gives, and
+  the first three at 90%.
+* ``layers_int8``: the sparse INT8 conv against the dense x86 INT8 conv per density (two shapes).
+
+Weights are random (no CIFAR offline); latency depends on the sparsity pattern, not on the values. The
+machine is shared: absolute milliseconds move with its load (``load_avg_1min``), ratios much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.ao.nn.intrinsic.qat import freeze_bn_stats
+
+import shrinkviz.sparse as sp
+from shrinkviz.deploy.runtimes import make_runner
+from shrinkviz.metrics.counts import count_parameters
+from shrinkviz.metrics.latency import cpu_model
+from shrinkviz.models import create_model
+from shrinkviz.sparse.build import isa_flags
+from shrinkviz.sparse.modules import SparseConv2d, SparseLinear
+from shrinkviz.techniques.prune import nm_compression, prunable_parameters, prune
+from shrinkviz.techniques.quant import convert, prepare_qat
+
+SHAPE = (3, 32, 32)
+
+
+def interleaved(calls: dict[str, Callable[[], object]], rounds: int, budget_s: float) -> dict[str, dict]:
+    """Per call ms of each callable: ``rounds`` rounds, each timing every callable for about ``budget_s``
+    (order rotated per round); median and p10 / p90 over rounds."""
+    reps = {}
+    with torch.inference_mode():
+        for name, fn in calls.items():
+            fn()
+            t0 = time.perf_counter()
+            fn()
+            reps[name] = max(1, int(budget_s / max(time.perf_counter() - t0, 1e-7)))
+        times: dict[str, list[float]] = {n: [] for n in calls}
+        names = list(calls)
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                fn, n = calls[name], reps[name]
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / n * 1e3)
+    out = {}
+    for name, ts in times.items():
+        q = statistics.quantiles(ts, n=10) if len(ts) >= 2 else [ts[0]] * 9
+        out[name] = {
+            "ms": round(statistics.median(ts), 4),
+            "p10_ms": round(q[0], 4),
+            "p90_ms": round(q[-1], 4),
+        }
+    return out
+
+
+def peak_gmacs(n: int) -> float:
+    """Dense FP32 MAC rate of one core: the median of timed n x n matmuls."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = interleaved({"mm": lambda: a @ b}, 7, 0.05)["mm"]["ms"]
+    return n**3 / (t * 1e-3) / 1e9
+
+
+def settle_bn(model: nn.Module, calib: torch.Tensor) -> nn.Module:
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            for x in calib.split(16):
+                model(x)
+    return model.eval()
+
+
+def int8(model: nn.Module, calib: torch.Tensor) -> nn.Module:
+    qat = prepare_qat(model, check=False)
+    qat.apply(freeze_bn_stats)
+    qat.train()
+    with torch.no_grad():
+        for x in calib.split(16):
+            qat(x)
+    return convert(qat)
+
+
+def compression_for_density(model: nn.Module, density: float) -> float:
+    """The whole-model compression that leaves ``density`` of the prunable weights."""
+    total, nonzero = count_parameters(model)
+    prunable = sum(module._parameters[attr].numel() for _, module, attr in prunable_parameters(model))
+    return total / (nonzero - prunable + density * prunable)
+
+
+def nonzero_macs(converted: nn.Module) -> int:
+    """Nonzero multiply-accumulates of the layers that run on the sparse kernels, per image."""
+    macs = 0
+    for m in converted.modules():
+        if isinstance(m, SparseConv2d | SparseLinear):
+            for plan in m._plans.values():
+                macs += (
+                    m.nnz_index.shape[0]
+                    * plan.out_hw[0]
+                    * (plan.out_hw[1] if isinstance(m, SparseConv2d) else 1)
+                )
+                break
+    return macs
+
+
+def model_section(model: nn.Module, runtimes: list[str], x: torch.Tensor, rounds: int, peak: float) -> dict:
+    runners = {rt: make_runner(model, rt, x, 1) for rt in runtimes}
+    timed = interleaved({rt: r.call for rt, r in runners.items()}, rounds, 0.1)
+    sparse = runners["sparse"]
+    report = sp.report_of(sparse)
+    dense = {rt: timed[rt]["ms"] for rt in runtimes if rt != "sparse"}
+    macs = nonzero_macs(sparse.keep[0])
+    return {
+        "detail": {rt: r.detail for rt, r in runners.items()},
+        "latency": timed,
+        "speedup_vs": {rt: round(ms / timed["sparse"]["ms"], 3) for rt, ms in dense.items()},
+        "speedup_vs_fastest_dense": round(min(dense.values()) / timed["sparse"]["ms"], 3),
+        "sparse_layers_nonzero_mmac": round(macs / 1e6, 2),
+        "sparse_layers_floor_ms": round(macs / peak / 1e6, 3),
+        "layers": [
+            {"name": n.name, "density": round(n.density, 4), "choice": n.choice, "reason": n.reason}
+            for n in report.notes
+        ],
+    }
+
+
+def layer_curve(kind: str, shape: tuple, densities: list[float], rounds: int, peak: float) -> dict:
+    torch.manual_seed(0)
+    if kind == "conv":
+        cin, cout, hw = shape
+        dense, x = nn.Conv2d(cin, cout, 3, padding=1), torch.randn(1, cin, hw, hw)
+        macs_dense = cin * cout * 9 * hw * hw
+    else:
+        fin, fout = shape
+        dense, x = nn.Linear(fin, fout), torch.randn(1, fin)
+        macs_dense = fin * fout
+    points = []
+    for d in densities:
+        layer = copy.deepcopy(dense)
+        with torch.no_grad():
+            layer.weight.mul_(torch.rand(layer.weight.shape) < d)
+        fast = (SparseConv2d if kind == "conv" else SparseLinear).from_dense(layer)
+        t = interleaved({"dense": lambda m=layer: m(x), "sparse": lambda f=fast: f(x)}, rounds, 0.01)
+        macs = macs_dense * float((layer.weight != 0).float().mean())
+        points.append(
+            {
+                "density": d,
+                "dense_ms": t["dense"]["ms"],
+                "sparse_ms": t["sparse"]["ms"],
+                "speedup": round(t["dense"]["ms"] / t["sparse"]["ms"], 3),
+                "floor_ms": round(macs / peak / 1e6, 4),
+                "sparse_gmacs": round(macs / (t["sparse"]["ms"] * 1e6), 2),
+            }
+        )
+    crossover = _crossover(points)
+    return {
+        "kind": kind,
+        "shape": shape,
+        "dense_macs": macs_dense,
+        "crossover_density": crossover,
+        "points": points,
+    }
+
+
+def _crossover(points: list[dict]) -> float | str | None:
+    """Density where the speedup falls through 1 (linear interpolation); ``>last`` if it never does,
+    None if sparse is slower at every density."""
+    for a, b in zip(points, points[1:], strict=False):
+        if a["speedup"] >= 1 > b["speedup"]:
+            frac = (a["speedup"] - 1) / (a["speedup"] - b["speedup"])
+            return round(a["density"] + frac * (b["density"] - a["density"]), 3)
+    if points and points[-1]["speedup"] >= 1:
+        return f">{points[-1]['density']}"
+    return None
+
+
+def layer_curve_int8(shape: tuple, densities: list[float], rounds: int) -> dict:
+    """Speedup vs density of the sparse INT8 conv against the dense x86 INT8 conv (3x3, padding 1)."""
+    import torch.ao.nn.quantized as nnq
+
+    cin, cout, hw = shape
+    torch.manual_seed(0)
+    x = torch.quantize_per_tensor(torch.randn(1, cin, hw, hw), 0.04, 100, torch.quint8)
+    points = []
+    for d in densities:
+        w = torch.randn(cout, cin, 3, 3) * (torch.rand(cout, cin, 3, 3) < d)
+        scales = (w.abs().amax(dim=(1, 2, 3)).clamp(min=1e-3) / 127).double()
+        qw = torch.quantize_per_channel(w, scales, torch.zeros(cout, dtype=torch.long), 0, torch.qint8)
+        dense = nnq.Conv2d(cin, cout, 3, padding=1)
+        dense.set_weight_bias(qw, torch.zeros(cout))
+        dense.scale, dense.zero_point = 0.1, 64
+        fast = SparseConv2d.from_quantized(dense)
+        t = interleaved({"dense": lambda m=dense: m(x), "sparse": lambda f=fast: f(x)}, rounds, 0.01)
+        macs = cin * cout * 9 * hw * hw
+        nonzero = macs * float((qw.int_repr() != 0).float().mean())
+        points.append(
+            {
+                "density": d,
+                "dense_ms": t["dense"]["ms"],
+                "sparse_ms": t["sparse"]["ms"],
+                "speedup": round(t["dense"]["ms"] / t["sparse"]["ms"], 3),
+                "sparse_gmacs": round(nonzero / (t["sparse"]["ms"] * 1e6), 2),
+                "dense_gmacs": round(macs / (t["dense"]["ms"] * 1e6), 2),
+            }
+        )
+    return {"kind": "conv_int8", "shape": shape, "crossover_density": _crossover(points), "points": points}
+
+
+def patterns_section(model: nn.Module, x: torch.Tensor, rounds: int, c90: float) -> dict:
+    """Each pattern on ``sparse`` against dense eager, at 2:4's compression (all four) and at the 90%
+    compression (unstructured and the block patterns; 2:4 cannot reach it)."""
+    out = {}
+    for label, target, strategies in (
+        ("at_2_4_compression", nm_compression(model), ("global_weight", "block_1x4", "block_4x1", "nm_2_4")),
+        ("at_90pct", c90, ("global_weight", "block_1x4", "block_4x1")),
+    ):
+        calls, details, models = {"dense_eager": make_runner(model, "eager", x, 1).call}, {}, {}
+        for strategy in strategies:
+            runner = make_runner(prune(model, strategy=strategy, compression=target).model, "sparse", x, 1)
+            calls[strategy], details[strategy], models[strategy] = runner.call, runner.detail, runner.keep[0]
+        timed = interleaved(calls, rounds, 0.1)
+        part = {"compression": round(target, 4), "dense_eager_ms": timed["dense_eager"]["ms"]}
+        for strategy in strategies:
+            part[strategy] = {
+                "ms": timed[strategy]["ms"],
+                "detail": details[strategy],
+                "speedup_vs_dense_eager": round(timed["dense_eager"]["ms"] / timed[strategy]["ms"], 3),
+                "sparse_layers_nonzero_mmac": round(nonzero_macs(models[strategy]) / 1e6, 2),
+            }
+        out[label] = part
+    return out
+
+
+def accuracy_section(epochs: int) -> dict:
+    """MnistNet on Fashion-MNIST: top-1 after pruning with each pattern at 2:4's compression and one
+    finetune epoch (ShrinkBench's recipe). The baseline is ``shrinkviz.pretrained`` (``epochs`` when
+    it is trained here; cached in data_cache)."""
+    import shrinkviz as sv
+    from shrinkviz.data import Normalizer, load_dataset
+    from shrinkviz.loop.train import TrainConfig, evaluate
+
+    data = load_dataset("fashion_mnist")
+    base = sv.pretrained("mnistnet", "fashion_mnist", epochs=epochs, progress=False)
+    norm = Normalizer(data.mean, data.std)
+    target = nm_compression(base)
+    out = {
+        "compression": round(target, 4),
+        "baseline_epochs": epochs,
+        "baseline_top1": evaluate(base, data.test, norm)["top1"],
+    }
+    for strategy in ("global_weight", "block_1x4", "block_4x1", "nm_2_4"):
+        pruned = prune(base, strategy=strategy, compression=target).model
+        before = evaluate(pruned, data.test, norm)["top1"]
+        sv.finetune(pruned, data, TrainConfig.preset("shrinkbench").replace(epochs=1), progress=False)
+        out[strategy] = {
+            "top1_pruned": before,
+            "top1_finetuned_1_epoch": evaluate(pruned, data.test, norm)["top1"],
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke pass: few rounds, densities and no patterns")
+    ap.add_argument("--accuracy", action="store_true", help="also finetune MnistNet per pattern (minutes)")
+    ap.add_argument("--accuracy-only", action="store_true", help="only the accuracy section")
+    ap.add_argument("--baseline-epochs", type=int, default=5, help="MnistNet baseline epochs if not cached")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    rounds = args.rounds or (5 if args.quick else 21)
+    if args.accuracy_only:
+        print(json.dumps({"accuracy": accuracy_section(args.baseline_epochs)}, indent=1))
+        return
+    ok, how = sp.availability()
+    doc: dict = {
+        "cpu": cpu_model(),
+        "isa_flags": list(isa_flags()),
+        "threads": 1,
+        "batch": 1,
+        "torch": torch.__version__,
+        "kernels": how,
+        "quick": args.quick,
+        "load_avg_1min": os.getloadavg()[0],
+    }
+    if not ok:
+        print(json.dumps(doc, indent=1))
+        raise SystemExit(f"sparse runtime unavailable: {how}")
+    peak = peak_gmacs(512 if args.quick else 1024)
+    doc["dense_fp32_peak_gmacs"] = round(peak, 2)
+    x = torch.randn(1, *SHAPE)
+    calib = torch.randn(32 if args.quick else 64, *SHAPE)
+    model = settle_bn(create_model("resnet18", input_shape=SHAPE, seed=args.seed), calib)
+    c90 = compression_for_density(model, 0.10)
+    pruned = prune(model, strategy="global_weight", compression=c90).model
+    doc["compression"] = round(c90, 4)
+    doc["fp32"] = model_section(pruned, ["sparse", "eager", "onnxruntime"], x, rounds, peak)
+    if not args.quick:
+        layerwise = prune(model, strategy="layer_weight", compression=c90).model
+        doc["fp32_layerwise"] = model_section(layerwise, ["sparse", "eager", "onnxruntime"], x, rounds, peak)
+    doc["int8"] = model_section(
+        int8(pruned, calib), ["sparse", "eager", "compiled", "onnxruntime"], x, rounds, peak
+    )
+    densities = (
+        [0.02, 0.1, 0.3, 0.6] if args.quick else [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9]
+    )
+    lr = max(3, rounds // 3)
+    doc["layers"] = {
+        "conv64x64_3x3_32x32": layer_curve("conv", (64, 64, 32), densities, lr, peak),
+        "conv256x256_3x3_8x8": layer_curve("conv", (256, 256, 8), densities, lr, peak),
+        "conv512x512_3x3_4x4": layer_curve("conv", (512, 512, 4), densities, lr, peak),
+        "linear512x10_classifier": layer_curve("linear", (512, 10), densities, lr, peak),
+    }
+    doc["layers_int8"] = {
+        f"conv{c}x{c}_3x3_{hw}x{hw}": layer_curve_int8((c, c, hw), densities, lr)
+        for c, hw in ((64, 32), (256, 8))
+    }
+    if not args.quick:
+        doc["patterns"] = patterns_section(model, x, rounds, c90)
+    doc["accuracy"] = accuracy_section(args.baseline_epochs) if args.accuracy else "not run (pass --accuracy)"
+    doc["load_avg_1min_end"] = os.getloadavg()[0]
+    print(json.dumps(doc, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The sparse kernels against the dense PyTorch layers: FP32 within float32 rounding, INT8 bit-exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.ao.nn.intrinsic.quantized as nniq
+import torch.ao.nn.quantized as nnq
+from torch import nn
+
+from shrinkviz.sparse.build import compiler
+from shrinkviz.sparse.modules import SparseConv2d, SparseLinear
+
+# Without any C compiler the runtime is unavailable by design (tested in test_sparse_runtime.py); with
+# one, a failing build must fail these tests rather than skip them.
+pytestmark = pytest.mark.skipif(
+    compiler() is None, reason="no C compiler: the sparse kernels cannot be built"
+)
+
+# FP32: the kernels sum the same products in another order (and fuse multiply-adds), so results differ
+# from oneDNN's by float32 rounding: about 1e-7 relative per term over up to 4608 terms of O(1) size,
+# i.e. ~1e-6 absolute at worst here. rtol 1e-4 as specified; atol 1e-5 covers outputs near zero, where a
+# relative bound is meaningless, and is still 100x below the smallest output magnitude that matters.
+RTOL, ATOL = 1e-4, 1e-5
+
+# (cin, cout, kernel, stride, padding, dilation, groups, height, width): every geometry of the registry
+# (ResNet 3x3 s1/s2 and 1x1 s2 shortcuts, VGG 3x3, LeNet/MnistNet 5x5 with and without padding) plus
+# depthwise, grouped, dilated and non-square cases.
+CONVS = [
+    (3, 16, 3, 1, 1, 1, 1, 8, 8),
+    (16, 32, 3, 2, 1, 1, 1, 9, 9),
+    (16, 32, 1, 2, 0, 1, 1, 8, 8),
+    (1, 6, 5, 1, 2, 1, 1, 12, 12),
+    (6, 16, 5, 1, 0, 1, 1, 14, 14),
+    (12, 12, 3, 1, 1, 1, 12, 7, 7),
+    (12, 12, 3, 2, 1, 1, 12, 9, 9),
+    (8, 12, 3, 1, 1, 1, 4, 6, 10),
+    (8, 8, 3, 1, 2, 2, 1, 9, 7),
+    (8, 16, 3, 2, 2, 2, 2, 11, 11),
+    (64, 64, 3, 1, 1, 1, 1, 4, 4),
+]
+
+
+def _sparse_(weight: torch.Tensor, density: float, seed: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight.mul_(torch.rand(weight.shape, generator=gen) < density)
+
+
+@pytest.mark.parametrize("cfg", CONVS, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("bias,relu,batch", [(True, False, 1), (False, True, 3)])
+def test_conv_fp32_matches_dense(cfg, bias, relu, batch):
+    cin, cout, k, s, p, d, g, h, w = cfg
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, k, s, p, d, g, bias=bias)
+    _sparse_(conv.weight, 0.3)
+    x = torch.randn(batch, cin, h, w)
+    want = conv(x).relu() if relu else conv(x)
+    got = SparseConv2d.from_dense(conv, relu=relu)(x)
+    torch.testing.assert_close(got, want.detach(), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.01, 1.0])
+def test_conv_fp32_extreme_densities(density):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(8, 8, 3, 1, 1)
+    _sparse_(conv.weight, density)
+    x = torch.randn(2, 8, 5, 5)
+    torch.testing.assert_close(SparseConv2d.from_dense(conv)(x), conv(x).detach(), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_linear_fp32_matches_dense(batch):
+    torch.manual_seed(0)
+    lin = nn.Linear(50, 20)
+    _sparse_(lin.weight, 0.2)
+    x = torch.randn(batch, 50)
+    torch.testing.assert_close(SparseLinear.from_dense(lin)(x), lin(x).detach(), rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(
+        SparseLinear.from_dense(lin, relu=True)(x), lin(x).relu().detach(), rtol=RTOL, atol=ATOL
+    )
+
+
+def test_linear_keeps_leading_dims():
+    lin = nn.Linear(6, 3)
+    x = torch.randn(2, 5, 6)
+    torch.testing.assert_close(SparseLinear.from_dense(lin)(x), lin(x).detach(), rtol=RTOL, atol=ATOL)
+
+
+def test_conv_residual_added_before_relu():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, 2, 1)
+    _sparse_(conv.weight, 0.5)
+    x, res = torch.randn(2, 4, 7, 7), torch.randn(2, 6, 4, 4)
+    got = SparseConv2d.from_dense(conv, relu=True)(x, residual=res)
+    torch.testing.assert_close(got, (conv(x) + res).relu().detach(), rtol=RTOL, atol=ATOL)
+    with pytest.raises(ValueError, match="residual of shape"):
+        SparseConv2d.from_dense(conv)(x, residual=res[:, :3])
+
+
+def test_conv_rejects_reflect_padding():
+    with pytest.raises(ValueError, match="zero padding"):
+        SparseConv2d.from_dense(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"))
+
+
+def _qconv(cls, cfg, density):
+    cin, cout, k, s, p, d, g, _, _ = cfg
+    torch.manual_seed(0)
+    w = torch.randn(cout, cin // g, k, k)
+    _sparse_(w, density)
+    scales = torch.rand(cout) * 0.02 + 0.005
+    qw = torch.quantize_per_channel(w, scales.double(), torch.zeros(cout, dtype=torch.long), 0, torch.qint8)
+    mod = cls(cin, cout, k, stride=s, padding=p, dilation=d, groups=g)
+    mod.set_weight_bias(qw, torch.randn(cout) * 0.1)
+    mod.scale, mod.zero_point = 0.05, 64
+    return mod
+
+
+@pytest.fixture
+def x86_engine():
+    old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "x86"
+    yield
+    torch.backends.quantized.engine = old
+
+
+@pytest.mark.parametrize("cfg", CONVS[:10], ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("cls,relu", [(nnq.Conv2d, False), (nniq.ConvReLU2d, True)])
+def test_conv_int8_bit_exact(x86_engine, cfg, cls, relu):
+    mod = _qconv(cls, cfg, 0.3)
+    cin, h, w = cfg[0], cfg[7], cfg[8]
+    x = torch.quantize_per_tensor(torch.randn(2, cin, h, w), 0.04, 120, torch.quint8)
+    want = mod(x)
+    got = SparseConv2d.from_quantized(mod, relu=relu)(x)
+    assert (got.q_scale(), got.q_zero_point()) == (want.q_scale(), want.q_zero_point())
+    assert torch.equal(got.int_repr(), want.int_repr().contiguous())
+
+
+@pytest.mark.parametrize("cls,relu,batch", [(nnq.Linear, False, 1), (nniq.LinearReLU, True, 3)])
+def test_linear_int8_bit_exact(x86_engine, cls, relu, batch):
+    torch.manual_seed(0)
+    w = torch.randn(12, 40)
+    _sparse_(w, 0.25)
+    qw = torch.quantize_per_channel(
+        w, (torch.rand(12) * 0.02 + 0.005).double(), torch.zeros(12, dtype=torch.long), 0, torch.qint8
+    )
+    mod = cls(40, 12)
+    mod.set_weight_bias(qw, torch.randn(12) * 0.1)
+    mod.scale, mod.zero_point = 0.1, 100
+    x = torch.quantize_per_tensor(torch.randn(batch, 40), 0.03, 128, torch.quint8)
+    got = SparseLinear.from_quantized(mod, relu=relu)(x)
+    assert torch.equal(got.int_repr(), mod(x).int_repr())
