@@ -21,7 +21,7 @@ Example:
     >>> from shrinkviz.models import create_model
     >>> from shrinkviz.techniques.prune import prune
     >>> model = create_model("tiny_cnn", seed=0)
-    >>> pruned = prune(model, "nm_2_4", compression=nm_compression(model))
+    >>> pruned = prune(model, strategy="nm_2_4", compression=nm_compression(model)).model
     >>> w = pruned.features[1].body[0].conv.weight    # 8 input channels: two full groups of 4
     >>> int((w.permute(0, 2, 3, 1).reshape(-1, 4) != 0).sum(1).max())
     2
