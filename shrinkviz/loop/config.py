@@ -141,90 +141,36 @@ class TrainConfig:
         return PRESETS["shrinkbench"]
 
 
+def _sgd(
+    epochs: int, lr: float, schedule: str, *, nesterov: bool = True, weight_decay: float = 0.0
+) -> TrainConfig:
+    return TrainConfig(
+        epochs=epochs, optimizer="sgd", lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay,
+        schedule=schedule, augment="auto",
+    )  # fmt: skip
+
+
+def _adam(epochs: int, lr: float, schedule: str, augment: str = "none") -> TrainConfig:
+    return TrainConfig(
+        epochs=epochs,
+        optimizer="adam",
+        lr=lr,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule=schedule,
+        augment=augment,
+    )
+
+
 PRESETS: dict[str, TrainConfig] = {
-    "shrinkbench": TrainConfig(
-        epochs=30,
-        batch_size=128,
-        optimizer="sgd",
-        lr=1e-3,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=0.0,
-        schedule="constant",
-        augment="auto",
-    ),
-    "shrinkbench_adam": TrainConfig(
-        epochs=30,
-        batch_size=128,
-        optimizer="adam",
-        lr=1e-4,
-        momentum=0.0,
-        weight_decay=0.0,
-        schedule="constant",
-        augment="auto",
-    ),
-    "cifar_sgd": TrainConfig(
-        epochs=200,
-        batch_size=128,
-        optimizer="sgd",
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-        schedule="cosine",
-        augment="auto",
-    ),
-    "adam_fast": TrainConfig(
-        epochs=10,
-        batch_size=128,
-        optimizer="adam",
-        lr=2e-3,
-        momentum=0.0,
-        weight_decay=0.0,
-        schedule="cosine",
-        augment="none",
-    ),
-    "adam_lr1e-3": TrainConfig(
-        epochs=10,
-        batch_size=128,
-        optimizer="adam",
-        lr=1e-3,
-        momentum=0.0,
-        weight_decay=0.0,
-        schedule="constant",
-        augment="none",
-    ),
-    "adam_lr1e-4": TrainConfig(
-        epochs=10,
-        batch_size=128,
-        optimizer="adam",
-        lr=1e-4,
-        momentum=0.0,
-        weight_decay=0.0,
-        schedule="constant",
-        augment="none",
-    ),
-    "qat": TrainConfig(
-        epochs=3,
-        batch_size=128,
-        optimizer="sgd",
-        lr=1e-3,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=0.0,
-        schedule="cosine",
-        augment="auto",
-    ),
-    "finetune_sgd_cosine": TrainConfig(
-        epochs=10,
-        batch_size=128,
-        optimizer="sgd",
-        lr=1e-2,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=0.0,
-        schedule="cosine",
-        augment="auto",
-    ),
+    "shrinkbench": _sgd(30, 1e-3, "constant"),
+    "shrinkbench_adam": _adam(30, 1e-4, "constant", augment="auto"),
+    "cifar_sgd": _sgd(200, 0.1, "cosine", nesterov=False, weight_decay=5e-4),
+    "adam_fast": _adam(10, 2e-3, "cosine"),
+    "adam_lr1e-3": _adam(10, 1e-3, "constant"),
+    "adam_lr1e-4": _adam(10, 1e-4, "constant"),
+    "qat": _sgd(3, 1e-3, "cosine"),
+    "finetune_sgd_cosine": _sgd(10, 1e-2, "cosine"),
 }
 """Named training presets. ``shrinkbench`` is ShrinkBench's finetuning default; ``adam_lr1e-3`` and
 ``adam_lr1e-4`` are the two baseline recipes of ShrinkBench's baseline confounder experiment."""
