@@ -1,0 +1,122 @@
+"""``fit`` against the fastest bare PyTorch training loops for the same model, data, batch and optimizer.
+
+Prints one JSON document: CPU seconds per epoch (process time, median over interleaved repetitions; with
+one thread this is the work done, less disturbed by other load on a shared machine than wall time) of
+
+* ``fit``: shrinkviz's loop (augmentation and normalisation per batch, callbacks, history, validation);
+* ``bare_eager``: a minimal loop over pre-normalised float tensors (randperm, forward, backward, step);
+* ``bare_channels_last``, ``bare_compiled`` (``torch.compile`` of the model), ``bare_foreach`` /
+  ``bare_fused`` (the optimizer's multi-tensor / fused kernels);
+
+and ``fit`` over the fastest bare loop. The bare loops skip validation, so ``fit_train_only`` (fit with a
+one-image validation split) is the like-for-like figure.
+
+    python benchmarks/bench_fit.py                       # MnistNet / Fashion-MNIST, 12,800 images, 1 thread
+    python benchmarks/bench_fit.py --model resnet20 --examples 2560
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from shrinkviz.core.machine import cpu_model
+from shrinkviz.data import Normalizer, load_dataset
+from shrinkviz.loop.config import TrainConfig
+from shrinkviz.loop.train import fit
+from shrinkviz.models import create_model
+
+
+def bare_epoch(model, x, y, batch, opt, generator, channels_last=False):
+    model.train()
+    order = torch.randperm(x.shape[0], generator=generator)
+    for start in range(0, x.shape[0], batch):
+        idx = order[start : start + batch]
+        xb = x[idx]
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(model(xb), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mnistnet")
+    parser.add_argument("--data", default="fashion_mnist")
+    parser.add_argument("--examples", type=int, default=12800)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_dataset(args.data).subset(train=args.examples)
+    cfg = TrainConfig.shrinkbench().replace(epochs=1, batch_size=args.batch, augment="none")
+    norm = Normalizer(data.mean, data.std)
+    x, y = norm(data.train.images), data.train.labels
+
+    def sgd(params, **extra):
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **extra)
+
+    def make(**kw):
+        return create_model(args.model, dataset=data, seed=0, **kw)
+
+    def run_fit(val_images: int | None):
+        ds = data if val_images is None else data.subset(val=val_images)
+        model = make()
+        t0 = time.process_time()
+        fit(model, ds, cfg, seed=0, progress=False)
+        return time.process_time() - t0
+
+    def run_bare(kind: str):
+        model = make()
+        if kind == "channels_last":
+            model = model.to(memory_format=torch.channels_last)
+        if kind == "compiled":
+            model = torch.compile(model)
+        extra = {"foreach": True} if kind == "foreach" else {"fused": True} if kind == "fused" else {}
+        opt = sgd(model.parameters(), **extra)
+        g = torch.Generator().manual_seed(0)
+        if kind == "compiled":  # compile outside the timed epoch
+            bare_epoch(model, x[: args.batch], y[: args.batch], args.batch, opt, g)
+        t0 = time.process_time()
+        bare_epoch(model, x, y, args.batch, opt, g, channels_last=kind == "channels_last")
+        return time.process_time() - t0
+
+    cases = {
+        "fit": lambda: run_fit(None),
+        "fit_train_only": lambda: run_fit(1),
+        **{
+            f"bare_{k}": (lambda k=k: run_bare(k))
+            for k in ("eager", "channels_last", "compiled", "foreach", "fused")
+        },
+    }
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for r in range(args.repeats):
+        for name in list(cases)[r % len(cases) :] + list(cases)[: r % len(cases)]:
+            try:
+                times[name].append(cases[name]())
+            except Exception as exc:  # noqa: BLE001 - a loop this torch cannot run is reported, not fatal
+                times[name] = [float("nan")]
+                cases[name] = lambda exc=exc: float("nan")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    bare = {k: v for k, v in med.items() if k.startswith("bare_") and v == v}
+    fastest = min(bare, key=bare.get)
+    print(json.dumps({
+        "cpu": cpu_model(), "threads": args.threads, "model": args.model, "data": args.data,
+        "examples": args.examples, "batch": args.batch, "repeats": args.repeats,
+        "epoch_s": med, "epoch_s_all": times, "fastest_bare": fastest,
+        "fit_vs_fastest_bare": med["fit"] / bare[fastest],
+        "fit_train_only_vs_fastest_bare": med["fit_train_only"] / bare[fastest],
+        "fit_train_only_vs_bare_eager": med["fit_train_only"] / med["bare_eager"],
+    }, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
