@@ -26,8 +26,8 @@ Example:
     >>> try:
     ...     preflight(exps, Store(tempfile.mkdtemp()))
     ... except PreflightError as exc:
-    ...     print(exc.problems[0][:58])
-    model 'mnistnet' cannot take digits's input (1, 8, 8): mnis
+    ...     print(exc.problems[0].split(':')[0])
+    model 'mnistnet' cannot take digits's input (1, 8, 8)
 """
 
 from __future__ import annotations

@@ -299,7 +299,9 @@ class Store:
         doc["checksum"] = checksum(doc)
         path = self.file(run_id)
         try:
-            return atomic_write_text(path, json.dumps(doc, separators=(",", ":")))
+            written = atomic_write_text(path, json.dumps(doc, separators=(",", ":")))
+            self._problems.pop(str(path), None)
+            return written
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 why = "the disk is full"
@@ -331,7 +333,7 @@ class Store:
         """The record in ``path`` (cached by mtime and size), None when missing or corrupt."""
         try:
             st = path.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             self._cache.pop(path.name, None)
             self._problems.pop(str(path), None)
             return None
@@ -385,7 +387,7 @@ class Store:
         try:
             with os.scandir(self.runs_dir) as it:
                 names = [e.name for e in it if e.name.endswith(".json") and not e.name.startswith(".")]
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         gone = set(self._cache) - set(names)
         for name in gone:

@@ -100,6 +100,7 @@ class SweepResult:
         ran: runs executed by this call.
         failed: runs of this call that failed.
         elsewhere: runs another process (a sweep sharing the store) computed while this call waited.
+        ran_ids: ids of the runs this call executed, in the order they finished.
         elapsed_s: wall time of this call.
     """
 
@@ -110,6 +111,7 @@ class SweepResult:
     failed: int = 0
     elsewhere: int = 0
     elapsed_s: float = 0.0
+    ran_ids: list[str] = field(default_factory=list)
     _ids: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -212,10 +214,12 @@ def sweep(
         try:
             ex.start()  # connect before anything runs: an unreachable scheduler leaves the store untouched
             bar = tqdm(total=len(todo), desc="sweep", disable=not progress, unit="run")
+            stamps = {e.run_id: _stamp(store, e.run_id) for e in todo}
             with Renewer(store.leases):
                 while todo:
-                    others = _run_claimed(ex, store, todo, result, bar)
-                    todo = _wait_for_others(store, others, result, bar, poll_s)
+                    others = _run_claimed(ex, store, todo, result, bar, stamps)
+                    todo = _wait_for_others(store, others, result, bar, poll_s, stamps)
+                    stamps.update({e.run_id: _stamp(store, e.run_id) for e in todo})
             bar.close()
         finally:
             if owned:
@@ -224,26 +228,45 @@ def sweep(
     return result
 
 
-def _claiming(store: Store, todo: list[Experiment], others: list[Experiment]) -> Iterator[str]:
+def _stamp(store: Store, run_id: str) -> int | None:
+    """The record file's mtime (ns), None when absent: a changed stamp means someone stored the run."""
+    try:
+        return store.file(run_id).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _done_since(store: Store, exp: Experiment, stamps: dict[str, int | None]) -> bool:
+    """True when the run is stored ok, or another holder stored it (even as failed) since the sweep began."""
+    return store.has(exp.run_id) or (
+        _stamp(store, exp.run_id) != stamps[exp.run_id] and store.status(exp.run_id) is not None
+    )
+
+
+def _claiming(
+    store: Store, todo: list[Experiment], others: list[Experiment], result: SweepResult, stamps: dict
+) -> Iterator[str]:
     """Config JSON of each run this process claims, claimed just before it is handed out; runs another
-    holder has claimed go to ``others``, runs stored meanwhile are dropped."""
+    holder has claimed go to ``others``, runs it stored meanwhile count in ``result.elsewhere``."""
     for exp in todo:
-        if store.has(exp.run_id):
-            continue
-        if not store.leases.claim(exp.run_id):
-            others.append(exp)
-            continue
-        if store.has(exp.run_id):  # finished by another holder between the check and the claim
+        if not _done_since(store, exp, stamps) and store.leases.claim(exp.run_id):
+            if not _done_since(store, exp, stamps):  # not finished elsewhere between the check and the claim
+                yield exp.to_json()
+                continue
             store.leases.release(exp.run_id)
-            continue
-        yield exp.to_json()
+        if _done_since(store, exp, stamps):
+            result.elsewhere += 1
+        else:
+            others.append(exp)
 
 
-def _run_claimed(ex: Executor, store: Store, todo: list[Experiment], result: SweepResult, bar: Any) -> list:
+def _run_claimed(
+    ex: Executor, store: Store, todo: list[Experiment], result: SweepResult, bar: Any, stamps: dict
+) -> list:
     """Run the runs of ``todo`` this process can claim; return those claimed elsewhere."""
     by_json = {e.to_json(): e for e in todo}
     others: list[Experiment] = []
-    items = _claiming(store, todo, others)
+    items = _claiming(store, todo, others, result, stamps)
     for config_json, record, error in ex.map_unordered(execute, items, getattr(ex, "torch_threads", None)):
         exp = by_json[config_json]
         if error is not None:  # the worker itself died (execute never raises)
@@ -253,6 +276,7 @@ def _run_claimed(ex: Executor, store: Store, todo: list[Experiment], result: Swe
         finally:
             store.leases.release(exp.run_id)
         result.ran += 1
+        result.ran_ids.append(exp.run_id)
         result.failed += record["row"]["status"] != "ok"
         bar.update(1)
         bar.set_postfix(failed=result.failed)
@@ -260,14 +284,14 @@ def _run_claimed(ex: Executor, store: Store, todo: list[Experiment], result: Swe
 
 
 def _wait_for_others(
-    store: Store, others: list[Experiment], result: SweepResult, bar: Any, poll_s: float
+    store: Store, others: list[Experiment], result: SweepResult, bar: Any, poll_s: float, stamps: dict
 ) -> list[Experiment]:
     """Wait while other holders compute ``others``; return the runs whose lease lapsed unfinished."""
     pending = list(others)
     while pending:
         lapsed, still = [], []
         for exp in pending:
-            if store.status(exp.run_id) is not None:
+            if _done_since(store, exp, stamps):
                 result.elsewhere += 1
                 bar.update(1)
             elif store.leases.read(exp.run_id) is None:
