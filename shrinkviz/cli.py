@@ -21,15 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from shrinkviz.core.registry import did_you_mean, unknown_name
 from shrinkviz.experiments.profiles import PROFILES, profile
 
-CONFIG_KEYS = ("base", "experiments", "grid", "store", "report", "title")
+CONFIG_KEYS = ("base", "experiments", "grid", "store", "report", "title", "security")
+CONFIG_FORMATS = (".yaml", ".yml", ".json")
+SECURITY_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
 
 
 def demo_experiments(profile_name: str = "full") -> list[Any]:
@@ -75,13 +79,41 @@ def demo_experiments(profile_name: str = "full") -> list[Any]:
     return [base, *expand(base, **grid), qat, pqd]
 
 
-def _executor(args: argparse.Namespace) -> Any:
+def _security(args: argparse.Namespace, config: dict[str, Any] | None = None) -> Any:
+    """A Dask TLS ``Security`` from --tls-* flags or a config's ``security:`` block (flags win), or None."""
+    from shrinkviz.experiments.executors import tls_security
+
+    block = dict((config or {}).get("security") or {})
+    unknown = [k for k in block if k not in SECURITY_KEYS]
+    if unknown:
+        raise unknown_name("security key", unknown[0], SECURITY_KEYS)
+    ca = getattr(args, "tls_ca_file", None) or block.get("tls_ca_file")
+    cert = getattr(args, "tls_cert", None) or block.get("tls_cert")
+    key = getattr(args, "tls_key", None) or block.get("tls_key")
+    if not (ca or cert or key):
+        return None
+    if not (ca and cert):
+        raise ValueError(
+            "TLS needs at least --tls-ca-file and --tls-cert (and --tls-key unless the key is in the cert)"
+        )
+    return tls_security(ca, cert, key)
+
+
+def _executor(args: argparse.Namespace, config: dict[str, Any] | None = None) -> Any:
     from shrinkviz.experiments.executors import DaskExecutor
 
+    security = _security(args, config)
+    dashboard = bool(getattr(args, "dashboard", False))
     if getattr(args, "scheduler", None):
-        return DaskExecutor(address=args.scheduler)
-    if getattr(args, "workers", None):
-        return DaskExecutor(n_workers=args.workers)
+        if "://" not in args.scheduler:
+            raise ValueError(
+                f"--scheduler {args.scheduler!r}: expected an address like tcp://host:8786 (tls://host:8786 with TLS)"
+            )
+        return DaskExecutor(address=args.scheduler, security=security)
+    if getattr(args, "workers", None) is not None:
+        return DaskExecutor(n_workers=args.workers, dashboard=dashboard, security=security)
+    if dashboard or security is not None:
+        raise ValueError("--dashboard and --tls-* apply to Dask: add --workers N or --scheduler ADDRESS")
     return None
 
 
@@ -155,30 +187,87 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if result.runs["status"].ne("ok").any() else 0
 
 
+def _read_config_text(path: Path) -> str:
+    """The text of a config file, or a ValueError naming the file and what was expected."""
+    expected = "a YAML (.yaml/.yml) or JSON (.json) sweep config"
+    if path.suffix.lower() not in CONFIG_FORMATS:
+        raise ValueError(
+            f"config {path}: unknown format {path.suffix or '(no extension)'!r}; name it .yaml, .yml or .json "
+            f"({expected})"
+        )
+    if not path.exists():
+        raise ValueError(f"config {path} not found; pass the path of {expected}")
+    if path.is_dir():
+        raise ValueError(f"config {path} is a directory; pass the path of {expected}")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise ValueError(
+            f"config {path} is empty; expected {expected} with keys {', '.join(CONFIG_KEYS[:3])}"
+        )
+    try:
+        if b"\0" in raw:
+            raise UnicodeDecodeError("utf-8", raw, raw.index(b"\0"), raw.index(b"\0") + 1, "NUL byte")
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"config {path} is a binary file, not {expected} (UTF-8 text)") from None
+
+
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A sweep config from JSON or YAML, with unknown top-level keys rejected and paths made absolute."""
+    """A sweep config from JSON or YAML, with unknown top-level keys rejected and paths made absolute.
+
+    Raises:
+        ValueError: naming the file and the expected format (unknown extension, missing, empty, binary,
+            not parsable, not a mapping, unknown keys with a did-you-mean).
+    """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = _read_config_text(path)
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
         try:
             config = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1} column {where.column + 1}" if where else ""
+            raise ValueError(
+                f"config {path}: not valid YAML{at} ({getattr(exc, 'problem', None) or 'syntax error'})"
+            ) from exc
     else:
-        config = json.loads(text)
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            hint = "; it looks like YAML: name it .yaml" if _looks_like_yaml(text) else ""
+            raise ValueError(
+                f"config {path}: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}){hint}"
+            ) from exc
     if not isinstance(config, dict):
-        raise ValueError(f"{path}: a sweep config is a mapping with keys {', '.join(CONFIG_KEYS)}")
+        raise ValueError(
+            f"config {path}: a sweep config is a mapping with keys {', '.join(CONFIG_KEYS)}, "
+            f"got {type(config).__name__}"
+        )
     unknown = [k for k in config if k not in CONFIG_KEYS]
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; valid keys: {', '.join(CONFIG_KEYS)}")
+        hint = did_you_mean(unknown[0], CONFIG_KEYS)
+        raise ValueError(
+            f"config {path}: unknown key(s) {unknown};{hint} valid keys: {', '.join(CONFIG_KEYS)}"
+        )
     if ("base" in config) == ("experiments" in config):
         raise ValueError(f"{path}: give exactly one of 'base' (one experiment) or 'experiments' (a list)")
     for key in ("store", "report"):
         if config.get(key) is not None:
             config[key] = str((path.parent / str(config[key])).resolve())
+    security = config.get("security")
+    if security is not None and not isinstance(security, dict):
+        raise ValueError(f"config {path}: 'security' must map {', '.join(SECURITY_KEYS)} to PEM file paths")
+    for key, value in (security or {}).items():
+        if isinstance(value, str):
+            security[key] = str((path.parent / value).resolve())
     return config
+
+
+def _looks_like_yaml(text: str) -> bool:
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    return ":" in first and not first.startswith(("{", "["))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -195,9 +284,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not isinstance(grid, dict):
         raise ValueError(f"{args.config}: 'grid' must map config fields to lists of values")
     experiments = expand([Experiment.from_dict(b or {}) for b in bases], **grid)
+    executor = _executor(args, config)
     store = Store(args.store or config.get("store"))
     print(f"sweep {args.config}: {len(experiments)} runs; results in {store.path}")
-    result = _run_sweep(experiments, store, _executor(args), not args.quiet)
+    result = _run_sweep(experiments, store, executor, not args.quiet)
     _print_runs(result.runs)
     out = args.report or config.get("report")
     if out:
@@ -212,7 +302,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     from shrinkviz.viz.report import write_report
 
     store = Store(args.store)
+    if not store.path.exists():
+        raise ValueError(f"store {store.path} does not exist; pass the folder a sweep wrote (--store DIR)")
+    if not store.path.is_dir():
+        raise ValueError(f"store {store.path} is a file, not a results folder; pass --store DIR")
     runs = store.runs()
+    if runs.empty:
+        raise ValueError(
+            f"store {store.path} holds no runs"
+            + (f" ({len(store.problems)} corrupt file(s))" if store.problems else "")
+            + "; run `shrinkviz sweep CONFIG` into it first, or pass the folder a sweep wrote (--store DIR)"
+        )
     for problem in store.problems:
         print(f"warning: skipped corrupt entry {problem}", file=sys.stderr)
     out = write_report(store, args.out, title=args.title, plotlyjs=args.plotlyjs)
@@ -221,9 +321,45 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give N >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{value} workers: give N >= 1 (omit --workers to run in this process)"
+        )
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, ``shrinkviz: error: ...``, with a did-you-mean
+    for an invalid choice (subcommand, --profile, --plotlyjs)."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.match(r"argument (\S+): invalid choice: '(.*?)' \(choose from (.*)\)", message)
+        if match:
+            what, name, choices = match.groups()
+            kind = "command" if what == "command" or what.startswith("{") else f"{what} value"
+            message = str(unknown_name(kind, name, [c.strip(" '") for c in choices.split(",")]))
+        print(
+            f"shrinkviz: error: {message} (see shrinkviz {self.prog.split()[-1]} --help)"
+            if " " in self.prog
+            else f"shrinkviz: error: {message} (see shrinkviz --help)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``shrinkviz`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="shrinkviz",
         description="Compress neural networks and judge the result: accuracy, size and measured CPU latency.",
     )
@@ -235,11 +371,24 @@ def build_parser() -> argparse.ArgumentParser:
         if executors:
             g = p.add_mutually_exclusive_group()
             g.add_argument(
-                "--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes"
+                "--workers",
+                type=_positive_int,
+                metavar="N",
+                help="run on a local Dask cluster of N >= 1 worker processes",
             )
             g.add_argument(
-                "--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster (tcp://host:8786)"
+                "--scheduler",
+                metavar="ADDRESS",
+                help="run on an existing Dask cluster (tcp://host:8786, or tls://host:8786 with --tls-*)",
             )
+            p.add_argument(
+                "--dashboard",
+                action="store_true",
+                help="serve the local cluster's Dask dashboard on 127.0.0.1 (off by default)",
+            )
+            p.add_argument("--tls-ca-file", metavar="PEM", help="Dask TLS: CA certificate")
+            p.add_argument("--tls-cert", metavar="PEM", help="Dask TLS: this client's certificate")
+            p.add_argument("--tls-key", metavar="PEM", help="Dask TLS: this client's private key")
 
     demo = sub.add_parser("demo", help="pretrained baseline, a small compression sweep, an HTML report")
     demo.add_argument(
@@ -275,11 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shrinkviz`` console script; returns the exit status (2: bad input or setup,
     1: some runs failed, 0: all good)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed on one line
+        return int(exc.code or 0)
     try:
         return args.func(args)
-    except (ValueError, ConnectionError, FileNotFoundError) as exc:
-        print(f"shrinkviz {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # bad input or setup: one line, no traceback
+        print(f"shrinkviz: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -35,7 +35,7 @@ def test_console_script_is_installed():
         text=True,
         timeout=120,
     )
-    assert bad.returncode == 2 and "invalid choice: 'huge'" in bad.stderr
+    assert bad.returncode == 2 and "unknown --profile value 'huge'; valid: full, smoke" in bad.stderr
 
 
 def test_demo_profiles_describe_the_readme_runs():
@@ -125,7 +125,7 @@ def test_bad_sweep_configs_are_rejected_before_anything_runs(tmp_path, capsys, e
     config.write_text(edit(SWEEP_YAML))
     assert main(["sweep", str(config), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("shrinkviz sweep: error: ") and message in err
+    assert err.startswith("shrinkviz: error: ") and message in err
     assert not (tmp_path / "out").exists()
 
 
@@ -141,25 +141,43 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path, capsys):
 
 
 def test_failed_runs_give_exit_status_1_and_are_listed(tmp_path, capsys):
-    config = tmp_path / "sweep.json"
-    config.write_text(
-        json.dumps(
-            {
-                "experiments": [
-                    {"model": "mnistnet", "data": {"name": "digits"}, "latency": {"runtimes": []}}
-                ],
-                "store": "res",
-            }
-        )
+    import torch
+
+    from shrinkviz.models import create_model, register_model
+
+    class TrainFails(torch.nn.Module):  # takes the input (preflight passes), but training raises
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if self.training:
+                raise RuntimeError("training blew up")
+            return self.inner(x)
+
+    register_model(
+        "trainfails",
+        lambda input_shape, num_classes: TrainFails(create_model("tiny_mlp", input_shape, num_classes)),
+        overwrite=True,
     )
+    config = tmp_path / "sweep.json"
+    experiment = {"model": "trainfails", "data": {"name": "digits", "train": 64}, "latency": {"runtimes": []}}
+    config.write_text(json.dumps({"experiments": [experiment], "store": "res"}))
     assert main(["sweep", str(config), "--quiet"]) == 1
     out = capsys.readouterr().out
-    assert (
-        "1 runs: 1 ran (1 failed)" in out
-        and "FAILED" in out
-        and "mnistnet cannot take inputs of shape" in out
-    )
+    assert "1 runs: 1 ran (1 failed)" in out and "FAILED" in out and "training blew up" in out
     assert Store(tmp_path / "res").runs()["status"].tolist() == ["failed"]
+
+
+def test_infeasible_runs_are_refused_before_anything_runs(tmp_path, capsys):
+    config = tmp_path / "sweep.json"
+    experiment = {"model": "mnistnet", "data": {"name": "digits"}, "latency": {"runtimes": []}}
+    config.write_text(json.dumps({"experiments": [experiment], "store": "res"}))
+    assert main(["sweep", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shrinkviz: error: preflight found 1 problem(s)") and err.count("\n") == 1
+    assert "model 'mnistnet' cannot take digits's input (1, 8, 8)" in err
+    assert not (tmp_path / "res").exists()
 
 
 def test_report_of_a_store_with_a_corrupt_entry_and_of_an_empty_store(tmp_path, capsys):
@@ -180,5 +198,9 @@ def test_report_of_a_store_with_a_corrupt_entry_and_of_an_empty_store(tmp_path, 
         assert main(["report", "--store", str(store_dir), "--out", str(small), "--plotlyjs", "cdn"]) == 0
     assert "All successful runs" in small.read_text() and "cdn.plot.ly" in small.read_text()
     assert small.stat().st_size < out_file.stat().st_size - 3_000_000
-    assert main(["report", "--store", str(tmp_path / "empty")]) == 0
-    assert "The store holds no runs yet" in (tmp_path / "empty" / "report.html").read_text()
+    assert main(["report", "--store", str(tmp_path / "missing")]) == 2
+    assert f"shrinkviz: error: store {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", "--store", str(tmp_path / "empty")]) == 2
+    assert f"store {tmp_path / 'empty'} holds no runs; run `shrinkviz sweep" in capsys.readouterr().err
+    assert not (tmp_path / "empty" / "report.html").exists()

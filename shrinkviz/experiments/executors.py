@@ -69,7 +69,14 @@ class DaskExecutor:
         threads_per_worker: task slots per worker; torch in each task uses this many threads too.
         processes: local workers as processes (True) or threads.
         connect_timeout: seconds to wait for the scheduler before giving up with a ConnectionError.
+        dashboard: serve the local cluster's Dask dashboard, bound to 127.0.0.1 only (off by default;
+            its address is then :attr:`dashboard_link`).
+        security: a ``distributed.security.Security`` (TLS certificates) for the connection to the
+            scheduler, or for the local cluster (which then listens on ``tls://``); see
+            :func:`tls_security`.
         **cluster_kwargs: passed to ``distributed.LocalCluster``.
+
+    The local cluster listens on 127.0.0.1 only, unless ``host=`` is passed in ``cluster_kwargs``.
 
     The cluster starts on :meth:`start` (the sweep calls it only when something needs running) and stops
     on :meth:`close` or at the end of a ``with`` block; a client to an external cluster is closed, the
@@ -90,6 +97,8 @@ class DaskExecutor:
         threads_per_worker: int = 1,
         processes: bool = True,
         connect_timeout: float = 5.0,
+        dashboard: bool = False,
+        security: Any = None,
         **cluster_kwargs: Any,
     ) -> None:
         if address is not None and (not isinstance(address, str) or not address.strip()):
@@ -105,7 +114,10 @@ class DaskExecutor:
         if not connect_timeout > 0:
             raise ValueError(f"DaskExecutor.connect_timeout={connect_timeout!r}: must be > 0 seconds")
         self.n_workers, self.address, self.threads_per_worker = n_workers, address, threads_per_worker
+        if not isinstance(dashboard, bool):
+            raise ValueError(f"DaskExecutor.dashboard={dashboard!r}: must be True or False")
         self.processes, self.connect_timeout, self.cluster_kwargs = processes, connect_timeout, cluster_kwargs
+        self.dashboard, self.security = dashboard, security
         self.torch_threads: int | None = threads_per_worker
         self.cluster: Any = None
         self.client: Any = None
@@ -125,23 +137,37 @@ class DaskExecutor:
         from distributed import Client, LocalCluster
 
         if self.address is None:
-            kwargs = {"dashboard_address": None, "silence_logs": 40, **self.cluster_kwargs}
+            kwargs: dict[str, Any] = {
+                "dashboard_address": "127.0.0.1:8787" if self.dashboard else None,
+                "host": "127.0.0.1",
+                "silence_logs": 40,
+            }
+            if self.security is not None:
+                kwargs.update(security=self.security, protocol="tls://")
+            kwargs.update(self.cluster_kwargs)
             self.cluster = LocalCluster(
                 n_workers=self.n_workers,
                 threads_per_worker=self.threads_per_worker,
                 processes=self.processes,
                 **kwargs,
             )
-            self.client = Client(self.cluster)
+            self.client = Client(self.cluster, security=self.security)
             return
         try:
-            self.client = Client(self.address, timeout=self.connect_timeout)
+            self.client = Client(self.address, timeout=self.connect_timeout, security=self.security)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConnectionError(
                 f"cannot reach the Dask scheduler at {self.address!r} within {self.connect_timeout:g} s ({exc}). "
                 "Start one with `dask scheduler` plus `dask worker <address>`, check the address, or use "
                 "DaskExecutor(n_workers=2) for a local cluster. Nothing was run."
             ) from exc
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard's URL while a client is connected (None when off or not started)."""
+        if self.client is None or (self.address is None and not self.dashboard):
+            return None
+        return self.client.dashboard_link
 
     def map_unordered(
         self, fn: Callable[..., Any], items: Iterable[Any], *args: Any
@@ -178,6 +204,39 @@ class DaskExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def tls_security(ca_file: str, cert: str, key: str | None = None) -> Any:
+    """A Dask ``Security`` for a TLS connection: the CA that signed the scheduler's certificate, and this
+    client's certificate and key (``key`` None: the key is inside ``cert``). Encryption is required.
+
+    Raises:
+        ValueError: a file is missing (naming it).
+
+    Example:
+        >>> tls_security("/no/ca.pem", "/no/cert.pem")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ValueError: TLS CA file /no/ca.pem not found; ...
+    """
+    import os
+
+    from distributed.security import Security
+
+    for what, path in (("CA file", ca_file), ("certificate", cert), ("key", key)):
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(
+                f"TLS {what} {path} not found; pass existing PEM files (--tls-ca-file, --tls-cert, --tls-key)"
+            )
+    return Security(
+        tls_ca_file=ca_file,
+        tls_client_cert=cert,
+        tls_client_key=key,
+        tls_scheduler_cert=cert,
+        tls_scheduler_key=key,
+        tls_worker_cert=cert,
+        tls_worker_key=key,
+        require_encryption=True,
+    )
 
 
 def make_executor(spec: Executor | str | None, **kwargs: Any) -> tuple[Executor, bool]:

@@ -30,6 +30,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from shrinkviz.core.registry import did_you_mean
 from shrinkviz.experiments.specs import (
     LATENCY_RUNTIMES,
     METHODS,
@@ -235,8 +236,8 @@ class Experiment:
         unknown = [k for k in data if k not in names]
         if unknown:
             raise ValueError(
-                f"Experiment: unknown field(s) {', '.join(f'Experiment.{k}' for k in unknown)}; "
-                f"valid fields: {', '.join(names)}"
+                f"Experiment: unknown field(s) {', '.join(f'Experiment.{k}' for k in unknown)};"
+                f"{did_you_mean(unknown[0], names)} valid fields: {', '.join(names)}"
             )
         return cls(**data)
 
@@ -259,10 +260,15 @@ class Experiment:
         """A dotted path for ``key`` (an alias such as ``strategy`` or a path); ValueError if neither."""
         path = ALIASES.get(key, key) if key not in cls.paths() else key
         if path not in cls.paths():
-            raise ValueError(
-                f"Experiment has no field {key!r}; valid: {', '.join(cls.paths())}; "
-                f"aliases: {', '.join(f'{a}={p}' for a, p in ALIASES.items())}"
-            )
+            section, _, name = str(key).rpartition(".")
+            if section in SECTIONS:  # only the valid keys at the level of the mistake
+                fields = [p.split(".", 1)[1] for p in cls.paths() if p.startswith(section + ".")]
+                hint = did_you_mean(name, fields).replace(" '", f" '{section}.")
+                valid = [f"{section}.{f}" for f in fields]
+            else:
+                valid = [p for p in cls.paths() if "." not in p] + list(ALIASES)
+                hint = did_you_mean(key, valid)
+            raise ValueError(f"Experiment has no field {key!r};{hint} valid: {', '.join(valid)}")
         return path
 
     def replace(self, **changes: Any) -> Experiment:

@@ -18,6 +18,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from shrinkviz.core.registry import did_you_mean
+
 STAGES = "PQD"
 """Pipeline stage letters: P = prune + finetune, Q = INT8 quantization, D = knowledge distillation."""
 QUANT_METHODS = ("none", "qat", "ptq")
@@ -61,7 +63,10 @@ def _float(path: str, value: Any, lo: float, hi: float = math.inf, lo_open: bool
 
 def _choice(path: str, value: Any, allowed: list[str] | tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
-        raise _bad(path, value, f"allowed values: {', '.join(repr(a) for a in allowed)}")
+        hint = did_you_mean(value, allowed).strip()
+        raise _bad(
+            path, value, f"{hint + ' ' if hint else ''}allowed values: {', '.join(map(repr, allowed))}"
+        )
     return value
 
 
@@ -88,9 +93,10 @@ class _Section:
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         unknown = [k for k in data if k not in names]
         if unknown:
+            hint = did_you_mean(unknown[0], names)
             raise ValueError(
-                f"{cls._path}: unknown field(s) {', '.join(f'{cls._path}.{k}' for k in unknown)}; "
-                f"valid fields: {', '.join(names)}"
+                f"{cls._path}: unknown field(s) {', '.join(f'{cls._path}.{k}' for k in unknown)};"
+                f"{hint} valid fields: {', '.join(names)}"
             )
         return cls(**data)
 
@@ -162,7 +168,9 @@ class PruneSpec(_Section):
             registry is not None and self.strategy not in ("", *registry)
         ):
             allowed = ["''", *map(repr, registry or ())]
-            raise _bad(f"{self._path}.strategy", self.strategy, f"allowed values: {', '.join(allowed)}")
+            hint = did_you_mean(self.strategy, registry or ()).strip()
+            why = f"{hint + ' ' if hint else ''}allowed values: {', '.join(allowed)}"
+            raise _bad(f"{self._path}.strategy", self.strategy, why)
         _set(self, "compression", _float(f"{self._path}.compression", self.compression, 1.0))
         if not self.strategy and self.compression != 1.0:
             raise _bad(
