@@ -139,9 +139,12 @@ class DaskExecutor:
         if self.address is None:
             kwargs: dict[str, Any] = {
                 "dashboard_address": "127.0.0.1:8787" if self.dashboard else None,
-                "host": "127.0.0.1",
                 "silence_logs": 40,
             }
+            if self.processes:  # worker threads talk in-process; worker processes over loopback only
+                kwargs["host"] = "127.0.0.1"
+            if not self.dashboard:  # the scheduler's HTTP server (health, metrics) stays, on loopback only
+                kwargs["scheduler_kwargs"] = {"dashboard_address": "127.0.0.1:0"}
             if self.security is not None:
                 kwargs.update(security=self.security, protocol="tls://")
             kwargs.update(self.cluster_kwargs)
@@ -155,6 +158,12 @@ class DaskExecutor:
             return
         try:
             self.client = Client(self.address, timeout=self.connect_timeout, security=self.security)
+        except TypeError as exc:  # a tls:// address without certificates
+            raise ConnectionError(
+                f"cannot reach the Dask scheduler at {self.address!r}: it needs TLS certificates ({exc}). "
+                "Pass security=tls_security(ca, cert, key) (CLI: --tls-ca-file, --tls-cert, --tls-key). "
+                "Nothing was run."
+            ) from exc
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConnectionError(
                 f"cannot reach the Dask scheduler at {self.address!r} within {self.connect_timeout:g} s ({exc}). "
@@ -167,6 +176,9 @@ class DaskExecutor:
         """The dashboard's URL while a client is connected (None when off or not started)."""
         if self.client is None or (self.address is None and not self.dashboard):
             return None
+        if self.address is None:  # the local cluster's dashboard listens on loopback only
+            port = self.client.scheduler_info()["services"]["dashboard"]
+            return f"http://127.0.0.1:{port}/status"
         return self.client.dashboard_link
 
     def map_unordered(
