@@ -121,3 +121,35 @@ def test_tls_connection_to_a_scheduler_on_loopback(tmp_path):
 def test_tls_files_must_exist(tmp_path):
     with pytest.raises(ValueError, match=r"TLS CA file .*nope\.pem not found; pass existing PEM files"):
         tls_security(str(tmp_path / "nope.pem"), str(tmp_path / "c.pem"))
+
+
+def test_cli_sweep_over_tls_with_a_security_block(tmp_path, capsys):
+    from distributed import LocalCluster
+
+    from shrinkviz.cli import main
+
+    cert, key = _self_signed(tmp_path)
+    cluster = LocalCluster(
+        n_workers=1,
+        processes=False,
+        protocol="tls://",
+        security=tls_security(cert, cert, key),
+        dashboard_address=None,
+        silence_logs=40,
+    )
+    try:
+        config = tmp_path / "sweep.yaml"
+        config.write_text(
+            "base: {model: tiny_mlp, data: {name: digits, train: 64, val: 16, test: 32}, baseline: {epochs: 1},"
+            " latency: {runtimes: []}}\n"
+            "store: results\n"
+            "security: {tls_ca_file: cert.pem, tls_cert: cert.pem, tls_key: key.pem}\n"
+        )
+        address = cluster.scheduler_address
+        assert main(["sweep", str(config), "--scheduler", address, "--quiet"]) == 0
+        assert "1 runs: 1 ran (0 failed)" in capsys.readouterr().out
+        config.write_text(config.read_text().replace("tls_key:", "tls_kye:"))
+        assert main(["sweep", str(config), "--scheduler", address, "--quiet"]) == 2
+        assert "unknown security key 'tls_kye'; did you mean 'tls_key'" in capsys.readouterr().err
+    finally:
+        cluster.close()

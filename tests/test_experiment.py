@@ -191,7 +191,10 @@ def test_dotted_replace_aliases_and_section_updates():
     )
     for alias, path in ALIASES.items():
         assert path in Experiment.paths(), alias
-    with pytest.raises(ValueError, match=r"Experiment has no field 'prune\.sparsity'; valid: prune\.strategy, prune\.compression$"):
+    with pytest.raises(
+        ValueError,
+        match=r"Experiment has no field 'prune\.sparsity'; valid: prune\.strategy, prune\.compression$",
+    ):
         sub.replace(**{"prune.sparsity": 0.5})
     assert sub.replace(seed=3).seed == 3 and sub.seed == 0  # frozen: a copy
     with pytest.raises(AttributeError):
