@@ -344,6 +344,13 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         match = re.match(r"argument (\S+): invalid choice: '(.*?)' \(choose from (.*)\)", message)
+        unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
+        if unrecognized:
+            options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            for sub in self._subparsers._group_actions if self._subparsers else []:
+                options += [o for p in sub.choices.values() for a in p._actions for o in a.option_strings]
+            name = unrecognized.group(1)
+            message = f"unknown option {name!r};" + (did_you_mean(name, sorted(set(options))) or "")
         if match:
             what, name, choices = match.groups()
             kind = "command" if what == "command" or what.startswith("{") else f"{what} value"

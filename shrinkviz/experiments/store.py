@@ -269,7 +269,10 @@ class Store:
     def file(self, run_id: str) -> Path:
         """The JSON file of a run id."""
         if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-            raise ValueError(f"invalid run id {run_id!r}")
+            raise ValueError(
+                f"invalid run id {run_id!r}: must be 1-128 characters of letters, digits, '_', '.', '-' "
+                "(as Experiment.run_id gives)"
+            )
         return self.runs_dir / f"{run_id}.json"
 
     # -- writing -------------------------------------------------------------------------------------
