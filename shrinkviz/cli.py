@@ -209,7 +209,7 @@ def _read_config_text(path: Path) -> str:
             raise UnicodeDecodeError("utf-8", raw, raw.index(b"\0"), raw.index(b"\0") + 1, "NUL byte")
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"config {path} is a binary file, not {expected} (UTF-8 text)") from None
+        raise ValueError(f"config {path} is a binary file, not {expected}; pass a UTF-8 text file") from None
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -243,7 +243,7 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError(
             f"config {path}: a sweep config is a mapping with keys {', '.join(CONFIG_KEYS)}, "
-            f"got {type(config).__name__}"
+            f"got {type(config).__name__}; write e.g. `base: {{model: tiny_mlp}}` and `grid: {{seed: [0, 1]}}`"
         )
     unknown = [k for k in config if k not in CONFIG_KEYS]
     if unknown:
@@ -258,7 +258,10 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             config[key] = str((path.parent / str(config[key])).resolve())
     security = config.get("security")
     if security is not None and not isinstance(security, dict):
-        raise ValueError(f"config {path}: 'security' must map {', '.join(SECURITY_KEYS)} to PEM file paths")
+        raise ValueError(
+            f"config {path}: 'security' must map {', '.join(SECURITY_KEYS)} to PEM file paths, e.g. "
+            "`security: {tls_ca_file: ca.pem, tls_cert: cert.pem, tls_key: key.pem}`"
+        )
     for key, value in (security or {}).items():
         if isinstance(value, str):
             security[key] = str((path.parent / value).resolve())
@@ -279,10 +282,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     bases = config.get("experiments") or [config["base"]]
     if not isinstance(bases, list):
-        raise ValueError(f"{args.config}: 'experiments' must be a list of experiment configs")
+        raise ValueError(
+            f"config {args.config}: 'experiments' must be a list of experiment configs, e.g. "
+            "`experiments: [{model: tiny_mlp}]`"
+        )
     grid = config.get("grid") or {}
     if not isinstance(grid, dict):
-        raise ValueError(f"{args.config}: 'grid' must map config fields to lists of values")
+        raise ValueError(
+            f"config {args.config}: 'grid' must map config fields to lists of values, e.g. `grid: {{seed: [0, 1]}}`"
+        )
     experiments = expand([Experiment.from_dict(b or {}) for b in bases], **grid)
     executor = _executor(args, config)
     store = Store(args.store or config.get("store"))

@@ -51,7 +51,7 @@ def _values(key: str, path: str, values: Any) -> list[Any]:
         return [tuple(values)]
     out = list(values)
     if not out:
-        raise ValueError(f"sweep grid {key!r} has no values")
+        raise ValueError(f"sweep grid {key!r} has no values; give at least one value or drop the key")
     return out
 
 
@@ -74,7 +74,8 @@ def expand(base: Experiment | Iterable[Experiment], **grid: Any) -> list[Experim
     clash = [p for p in set(paths.values()) if list(paths.values()).count(p) > 1]
     if clash:
         raise ValueError(
-            f"sweep grid sets {clash} twice (through aliases: {[k for k in grid if paths[k] in clash]})"
+            f"sweep grid sets {clash} twice (through aliases: {[k for k in grid if paths[k] in clash]}); "
+            "use one name per field"
         )
     axes = [_values(key, paths[key], values) for key, values in grid.items()]
     out: dict[str, Experiment] = {}
