@@ -179,3 +179,24 @@ class Renewer:
         self._thread.join()
         with contextlib.suppress(OSError):
             self.leases.release_all()
+
+
+def clean_folder(folder: str | os.PathLike[str], leases: Leases, max_age_s: float) -> list[str]:
+    """Remove ``*.tmp`` files older than ``max_age_s`` and invalid leases from ``folder``; return what
+    was removed (a folder that cannot be written is left as it is)."""
+    folder = Path(folder)
+    removed: list[str] = []
+    if not folder.is_dir():
+        return removed
+    cutoff = time.time() - max_age_s
+    try:
+        with os.scandir(folder) as it:
+            stale = [e for e in it if e.name.endswith(".tmp") and e.stat().st_mtime < cutoff]
+        for entry in stale:
+            os.unlink(entry.path)
+            removed.append(entry.name)
+        if leases.clean_stale():
+            removed.append("(stale leases)")
+    except OSError:
+        pass
+    return removed

@@ -312,7 +312,7 @@ class LatencySpec(_Section):
         for r in runtimes:
             _choice(f"{self._path}.runtimes", r, _runtimes())
         if len(set(runtimes)) != len(runtimes):
-            raise _bad(f"{self._path}.runtimes", runtimes, "lists a runtime twice; list each once")
+            raise _bad(f"{self._path}.runtimes", runtimes, "lists a runtime twice; give each runtime once")
         _set(self, "runtimes", runtimes)
         for name, lo in (("threads", 1), ("batch", 1), ("rounds", 1), ("warmup", 0)):
             _set(self, name, _int(f"{self._path}.{name}", getattr(self, name), lo))

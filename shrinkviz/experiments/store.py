@@ -41,7 +41,6 @@ import math
 import numbers
 import os
 import re
-import time
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ from typing import Any
 import pandas as pd
 
 from shrinkviz.core.io import atomic_write_text, cache_root
-from shrinkviz.experiments.leases import Leases
+from shrinkviz.experiments.leases import Leases, clean_folder
 from shrinkviz.experiments.schema import FACTOR_COLUMNS, HISTORY_COLUMNS, LAYER_COLUMNS, RUN_COLUMNS, Column
 
 FORMAT = "shrinkviz-run"
@@ -236,21 +235,7 @@ class Store:
 
         A store that cannot be written (read-only) is left as it is.
         """
-        removed: list[str] = []
-        if not self.runs_dir.is_dir():
-            return removed
-        cutoff = time.time() - max_age_s
-        try:
-            with os.scandir(self.runs_dir) as it:
-                stale = [e for e in it if e.name.endswith(".tmp") and e.stat().st_mtime < cutoff]
-            for entry in stale:
-                os.unlink(entry.path)
-                removed.append(entry.name)
-            if self.leases.clean_stale():
-                removed.append("(stale leases)")
-        except OSError:
-            pass
-        return removed
+        return clean_folder(self.runs_dir, self.leases, max_age_s)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
