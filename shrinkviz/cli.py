@@ -172,6 +172,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"shrinkviz demo ({args.profile} profile): {base.model} on {base.data.name}, {len(experiments)} runs; "
         f"results in {store.path}"
     )
+    from shrinkviz.experiments.preflight import preflight
+
+    preflight([e for e in experiments if not store.has(e.run_id)], store)  # before the baseline trains
     t0 = time.perf_counter()
     baseline = load_baseline(base, progress=not args.quiet)
     top1 = baseline.shrinkviz_manifest["metrics"]["test_top1"]

@@ -277,3 +277,15 @@ def test_two_concurrent_sweeps_compute_each_run_once(tmp_path):
     store = Store(tmp_path / "store")
     assert set(store.run_ids()) == grid and store.problems == []
     assert not list(store.runs_dir.glob("*.lease")) and not list(store.runs_dir.glob(".*.tmp"))
+
+
+def test_demo_checks_the_store_before_training_its_baseline(tmp_path, capsys, monkeypatch):
+    from shrinkviz import cli
+
+    trained = []
+    monkeypatch.setattr(runner, "load_baseline", lambda *a, **k: trained.append(a))
+    (tmp_path / "store").write_text("a file")
+    assert cli.main(["demo", "--profile", "smoke", "--store", str(tmp_path / "store"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shrinkviz: error: preflight found") and "is a file, not a directory" in err
+    assert trained == []
