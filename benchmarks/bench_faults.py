@@ -86,6 +86,15 @@ def _message(fn: Callable[[], object]) -> str | None:
     return None
 
 
+def _with_env(name: str, value: str, fn: Callable[[], object]) -> object:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        return fn()
+    finally:
+        os.environ.pop(name) if old is None else os.environ.__setitem__(name, old)
+
+
 # -- bad inputs --------------------------------------------------------------------------------------
 def _config(name: str, text: str | bytes) -> str:
     path = TMP / "configs" / name
@@ -219,6 +228,14 @@ def bad_inputs() -> dict[str, Callable[[], object]]:
         "cli: --scheduler without scheme": lambda: cli(["sweep", ok, "--scheduler", "localhost:8786"]),
         "cli: --scheduler unreachable": lambda: cli(["sweep", ok, "--scheduler", "tcp://127.0.0.1:9"]),
         "cli: --dashboard without dask": lambda: cli(["sweep", ok, "--dashboard"]),
+        "cli: --dashboard with --scheduler": lambda: cli(
+            ["sweep", ok, "--dashboard", "--scheduler", "tcp://h:1"]
+        ),
+        "cli: dotted grid key unknown": lambda: cli(
+            ["sweep", _config("dg.yaml", GOOD + "grid: {prune.ratio: [2]}\n")]
+        ),
+        "cli: report --store a run file": lambda: cli(["report", "--store", str(TMP / "nowhere" / "x.json")]),
+        "cli: env profile typo": lambda: _with_env("SHRINKVIZ_PROFILE", "smoek", lambda: cli(["demo"])),
         "cli: --tls-cert without CA": lambda: cli(["sweep", ok, "--workers", "1", "--tls-cert", ok]),
         "cli: --tls-ca-file missing": lambda: cli(
             ["sweep", ok, "--workers", "1", "--tls-ca-file", str(TMP / "x.pem"), "--tls-cert", ok]

@@ -109,6 +109,11 @@ def _executor(args: argparse.Namespace, config: dict[str, Any] | None = None) ->
     security = _security(args, config)
     dashboard = bool(getattr(args, "dashboard", False))
     if getattr(args, "scheduler", None):
+        if dashboard:
+            raise ValueError(
+                "--dashboard serves the local cluster's dashboard (--workers N); an existing cluster's "
+                "dashboard is its scheduler's (see its --dashboard-address)"
+            )
         if "://" not in args.scheduler:
             raise ValueError(
                 f"--scheduler {args.scheduler!r}: expected an address like tcp://host:8786 (tls://host:8786 with TLS)"
