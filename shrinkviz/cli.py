@@ -111,8 +111,8 @@ def _executor(args: argparse.Namespace, config: dict[str, Any] | None = None) ->
     if getattr(args, "scheduler", None):
         if dashboard:
             raise ValueError(
-                "--dashboard serves the local cluster's dashboard (--workers N); an existing cluster's "
-                "dashboard is its scheduler's (see its --dashboard-address)"
+                "--dashboard serves a local cluster's dashboard: use --workers N, or drop --dashboard (an "
+                "existing cluster's dashboard is its scheduler's)"
             )
         if "://" not in args.scheduler:
             raise ValueError(

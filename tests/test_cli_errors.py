@@ -14,7 +14,11 @@ CASES = {
     "option typo": (["--wrokers", "2"], GOOD, "unknown option '--wrokers'; did you mean '--workers'?"),
     "scheduler scheme": (["--scheduler", "host:8786"], GOOD, "expected an address like tcp://host:8786"),
     "dashboard alone": (["--dashboard"], GOOD, "--dashboard and --tls-* apply to Dask: add --workers N"),
-    "dashboard remote": (["--dashboard", "--scheduler", "tcp://h:1"], GOOD, "--dashboard serves the local"),
+    "dashboard remote": (
+        ["--dashboard", "--scheduler", "tcp://h:1"],
+        GOOD,
+        "--dashboard serves a local cluster's dashboard: use --workers N, or drop --dashboard",
+    ),
     "tls without ca": (["--workers", "1", "--tls-cert", "x.pem"], GOOD, "TLS needs at least --tls-ca-file"),
     "tls missing file": (
         ["--workers", "1", "--tls-ca-file", "nope.pem", "--tls-cert", "nope.pem"],
