@@ -289,3 +289,15 @@ def test_demo_checks_the_store_before_training_its_baseline(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert err.startswith("shrinkviz: error: preflight found") and "is a file, not a directory" in err
     assert trained == []
+
+
+def test_leases_are_renewed_while_computing_and_released_after(tmp_path):
+    from shrinkviz.experiments.leases import Renewer
+
+    holder, other = Leases(tmp_path, ttl=2.0), Leases(tmp_path, ttl=2.0)
+    with Renewer(holder):
+        assert holder.claim("run")
+        first = holder.read("run")["expires"]
+        time.sleep(3.0)  # longer than the ttl: only renewal keeps the lease
+        assert not other.claim("run") and holder.read("run")["expires"] > first
+    assert other.claim("run")  # released when the renewer stops

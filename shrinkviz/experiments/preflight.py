@@ -123,16 +123,21 @@ def check_store(store: Any, n_runs: int) -> list[str]:
     return []
 
 
-@lru_cache(maxsize=32)
+_DATA_INFO: dict[str, tuple[tuple[int, ...], int]] = {}
+
+
 def _data_info(name: str) -> tuple[tuple[int, ...], int] | str:
-    """(input shape, classes) of a dataset, or the one-line reason it does not load."""
+    """(input shape, classes) of a dataset, or the one-line reason it does not load (successes are
+    cached; a failure is tried again next time, after the user has fixed it)."""
     from shrinkviz.data import load_dataset
 
-    try:
-        data = load_dataset(name)
-    except (OSError, ValueError) as exc:
-        return _first_line(exc)
-    return tuple(data.input_shape), int(data.num_classes)
+    if name not in _DATA_INFO:
+        try:
+            data = load_dataset(name)
+        except (OSError, ValueError) as exc:
+            return _first_line(exc)
+        _DATA_INFO[name] = (tuple(data.input_shape), int(data.num_classes))
+    return _DATA_INFO[name]
 
 
 @lru_cache(maxsize=256)
