@@ -301,3 +301,29 @@ def test_leases_are_renewed_while_computing_and_released_after(tmp_path):
         time.sleep(3.0)  # longer than the ttl: only renewal keeps the lease
         assert not other.claim("run") and holder.read("run")["expires"] > first
     assert other.claim("run")  # released when the renewer stops
+
+
+def test_a_dataset_that_does_not_verify_is_refused_before_any_run(no_runs, tmp_path):
+    import shutil
+
+    import torch
+
+    from shrinkviz.core.io import cache_root
+    from shrinkviz.data import datasets, sources
+    from shrinkviz.data.formats import write_idx
+
+    folder = sources.dataset_dir("mnist", cache_root())
+    try:
+        for split, n in (("train", 20), ("t10k", 10)):
+            write_idx(folder / f"{split}-images-idx3-ubyte.gz", torch.zeros(n, 28, 28, dtype=torch.uint8))
+            write_idx(folder / f"{split}-labels-idx1-ubyte.gz", torch.zeros(n, dtype=torch.uint8))
+        datasets._load_cached.cache_clear()
+        exp = BASE.replace(dataset="mnist", model="mnistnet")
+        with pytest.raises(PreflightError) as err:
+            sweep(exp, store=tmp_path, progress=False)
+        assert len(err.value.problems) == 1 and "dataset 'mnist' does not load: " in err.value.problems[0]
+        assert "train-images-idx3-ubyte.gz: not the official mnist file" in err.value.problems[0]
+        assert no_runs == []
+    finally:
+        shutil.rmtree(folder)
+        datasets._load_cached.cache_clear()

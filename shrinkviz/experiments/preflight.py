@@ -135,7 +135,7 @@ def _data_info(name: str) -> tuple[tuple[int, ...], int] | str:
         try:
             data = load_dataset(name)
         except (OSError, ValueError) as exc:
-            return _first_line(exc)
+            return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         _DATA_INFO[name] = (tuple(data.input_shape), int(data.num_classes))
     return _DATA_INFO[name]
 
