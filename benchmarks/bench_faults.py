@@ -310,7 +310,11 @@ def faults() -> list[dict[str, object]]:
     before = _ok_ids(store)
     for p in list(store.runs_dir.glob("*.json"))[:3]:
         doc = p.read_text()
-        p.write_text(doc.replace('"top1":', '"top1":0.000', 1))  # a digit edit, still valid JSON
+        edit = re.sub(
+            r'("top1":\d\.)(\d)', lambda m: m.group(1) + str((int(m.group(2)) + 1) % 10), doc, count=1
+        )
+        assert edit != doc and json.loads(edit)  # one digit changed, still valid JSON
+        p.write_text(edit)
     fresh = Store(store.path)
     import warnings
 
