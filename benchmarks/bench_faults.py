@@ -86,6 +86,15 @@ def _message(fn: Callable[[], object]) -> str | None:
     return None
 
 
+def _with_env(name: str, value: str, fn: Callable[[], object]) -> object:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        return fn()
+    finally:
+        os.environ.pop(name) if old is None else os.environ.__setitem__(name, old)
+
+
 # -- bad inputs --------------------------------------------------------------------------------------
 def _config(name: str, text: str | bytes) -> str:
     path = TMP / "configs" / name
@@ -219,6 +228,14 @@ def bad_inputs() -> dict[str, Callable[[], object]]:
         "cli: --scheduler without scheme": lambda: cli(["sweep", ok, "--scheduler", "localhost:8786"]),
         "cli: --scheduler unreachable": lambda: cli(["sweep", ok, "--scheduler", "tcp://127.0.0.1:9"]),
         "cli: --dashboard without dask": lambda: cli(["sweep", ok, "--dashboard"]),
+        "cli: --dashboard with --scheduler": lambda: cli(
+            ["sweep", ok, "--dashboard", "--scheduler", "tcp://h:1"]
+        ),
+        "cli: dotted grid key unknown": lambda: cli(
+            ["sweep", _config("dg.yaml", GOOD + "grid: {prune.ratio: [2]}\n")]
+        ),
+        "cli: report --store a run file": lambda: cli(["report", "--store", str(TMP / "nowhere" / "x.json")]),
+        "cli: env profile typo": lambda: _with_env("SHRINKVIZ_PROFILE", "smoek", lambda: cli(["demo"])),
         "cli: --tls-cert without CA": lambda: cli(["sweep", ok, "--workers", "1", "--tls-cert", ok]),
         "cli: --tls-ca-file missing": lambda: cli(
             ["sweep", ok, "--workers", "1", "--tls-ca-file", str(TMP / "x.pem"), "--tls-cert", ok]
@@ -289,17 +306,22 @@ def faults() -> list[dict[str, object]]:
     row("fake 120-image dataset under a registry name", 2, fake == 2)
     # store faults with runs already stored
     store = Store(TMP / "store")
-    first = sweep(BASE, store=store, progress=False, seed=[0, 1, 2, 3])
+    sweep(BASE, store=store, progress=False, seed=[0, 1, 2, 3])
     before = _ok_ids(store)
     for p in list(store.runs_dir.glob("*.json"))[:3]:
         doc = p.read_text()
-        p.write_text(doc.replace('"top1":', '"top1":0.000', 1))  # a digit edit, still valid JSON
+        edit = re.sub(
+            r'("top1":\d\.)(\d)', lambda m: m.group(1) + str((int(m.group(2)) + 1) % 10), doc, count=1
+        )
+        assert edit != doc and json.loads(edit)  # one digit changed, still valid JSON
+        p.write_text(edit)
     fresh = Store(store.path)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        edited = len(fresh.problems or [fresh.has(r) for r in fresh.run_ids()] and fresh.problems)
+        fresh.run_ids()  # reads every record
+        edited = sum("checksum mismatch" in p for p in fresh.problems)
         again = sweep(BASE, store=fresh, progress=False, seed=[0, 1, 2, 3])
     row("edited record (one value, valid JSON)", 3, edited == 3, len(before - _ok_ids(fresh)), again.ran)
     old = time.time() - 7200
@@ -376,7 +398,6 @@ def faults() -> list[dict[str, object]]:
         twice,
         f"split {len(ran[0])}/{len(ran[1])}",
     )
-    del first
     return rows
 
 

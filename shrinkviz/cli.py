@@ -109,6 +109,11 @@ def _executor(args: argparse.Namespace, config: dict[str, Any] | None = None) ->
     security = _security(args, config)
     dashboard = bool(getattr(args, "dashboard", False))
     if getattr(args, "scheduler", None):
+        if dashboard:
+            raise ValueError(
+                "--dashboard serves a local cluster's dashboard: use --workers N, or drop --dashboard (an "
+                "existing cluster's dashboard is its scheduler's)"
+            )
         if "://" not in args.scheduler:
             raise ValueError(
                 f"--scheduler {args.scheduler!r}: expected an address like tcp://host:8786 (tls://host:8786 with TLS)"
@@ -172,6 +177,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"shrinkviz demo ({args.profile} profile): {base.model} on {base.data.name}, {len(experiments)} runs; "
         f"results in {store.path}"
     )
+    from shrinkviz.experiments.preflight import preflight
+
+    preflight([e for e in experiments if not store.has(e.run_id)], store)  # before the baseline trains
     t0 = time.perf_counter()
     baseline = load_baseline(base, progress=not args.quiet)
     top1 = baseline.shrinkviz_manifest["metrics"]["test_top1"]

@@ -277,3 +277,53 @@ def test_two_concurrent_sweeps_compute_each_run_once(tmp_path):
     store = Store(tmp_path / "store")
     assert set(store.run_ids()) == grid and store.problems == []
     assert not list(store.runs_dir.glob("*.lease")) and not list(store.runs_dir.glob(".*.tmp"))
+
+
+def test_demo_checks_the_store_before_training_its_baseline(tmp_path, capsys, monkeypatch):
+    from shrinkviz import cli
+
+    trained = []
+    monkeypatch.setattr(runner, "load_baseline", lambda *a, **k: trained.append(a))
+    (tmp_path / "store").write_text("a file")
+    assert cli.main(["demo", "--profile", "smoke", "--store", str(tmp_path / "store"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shrinkviz: error: preflight found") and "is a file, not a directory" in err
+    assert trained == []
+
+
+def test_leases_are_renewed_while_computing_and_released_after(tmp_path):
+    from shrinkviz.experiments.leases import Renewer
+
+    holder, other = Leases(tmp_path, ttl=2.0), Leases(tmp_path, ttl=2.0)
+    with Renewer(holder):
+        assert holder.claim("run")
+        first = holder.read("run")["expires"]
+        time.sleep(3.0)  # longer than the ttl: only renewal keeps the lease
+        assert not other.claim("run") and holder.read("run")["expires"] > first
+    assert other.claim("run")  # released when the renewer stops
+
+
+def test_a_dataset_that_does_not_verify_is_refused_before_any_run(no_runs, tmp_path):
+    import shutil
+
+    import torch
+
+    from shrinkviz.core.io import cache_root
+    from shrinkviz.data import datasets, sources
+    from shrinkviz.data.formats import write_idx
+
+    folder = sources.dataset_dir("mnist", cache_root())
+    try:
+        for split, n in (("train", 20), ("t10k", 10)):
+            write_idx(folder / f"{split}-images-idx3-ubyte.gz", torch.zeros(n, 28, 28, dtype=torch.uint8))
+            write_idx(folder / f"{split}-labels-idx1-ubyte.gz", torch.zeros(n, dtype=torch.uint8))
+        datasets._load_cached.cache_clear()
+        exp = BASE.replace(dataset="mnist", model="mnistnet")
+        with pytest.raises(PreflightError) as err:
+            sweep(exp, store=tmp_path, progress=False)
+        assert len(err.value.problems) == 1 and "dataset 'mnist' does not load: " in err.value.problems[0]
+        assert "train-images-idx3-ubyte.gz: not the official mnist file" in err.value.problems[0]
+        assert no_runs == []
+    finally:
+        shutil.rmtree(folder)
+        datasets._load_cached.cache_clear()

@@ -76,6 +76,24 @@ def _free(path: Path) -> int:
     return shutil.disk_usage(_existing_parent(path)).free
 
 
+def _probe(runs_dir: Path) -> None:
+    """Create ``runs_dir``, write, fsync and remove a probe file in it, then remove the folders created
+    (the first record creates them again), so a sweep that stops here leaves no trace."""
+    created = [p for p in (runs_dir, *runs_dir.parents) if not p.exists()]
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    probe = runs_dir / f"{PROBE_NAME}.{socket.gethostname()}.{os.getpid()}"
+    with open(probe, "wb") as fh:
+        fh.write(b"probe")
+        fh.flush()
+        os.fsync(fh.fileno())
+    probe.unlink()
+    for p in created:
+        try:
+            p.rmdir()
+        except OSError:  # another process is using it now: leave it
+            break
+
+
 def check_store(store: Any, n_runs: int) -> list[str]:
     """Problems of a store about to receive ``n_runs`` records (it is created when absent)."""
     path = Path(store.path)
@@ -84,22 +102,18 @@ def check_store(store: Any, n_runs: int) -> list[str]:
         if p.exists() and not p.is_dir():
             return [f"store path {p} is a file, not a directory. Fix: {fix}, or move the file away"]
     runs_dir = Path(store.runs_dir)
-    created = [p for p in (runs_dir, *runs_dir.parents) if not p.exists()]
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        probe = runs_dir / f"{PROBE_NAME}.{socket.gethostname()}.{os.getpid()}"
-        with open(probe, "wb") as fh:
-            fh.write(b"probe")
-            fh.flush()
-            os.fsync(fh.fileno())
-        probe.unlink()
-        for p in created:  # leave no trace: the first record creates them again
-            p.rmdir()
-    except OSError as exc:
-        why = os.strerror(exc.errno) if exc.errno else _first_line(exc)
-        if exc.errno == errno.ENOSPC:
-            return [f"store {path} is on a full disk ({why}). Fix: free space there or {fix}"]
-        return [f"store {path} is not writable ({why}). Fix: {fix}"]
+    for attempt in range(5):  # another sweep may remove the folders it created for its own probe
+        try:
+            _probe(runs_dir)
+            break
+        except FileNotFoundError:
+            if attempt == 4:
+                return [f"store {path} keeps disappearing while it is probed. Fix: {fix}"]
+        except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else _first_line(exc)
+            if exc.errno == errno.ENOSPC:
+                return [f"store {path} is on a full disk ({why}). Fix: free space there or {fix}"]
+            return [f"store {path} is not writable ({why}). Fix: {fix}"]
     free, need = _free(path), n_runs * RECORD_BYTES
     if free < need:
         return [
@@ -109,16 +123,21 @@ def check_store(store: Any, n_runs: int) -> list[str]:
     return []
 
 
-@lru_cache(maxsize=32)
+_DATA_INFO: dict[str, tuple[tuple[int, ...], int]] = {}
+
+
 def _data_info(name: str) -> tuple[tuple[int, ...], int] | str:
-    """(input shape, classes) of a dataset, or the one-line reason it does not load."""
+    """(input shape, classes) of a dataset, or the one-line reason it does not load (successes are
+    cached; a failure is tried again next time, after the user has fixed it)."""
     from shrinkviz.data import load_dataset
 
-    try:
-        data = load_dataset(name)
-    except (OSError, ValueError) as exc:
-        return _first_line(exc)
-    return tuple(data.input_shape), int(data.num_classes)
+    if name not in _DATA_INFO:
+        try:
+            data = load_dataset(name)
+        except (OSError, ValueError) as exc:
+            return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        _DATA_INFO[name] = (tuple(data.input_shape), int(data.num_classes))
+    return _DATA_INFO[name]
 
 
 @lru_cache(maxsize=256)

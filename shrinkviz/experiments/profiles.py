@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shrinkviz.core.registry import did_you_mean
+
 PROFILE_ENV = "SHRINKVIZ_PROFILE"
 PROFILES = ("smoke", "full")
 DEFAULT_PROFILE = "full"
@@ -33,7 +35,8 @@ class Profile:
     def __post_init__(self) -> None:
         if self.name not in PROFILES:
             raise ValueError(
-                f"profile {self.name!r} is unknown; {PROFILE_ENV} must be one of: {', '.join(PROFILES)}"
+                f"profile {self.name!r} is unknown;{did_you_mean(self.name, PROFILES)} {PROFILE_ENV} must be "
+                f"one of: {', '.join(PROFILES)}"
             )
 
     @property
