@@ -35,7 +35,7 @@ def test_console_script_is_installed():
         text=True,
         timeout=120,
     )
-    assert bad.returncode == 2 and "unknown --profile value 'huge'; valid: smoke, full" in bad.stderr
+    assert bad.returncode == 2 and "unknown --profile value 'huge'; valid: full, smoke" in bad.stderr
 
 
 def test_demo_profiles_describe_the_readme_runs():

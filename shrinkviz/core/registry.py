@@ -48,13 +48,13 @@ def did_you_mean(name: object, valid: Iterable[str], n: int = 3) -> str:
 
 def unknown_name(kind: str, name: object, valid: Iterable[str], field: str | None = None) -> UnknownNameError:
     """The one error for an unknown name: ``unknown <kind> 'x'; did you mean 'y'? valid: a, b, c`` (valid
-    names in the order given); with ``field``, ``<field>='x': unknown <kind>; ...`` names the argument.
+    names sorted); with ``field``, ``<field>='x': unknown <kind>; ...`` names the argument.
 
     Example:
         >>> print(unknown_name("runtime", "onnxruntme", ["eager", "onnxruntime"], field="runtime"))
         runtime='onnxruntme': unknown runtime; did you mean 'onnxruntime'? valid: eager, onnxruntime
     """
-    valid = list(valid)
+    valid = sorted(valid)
     hint = did_you_mean(name, valid)
     head = f"{field}={name!r}: unknown {kind}" if field else f"unknown {kind} {name!r}"
     return UnknownNameError(f"{head};{hint} valid: {', '.join(valid)}")

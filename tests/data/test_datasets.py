@@ -54,7 +54,7 @@ def _write_cifar(folder, name):
 
 def test_unknown_dataset_lists_the_valid_ones():
     with pytest.raises(
-        ValueError, match="valid: cifar10, cifar100, digits, fashion_mnist, mnist, imagefolder"
+        ValueError, match="valid: cifar10, cifar100, digits, fashion_mnist, imagefolder, mnist"
     ):
         load_dataset("imagenet21k")
 
