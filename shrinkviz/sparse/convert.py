@@ -241,6 +241,8 @@ def convert(
             f"{faster} faster: dense {decision.dense_s * 1e3:.3f} ms vs sparse {decision.sparse_s * 1e3:.3f} ms"
             f"{' (cached)' if decision.cached else ''}"
         )
+        if decision.choice == "sparse" and not sparse.exact:
+            reason += "; INT8 within one step, not bit-exact: partial sums may exceed 2**24"
         report.notes.append(
             LayerNote(
                 name, label, density, decision.choice, reason, decision.dense_s * 1e3, decision.sparse_s * 1e3

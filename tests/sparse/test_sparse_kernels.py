@@ -98,6 +98,17 @@ def test_conv_residual_added_before_relu():
         SparseConv2d.from_dense(conv)(x, residual=res[:, :3])
 
 
+def test_exactness_bound_detects_large_weight_sums(x86_engine):
+    mod = _qconv(nnq.Conv2d, (512, 8, 3, 1, 1, 1, 1, 4, 4), 1.0)
+    w = torch.full((8, 512, 3, 3), 1.0)  # 4608 weights of int value 127 per channel: 255 * 585216 > 2**24
+    qw = torch.quantize_per_channel(
+        w, torch.full((8,), 1 / 127).double(), torch.zeros(8, dtype=torch.long), 0, torch.qint8
+    )
+    mod.set_weight_bias(qw, None)
+    assert not SparseConv2d.from_quantized(mod).exact
+    assert SparseConv2d.from_dense(nn.Conv2d(2, 2, 1)).exact
+
+
 def test_conv_rejects_reflect_padding():
     with pytest.raises(ValueError, match="zero padding"):
         SparseConv2d.from_dense(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"))
@@ -131,7 +142,9 @@ def test_conv_int8_bit_exact(x86_engine, cfg, cls, relu):
     cin, h, w = cfg[0], cfg[7], cfg[8]
     x = torch.quantize_per_tensor(torch.randn(2, cin, h, w), 0.04, 120, torch.quint8)
     want = mod(x)
-    got = SparseConv2d.from_quantized(mod, relu=relu)(x)
+    fast = SparseConv2d.from_quantized(mod, relu=relu)
+    assert fast.exact  # the weights alone guarantee exact integer accumulation
+    got = fast(x)
     assert (got.q_scale(), got.q_zero_point()) == (want.q_scale(), want.q_zero_point())
     assert torch.equal(got.int_repr(), want.int_repr().contiguous())
 
