@@ -193,6 +193,21 @@ def test_unconvertible_layer_is_kept_dense_with_a_note():
     )
 
 
+def test_other_layer_kinds_are_noted():
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ConvTranspose2d(4, 2, 3, padding=1))
+    _mask(net[0].weight, 0.1)
+    _mask(net[1].weight, 0.1)
+    _, report = sp.convert(net, torch.randn(1, 2, 5, 5), timer=lambda d, s: (1.0, 0.0), cache=False)
+    notes = {n.name: (n.kind, n.choice, n.reason) for n in report.notes}
+    assert list(notes) == ["0", "1"] and notes["0"][1] == "sparse"
+    assert notes["1"] == (
+        "ConvTranspose2d",
+        "dense",
+        "not convertible: the sparse kernels cover Conv2d and Linear only",
+    )
+    assert report.summary() == "sparse: 1/2 layers sparse (FP32)"
+
+
 @pytest.fixture
 def no_kernels(monkeypatch, tmp_path):
     """The runtime as on a machine where the kernels cannot be built (fresh cache, bad compiler)."""
