@@ -44,8 +44,8 @@ from shrinkviz.prune.structured import ChannelGroup, channel_groups, plan_channe
 __all__ = [
     "ChannelGroup", "GradualPruning", "MaskCallback", "ScoreContext", "Strategy", "apply_masks",
     "available_strategies", "channel_groups", "classifier_layers", "get_masks", "get_strategy", "has_masks",
-    "iterative_prune", "mask_callbacks", "mask_table", "masked_sparsity", "masks_from_state_dict", "nm_compression",
-    "plan_channels", "prunable_parameters", "prune", "prune_channels", "register_strategy", "remove_masks",
+    "iterative_prune", "mask_callbacks", "mask_table", "masked_sparsity", "masks_from_state_dict",
+    "nm_compression", "plan_channels", "prunable_parameters", "prune", "prune_channels", "register_strategy", "remove_masks",
     "set_masks",
 ]
 

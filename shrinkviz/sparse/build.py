@@ -33,7 +33,7 @@ from shrinkviz.metrics.latency import LatencyError, cpu_model
 SOURCE = Path(__file__).with_name("kernels") / "sparse.c"
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno")
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
-ABI_VERSION = 2
+ABI_VERSION = 3
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
 
@@ -133,6 +133,7 @@ def build(cc: str | None = None, out_dir: Path | None = None) -> Path:
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i = ctypes.c_void_p, ctypes.c_int
     lib.sv_abi_version.restype = i
+    lib.sv_tile_floats.restype = i
     lib.sv_phase_f32.argtypes = [p, i, i, i, i, i, i, i, i, i, p]
     lib.sv_phase_u8.argtypes = [p, i, i, i, i, i, i, i, i, i, i, p]
     lib.sv_spconv.argtypes = [p, i, i, p, p, p, i, p, i]

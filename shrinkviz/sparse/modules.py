@@ -25,7 +25,6 @@ from torch import nn
 from shrinkviz.sparse import build
 
 _VL = 8  # floats per vector in the kernels
-_TILE = 128  # floats of output one kernel tile keeps in registers (SV_MAXV * VL)
 _L1_BYTES = 16 * 1024  # input slice per tile and channel block: half a typical 32 KiB L1D
 
 
@@ -176,7 +175,7 @@ class _SparseBase(nn.Module):
         lr = _ceil8(length) if length > 1 else 1
         nblk = 1
         if length > 1:  # input-channel blocks whose slice read by one tile fits in L1
-            tile = min(lr, _TILE)
+            tile = min(lr, self._lib.sv_tile_floats())  # output floats one tile keeps in registers
             per_channel = sh * sw * (-(-tile // wq) + rows) * wq * 4
             nblk = max(1, min(c, -(-c * per_channel // _L1_BYTES)))
         block = -(-c // nblk)

@@ -16,10 +16,15 @@
 typedef float vf __attribute__((vector_size(32), aligned(4)));
 #define VL 8
 #ifndef SV_MAXV
-#define SV_MAXV 16
+#ifdef __AVX512F__
+#define SV_MAXV 16 /* vectors of output per tile: 32 vector registers */
+#else
+#define SV_MAXV 12 /* 16 vector registers: 12 accumulators and the operands */
+#endif
 #endif
 
-int sv_abi_version(void) { return 2; }
+int sv_abi_version(void) { return 3; }
+int sv_tile_floats(void) { return SV_MAXV * VL; }
 
 /* Columns k of a phase row that map inside the source row: k in [*k0, *k1). */
 static void inside(int pw, int sw, int pl, int W, int Wq, int *k0, int *k1) {
@@ -131,7 +136,10 @@ void sv_spconv(const float *x, int OC, int nblk, const int32_t *rowptr, const in
 #define CASE(N) case N: tile(xb, OC, nblk, rowptr, off, val, ab, Lr, N); break;
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #if SV_MAXV > 8
-        CASE(9) CASE(10) CASE(11) CASE(12) CASE(13) CASE(14) CASE(15) CASE(16)
+        CASE(9) CASE(10) CASE(11) CASE(12)
+#endif
+#if SV_MAXV > 12
+        CASE(13) CASE(14) CASE(15) CASE(16)
 #endif
 #undef CASE
         default: break;
