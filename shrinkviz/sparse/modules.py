@@ -38,6 +38,7 @@ class _Plan:
     off: torch.Tensor
     val: torch.Tensor
     nblk: int
+    group: int  # 4: rows are 4x1 blocks of output channels (sv_spconv4), else 1
     geometry: tuple[int, ...]  # C, H, W, pad_t, pad_l, sh, sw, Hq, Wq
     out_hw: tuple[int, int]
     length: int
@@ -58,6 +59,7 @@ class _SparseBase(nn.Module):
         self.relu = bool(relu)
         self.quant: dict[str, Any] | None = None
         self._plans: dict[tuple[int, ...], _Plan] = {}
+        self.block4 = _is_block4(weight, groups=1)
         build.load()  # fail at construction, not at the first call, where the kernels are unavailable
 
     @property
@@ -126,9 +128,10 @@ class _SparseBase(nn.Module):
                 plan.acc.data_ptr(),
             )
         else:
-            lib.sv_spconv(
+            kernel = lib.sv_spconv4 if plan.group == 4 else lib.sv_spconv
+            kernel(
                 plan.xbuf.data_ptr(),
-                oc,
+                oc // plan.group,
                 plan.nblk,
                 plan.rowptr.data_ptr(),
                 plan.off.data_ptr(),
@@ -188,7 +191,11 @@ class _SparseBase(nn.Module):
         span = max(c * sh * sw * hq * wq, int(off.max()) + lr if off.numel() else 0)
         xbuf = torch.zeros(span + _VL)  # zeroed once: the phase copy never writes the padding cells
         acc = torch.zeros(oc * lr)
-        return _Plan(rowptr, off, val, nblk, geometry, out_hw, length, xbuf, acc)
+        group = 1
+        if length > 1 and self.block4:
+            rowptr, off, val = _blocks4(segment, off, val, self.nnz_index[order, 0], nblk, oc)
+            group = 4
+        return _Plan(rowptr, off, val, nblk, group, geometry, out_hw, length, xbuf, acc)
 
     def _source(self, x: torch.Tensor) -> tuple[torch.Tensor, int | None, float]:
         if self.quant is None:
@@ -224,6 +231,7 @@ class SparseConv2d(_SparseBase):
         relu: bool = False,
     ) -> None:
         super().__init__(weight, bias, relu)
+        self.block4 = _is_block4(weight.detach(), groups)
         self.stride, self.padding, self.dilation, self.groups = (
             tuple(stride),
             tuple(padding),
@@ -340,6 +348,38 @@ class SparseLinear(_SparseBase):
 
     def extra_repr(self) -> str:
         return f"{self.weight_shape}, relu={self.relu}, density={self.density:.3f}, {'int8' if self.quant else 'fp32'}"
+
+
+BLOCK_FILL = 0.9
+"""Use the 4x1-block kernel when the nonzeros fill at least this fraction of the 4x1 blocks they touch
+(exact 4x1 patterns fill 1.0; a few kept weights that quantize to 0 lower it slightly)."""
+
+
+def _is_block4(weight: torch.Tensor, groups: int) -> bool:
+    """Whether ``weight``'s nonzeros come in 4x1 blocks along output channels (within one group)."""
+    out = weight.shape[0]
+    if out % 4 or (out // groups) % 4 or weight.count_nonzero() == 0:
+        return False
+    live = (weight != 0).reshape(out // 4, 4, -1)
+    touched = int(live.any(1).sum())
+    return int(live.sum()) >= BLOCK_FILL * 4 * touched
+
+
+def _blocks4(
+    segment: torch.Tensor, off: torch.Tensor, val: torch.Tensor, oc: torch.Tensor, nblk: int, out: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CSR over (channel block, group of 4 output channels): one offset and 4 values per entry."""
+    blk = segment // out
+    row = blk * (out // 4) + oc // 4
+    key = row.to(torch.int64) * (int(off.max()) + 1 if off.numel() else 1) + off.to(torch.int64)
+    unique, inverse = torch.unique(key, sorted=True, return_inverse=True)
+    values = torch.zeros(unique.numel(), 4)
+    values[inverse, oc % 4] = val
+    span = int(off.max()) + 1 if off.numel() else 1
+    rows = (unique // span).to(torch.int64)
+    rowptr = torch.zeros(nblk * (out // 4) + 1, dtype=torch.int32)
+    rowptr[1:] = torch.bincount(rows, minlength=nblk * (out // 4)).cumsum(0)
+    return rowptr, (unique % span).to(torch.int32).contiguous(), values.reshape(-1).contiguous()
 
 
 def _int_weight(wq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
