@@ -34,7 +34,7 @@ from shrinkviz.deploy.errors import LatencyError
 SOURCE = Path(__file__).with_name("kernels") / "sparse.c"
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno")
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
-ABI_VERSION = 2
+ABI_VERSION = 4
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
 
@@ -134,13 +134,23 @@ def build(cc: str | None = None, out_dir: Path | None = None) -> Path:
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i = ctypes.c_void_p, ctypes.c_int
     lib.sv_abi_version.restype = i
+    lib.sv_tile_floats.restype = i
     lib.sv_phase_f32.argtypes = [p, i, i, i, i, i, i, i, i, i, p]
     lib.sv_phase_u8.argtypes = [p, i, i, i, i, i, i, i, i, i, i, p]
     lib.sv_spconv.argtypes = [p, i, i, p, p, p, i, p, i]
     lib.sv_spmv.argtypes = [p, i, p, p, p, p]
+    lib.sv_spconv4.argtypes = [p, i, i, p, p, p, i, p, i]
     lib.sv_finish_f32.argtypes = [p, i, i, i, i, i, p, p, p, i, p]
     lib.sv_finish_u8.argtypes = [p, i, i, i, i, i, p, p, i, i, p]
-    for fn in ("sv_phase_f32", "sv_phase_u8", "sv_spconv", "sv_spmv", "sv_finish_f32", "sv_finish_u8"):
+    for fn in (
+        "sv_phase_f32",
+        "sv_phase_u8",
+        "sv_spconv",
+        "sv_spconv4",
+        "sv_spmv",
+        "sv_finish_f32",
+        "sv_finish_u8",
+    ):
         getattr(lib, fn).restype = None
     if lib.sv_abi_version() != ABI_VERSION:
         raise SparseUnavailableError(

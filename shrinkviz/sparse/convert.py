@@ -207,6 +207,20 @@ def convert(
     }  # fused units once
     inputs = _inputs(work, list(candidates), x)
     report = SparseReport(dtype)
+    position = {name: i for i, (name, _) in enumerate(work.named_modules())}
+    for name, module in work.named_modules():  # weighted layers of kinds the kernels do not cover
+        weight = getattr(module, "weight", None)
+        if name not in candidates and not _inside(name, candidates) and _other_layer(module, weight):
+            density = float(weight.count_nonzero()) / max(1, weight.numel())
+            report.notes.append(
+                LayerNote(
+                    name,
+                    type(module).__name__,
+                    density,
+                    "dense",
+                    "not convertible: the sparse kernels cover Conv2d and Linear only",
+                )
+            )
     any_zero = False
     for name, (kind, _, relu) in candidates.items():
         module = work.get_submodule(name)
@@ -241,6 +255,8 @@ def convert(
             f"{faster} faster: dense {decision.dense_s * 1e3:.3f} ms vs sparse {decision.sparse_s * 1e3:.3f} ms"
             f"{' (cached)' if decision.cached else ''}"
         )
+        if decision.choice == "sparse" and not sparse.exact:
+            reason += "; INT8 within one step, not bit-exact: partial sums may exceed 2**24"
         report.notes.append(
             LayerNote(
                 name, label, density, decision.choice, reason, decision.dense_s * 1e3, decision.sparse_s * 1e3
@@ -253,10 +269,22 @@ def convert(
             f"{type(model).__name__} has no sparse layer: none of its {len(report.notes)} "
             "conv / linear layers has zero weights; prune it first (shrinkviz.techniques.prune)"
         )
+    report.notes.sort(key=lambda note: position[note.name])  # module order
     if dtype == "fp32":
         fuse_residuals(unwrap(work))
     work.sparse_report = report
     return work, report
+
+
+def _inside(name: str, names: dict) -> bool:
+    return any(name.startswith(n + ".") for n in names)
+
+
+def _other_layer(module: nn.Module, weight: object) -> bool:
+    """A conv / linear-like layer (any ``_ConvNd``, ``Bilinear``) that is not a Conv2d / Linear candidate."""
+    from torch.nn.modules.conv import _ConvNd
+
+    return isinstance(module, _ConvNd | nn.Bilinear) and isinstance(weight, torch.Tensor)
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:

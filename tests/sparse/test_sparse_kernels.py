@@ -87,6 +87,47 @@ def test_linear_keeps_leading_dims():
     torch.testing.assert_close(SparseLinear.from_dense(lin)(x), lin(x).detach(), rtol=RTOL, atol=ATOL)
 
 
+def _blocks_4x1(weight: torch.Tensor, density: float) -> None:
+    """Zero ``weight`` in 4x1 blocks along output channels (what ``block_4x1`` pruning leaves)."""
+    gen = torch.Generator().manual_seed(0)
+    keep = torch.rand((weight.shape[0] // 4, 1, *weight.shape[1:]), generator=gen) < density
+    with torch.no_grad():
+        weight.mul_(keep.expand(-1, 4, *weight.shape[1:]).reshape(weight.shape))
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [c for c in CONVS if c[1] % 4 == 0 and (c[1] // c[6]) % 4 == 0],
+    ids=lambda c: "x".join(map(str, c)),
+)
+def test_conv_block4_kernel_matches_dense(cfg):
+    cin, cout, k, s, p, d, g, h, w = cfg
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, k, s, p, d, g)
+    _blocks_4x1(conv.weight, 0.3)
+    fast = SparseConv2d.from_dense(conv, relu=True)
+    x = torch.randn(2, cin, h, w)
+    got = fast(x)
+    assert fast.block4 and next(iter(fast._plans.values())).group == 4
+    torch.testing.assert_close(got, conv(x).relu().detach(), rtol=RTOL, atol=ATOL)
+
+
+def test_block4_only_for_block_patterns():
+    conv = nn.Conv2d(8, 8, 3)
+    _sparse_(conv.weight, 0.3)
+    assert not SparseConv2d.from_dense(conv).block4  # unstructured
+    grouped = nn.Conv2d(8, 8, 3, groups=4)  # 2 output channels per group: blocks would span groups
+    _blocks_4x1(grouped.weight, 0.5)
+    assert not SparseConv2d.from_dense(grouped, relu=False).block4
+    lin = nn.Linear(16, 8)
+    _blocks_4x1(lin.weight, 0.4)
+    fast = SparseLinear.from_dense(lin)
+    x = torch.randn(3, 16)
+    assert fast.block4
+    torch.testing.assert_close(fast(x), lin(x).detach(), rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(fast(x[:1]), lin(x[:1]).detach(), rtol=RTOL, atol=ATOL)
+
+
 def test_conv_residual_added_before_relu():
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, 2, 1)
@@ -96,6 +137,17 @@ def test_conv_residual_added_before_relu():
     torch.testing.assert_close(got, (conv(x) + res).relu().detach(), rtol=RTOL, atol=ATOL)
     with pytest.raises(ValueError, match="residual of shape"):
         SparseConv2d.from_dense(conv)(x, residual=res[:, :3])
+
+
+def test_exactness_bound_detects_large_weight_sums(x86_engine):
+    mod = _qconv(nnq.Conv2d, (512, 8, 3, 1, 1, 1, 1, 4, 4), 1.0)
+    w = torch.full((8, 512, 3, 3), 1.0)  # 4608 weights of int value 127 per channel: 255 * 585216 > 2**24
+    qw = torch.quantize_per_channel(
+        w, torch.full((8,), 1 / 127).double(), torch.zeros(8, dtype=torch.long), 0, torch.qint8
+    )
+    mod.set_weight_bias(qw, None)
+    assert not SparseConv2d.from_quantized(mod).exact
+    assert SparseConv2d.from_dense(nn.Conv2d(2, 2, 1)).exact
 
 
 def test_conv_rejects_reflect_padding():
@@ -131,9 +183,26 @@ def test_conv_int8_bit_exact(x86_engine, cfg, cls, relu):
     cin, h, w = cfg[0], cfg[7], cfg[8]
     x = torch.quantize_per_tensor(torch.randn(2, cin, h, w), 0.04, 120, torch.quint8)
     want = mod(x)
-    got = SparseConv2d.from_quantized(mod, relu=relu)(x)
+    fast = SparseConv2d.from_quantized(mod, relu=relu)
+    assert fast.exact  # the weights alone guarantee exact integer accumulation
+    got = fast(x)
     assert (got.q_scale(), got.q_zero_point()) == (want.q_scale(), want.q_zero_point())
     assert torch.equal(got.int_repr(), want.int_repr().contiguous())
+
+
+def test_conv_int8_block4_bit_exact(x86_engine):
+    mod = _qconv(nnq.Conv2d, (16, 32, 3, 2, 1, 1, 1, 9, 9), 1.0)
+    w = mod.weight().dequantize()
+    _blocks_4x1(w, 0.3)
+    scales = mod.weight().q_per_channel_scales()
+    mod.set_weight_bias(
+        torch.quantize_per_channel(w, scales, torch.zeros(32, dtype=torch.long), 0, torch.qint8), mod.bias()
+    )
+    x = torch.quantize_per_tensor(torch.randn(2, 16, 9, 9), 0.04, 120, torch.quint8)
+    fast = SparseConv2d.from_quantized(mod)
+    got = fast(x)
+    assert fast.block4 and next(iter(fast._plans.values())).group == 4
+    assert torch.equal(got.int_repr(), mod(x).int_repr().contiguous())
 
 
 @pytest.mark.parametrize("cls,relu,batch", [(nnq.Linear, False, 1), (nniq.LinearReLU, True, 3)])

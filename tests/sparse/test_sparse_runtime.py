@@ -37,23 +37,26 @@ def never(dense, sparse):
 
 
 @pytest.mark.parametrize(
-    "arch,shape,batch",
+    "arch,shape,batch,strategy",
     [
-        ("resnet20", (3, 32, 32), 1),
-        ("resnet18", (3, 16, 16), 2),
-        ("vgg16_bn", (3, 32, 32), 1),
-        ("mnistnet", (1, 28, 28), 3),
-        ("lenet5", (1, 28, 28), 1),
+        ("resnet20", (3, 32, 32), 1, "global_weight"),
+        ("resnet18", (3, 16, 16), 2, "global_weight"),
+        ("vgg16_bn", (3, 32, 32), 1, "global_weight"),
+        ("mnistnet", (1, 28, 28), 3, "global_weight"),
+        ("lenet5", (1, 28, 28), 1, "global_weight"),
+        ("resnet20", (3, 16, 16), 2, "block_4x1"),
     ],
 )
-def test_converted_model_matches_masked_model(arch, shape, batch):
+def test_converted_model_matches_masked_model(arch, shape, batch, strategy):
     model = prune(
-        create_model(arch, input_shape=shape, seed=0), strategy="global_weight", compression=8
+        create_model(arch, input_shape=shape, seed=0), strategy=strategy, compression=8
     ).model.eval()
     x = torch.randn(batch, *shape)
     fast, report = sp.convert(model, x, timer=lambda d, s: (1.0, 0.0), cache=False)
     sparse_mods = [m for m in fast.modules() if isinstance(m, SparseConv2d | SparseLinear)]
     assert len(sparse_mods) == len(report.sparse_layers) > 0
+    if strategy == "block_4x1":  # every layer with a multiple of 4 output channels runs the block kernel
+        assert all(m.block4 for m in sparse_mods if m.weight_shape[0] % 4 == 0)
     assert report.summary() == f"sparse: {len(report.sparse_layers)}/{len(report.notes)} layers sparse (FP32)"
     if arch.startswith("resnet"):  # every block's add + ReLU moved into its last conv's epilogue
         blocks = sum(type(m).__name__ == "Residual" for m in model.modules())
@@ -197,6 +200,21 @@ def test_unconvertible_layer_is_kept_dense_with_a_note():
     torch.testing.assert_close(
         fast(torch.ones(1, 4, 6, 6)), net(torch.ones(1, 4, 6, 6)).detach(), rtol=RTOL, atol=ATOL
     )
+
+
+def test_other_layer_kinds_are_noted():
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ConvTranspose2d(4, 2, 3, padding=1))
+    _mask(net[0].weight, 0.1)
+    _mask(net[1].weight, 0.1)
+    _, report = sp.convert(net, torch.randn(1, 2, 5, 5), timer=lambda d, s: (1.0, 0.0), cache=False)
+    notes = {n.name: (n.kind, n.choice, n.reason) for n in report.notes}
+    assert list(notes) == ["0", "1"] and notes["0"][1] == "sparse"
+    assert notes["1"] == (
+        "ConvTranspose2d",
+        "dense",
+        "not convertible: the sparse kernels cover Conv2d and Linear only",
+    )
+    assert report.summary() == "sparse: 1/2 layers sparse (FP32)"
 
 
 @pytest.fixture

@@ -16,10 +16,15 @@
 typedef float vf __attribute__((vector_size(32), aligned(4)));
 #define VL 8
 #ifndef SV_MAXV
-#define SV_MAXV 16
+#ifdef __AVX512F__
+#define SV_MAXV 16 /* vectors of output per tile: 32 vector registers */
+#else
+#define SV_MAXV 12 /* 16 vector registers: 12 accumulators and the operands */
+#endif
 #endif
 
-int sv_abi_version(void) { return 2; }
+int sv_abi_version(void) { return 4; }
+int sv_tile_floats(void) { return SV_MAXV * VL; }
 
 /* Columns k of a phase row that map inside the source row: k in [*k0, *k1). */
 static void inside(int pw, int sw, int pl, int W, int Wq, int *k0, int *k1) {
@@ -131,9 +136,70 @@ void sv_spconv(const float *x, int OC, int nblk, const int32_t *rowptr, const in
 #define CASE(N) case N: tile(xb, OC, nblk, rowptr, off, val, ab, Lr, N); break;
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #if SV_MAXV > 8
-        CASE(9) CASE(10) CASE(11) CASE(12) CASE(13) CASE(14) CASE(15) CASE(16)
+        CASE(9) CASE(10) CASE(11) CASE(12)
+#endif
+#if SV_MAXV > 12
+        CASE(13) CASE(14) CASE(15) CASE(16)
 #endif
 #undef CASE
+        default: break;
+        }
+    }
+}
+
+#ifdef __AVX512F__
+#define SV_MAXV4 6
+#else
+#define SV_MAXV4 2
+#endif
+static inline __attribute__((always_inline)) void tile4(const float *xb, int G, int nblk, const int32_t *rowptr,
+                                                        const int32_t *off, const float *val, float *acc,
+                                                        long Lr, int nv) {
+    for (int blk = 0; blk < nblk; ++blk) {
+        const int32_t *rp = rowptr + (long)blk * G;
+        for (int g = 0; g < G; ++g) {
+            int k = rp[g], e = rp[g + 1];
+            float *o = acc + (4L * g) * Lr;
+            if (k == e && blk > 0) continue;
+            vf a[4][SV_MAXV4];
+            for (int r = 0; r < 4; ++r)
+                for (int n = 0; n < nv; ++n) a[r][n] = blk == 0 ? (vf){0} : *(vf *)(o + r * Lr + VL * n);
+            for (; k < e; ++k) {
+                const float *p = xb + off[k];
+                const float *v = val + 4L * k;
+                for (int n = 0; n < nv; ++n) {
+                    vf x = *(const vf *)(p + VL * n);
+                    a[0][n] += v[0] * x;
+                    a[1][n] += v[1] * x;
+                    a[2][n] += v[2] * x;
+                    a[3][n] += v[3] * x;
+                }
+            }
+            for (int r = 0; r < 4; ++r)
+                for (int n = 0; n < nv; ++n) *(vf *)(o + r * Lr + VL * n) = a[r][n];
+        }
+    }
+}
+
+/* As sv_spconv for weights in 4x1 blocks (4 consecutive output channels with the same nonzero positions):
+ * rowptr runs over (block, group of 4 channels), each entry is one input offset with 4 values, so one
+ * load of the input feeds 4 FMAs. acc rows are the output channels as before (OC = 4 * G). */
+void sv_spconv4(const float *x, int G, int nblk, const int32_t *rowptr, const int32_t *off, const float *val,
+                int L, float *acc, int Lr) {
+    for (int j0 = 0; j0 < L; j0 += SV_MAXV4 * VL) {
+        int rem = L - j0, nv = (rem + VL - 1) / VL;
+        if (nv > SV_MAXV4) nv = SV_MAXV4;
+        switch (nv) {
+        case 1: tile4(x + j0, G, nblk, rowptr, off, val, acc + j0, Lr, 1); break;
+#if SV_MAXV4 > 1
+        case 2: tile4(x + j0, G, nblk, rowptr, off, val, acc + j0, Lr, 2); break;
+#endif
+#if SV_MAXV4 > 2
+        case 3: tile4(x + j0, G, nblk, rowptr, off, val, acc + j0, Lr, 3); break;
+        case 4: tile4(x + j0, G, nblk, rowptr, off, val, acc + j0, Lr, 4); break;
+        case 5: tile4(x + j0, G, nblk, rowptr, off, val, acc + j0, Lr, 5); break;
+        case 6: tile4(x + j0, G, nblk, rowptr, off, val, acc + j0, Lr, 6); break;
+#endif
         default: break;
         }
     }
