@@ -230,3 +230,28 @@ def test_resolve_takes_a_config_or_a_preset_name():
     assert TrainConfig.resolve(cfg) is cfg and TrainConfig.resolve("shrinkbench") == TrainConfig.shrinkbench()
     with pytest.raises(TypeError, match=r"finetune=3: give a TrainConfig or a preset name \(adam_fast"):
         TrainConfig.resolve(3, "finetune")
+
+
+def test_channels_last_training_is_deterministic_and_close_to_contiguous():
+    from shrinkviz.data import load_dataset
+    from shrinkviz.loop.train import model_layout
+
+    data = load_dataset("digits").subset(train=256, val=64, test=64)
+    cfg = TrainConfig.preset("adam_fast").replace(epochs=2)
+
+    def trained(memory_format):
+        model = create_model("tiny_cnn", dataset=data, seed=0)
+        history = fit(model, data, cfg, seed=3, progress=False, memory_format=memory_format)
+        return model, history
+
+    (a, ha), (b, _), (c, hc) = trained("auto"), trained("auto"), trained("contiguous")
+    assert model_layout(a) == torch.contiguous_format  # handed back contiguous
+    for (key, va), vb, vc in zip(
+        a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=True
+    ):
+        assert torch.equal(va, vb), key  # deterministic per seed
+        if va.is_floating_point():
+            torch.testing.assert_close(va, vc, rtol=1e-3, atol=1e-4, msg=key)  # summation order only
+    assert abs(ha[-1]["val_top1"] - hc[-1]["val_top1"]) <= 1 / 64 + 1e-9
+    with pytest.raises(ValueError, match="memory_format='nhwc'"):
+        fit(create_model("tiny_cnn", dataset=data), data, cfg, memory_format="nhwc")

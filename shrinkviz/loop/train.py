@@ -82,8 +82,12 @@ def evaluate(
     normalize: Normalizer,
     batch_size: int = 512,
     device: str | torch.device | None = None,
+    memory_format: str = "auto",
 ) -> dict[str, float]:
     """Loss, top-1 and top-5 over a whole split, exact: correct predictions summed over the true count.
+
+    The model runs in the layout :func:`training_layout` picks (channels-last on the CPU for float conv
+    nets: MnistNet evaluates 2.3x faster) and is handed back in its own.
 
     Example:
         >>> from shrinkviz.data import load_dataset, Normalizer
@@ -98,18 +102,66 @@ def evaluate(
         True
     """
     device = model_device(model) if device is None else resolve_device(device)
+    layout, kept = training_layout(model, device, memory_format), model_layout(model)
     was_training = model.training
     model.eval()
+    if layout is not kept:
+        model.to(memory_format=layout)
     loss_sum = torch.zeros((), dtype=torch.float64)
     top1 = top5 = 0
-    for x, y in batches(split, batch_size, normalize, device):
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double().cpu()
-        top1 += count_correct(logits, y, 1)
-        top5 += count_correct(logits, y, 5)
-    model.train(was_training)
+    try:
+        for x, y in batches(split, batch_size, normalize, device):
+            logits = model(x.contiguous(memory_format=layout) if x.dim() == 4 else x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double().cpu()
+            top1 += count_correct(logits, y, 1)
+            top5 += count_correct(logits, y, 5)
+    finally:
+        if layout is not kept:
+            model.to(memory_format=kept)
+        model.train(was_training)
     n = len(split)
     return {"loss": float(loss_sum) / n, "top1": top1 / n, "top5": top5 / n, "n": n}
+
+
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+"""Layouts :func:`fit` trains in. ``auto``: channels-last on the CPU for models with Conv2d layers, else
+contiguous. Measured with ``benchmarks/bench_fit.py`` (1 thread, CPU time per epoch, AMD EPYC): MnistNet
+on Fashion-MNIST trains 1.46x faster channels-last (3.25 s vs 4.74 s for 12,800 images), ResNet-20 1.30x;
+``torch.compile`` of the model, foreach and fused SGD gained nothing or lost. Channels-last convolutions
+sum in another order, so weights differ from contiguous training in the last float bits (both are
+deterministic per seed)."""
+
+
+def model_layout(model: nn.Module) -> torch.memory_format:
+    """The memory format of the model's 4-d weights (``channels_last`` when the first one is)."""
+    for param in model.parameters():
+        if param.dim() == 4:
+            is_cl = param.is_contiguous(memory_format=torch.channels_last) and not param.is_contiguous()
+            return torch.channels_last if is_cl else torch.contiguous_format
+    return torch.contiguous_format
+
+
+def training_layout(
+    model: nn.Module, device: torch.device, memory_format: str = "auto"
+) -> torch.memory_format:
+    """The layout :func:`fit` uses (see :data:`MEMORY_FORMATS`).
+
+    Example:
+        >>> from shrinkviz.models import create_model
+        >>> cpu = torch.device("cpu")
+        >>> training_layout(create_model("mnistnet", input_shape=(1, 28, 28)), cpu) == torch.channels_last
+        True
+        >>> training_layout(create_model("tiny_mlp"), cpu) == torch.contiguous_format
+        True
+    """
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format={memory_format!r}; valid: {', '.join(MEMORY_FORMATS)}")
+    if memory_format == "channels_last":
+        return torch.channels_last
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if memory_format == "auto" and device.type == "cpu" and has_conv:
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def count_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> int:
@@ -128,6 +180,7 @@ def fit(
     device: str | torch.device | None = None,
     stage: str = "train",
     progress: bool = True,
+    memory_format: str = "auto",
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place on ``data.train``, validating on ``data.val`` after every epoch.
 
@@ -141,6 +194,8 @@ def fit(
         stage: label written in each history row.
         progress: show progress (a bar on a terminal or in Jupyter, else a few lines; see
             :func:`shrinkviz.core.progress.progress_bar`).
+        memory_format: the layout of weights and batches while training (:data:`MEMORY_FORMATS`); the
+            model is handed back contiguous.
 
     Returns:
         One dict per epoch: stage, epoch, lr, train_loss, task_loss, kd_loss, train_top1, val_loss,
@@ -148,7 +203,8 @@ def fit(
     """
     callbacks = [*mask_callbacks(model, callbacks), *callbacks]
     device = resolve_device(device)
-    model.to(device)
+    layout = training_layout(model, device, memory_format)
+    model.to(device, memory_format=layout)
     normalize = Normalizer(data.mean, data.std)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -169,6 +225,8 @@ def fit(
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), dtype=torch.int64, device=device)
         for x, y in batches(data.train, cfg.batch_size, normalize, device, generator, augment):
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=layout)
             factor = lr_factor(cfg, step, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * factor
@@ -224,4 +282,6 @@ def fit(
         model.load_state_dict(best[1])
     for cb in callbacks:
         cb.fit_end(model)
+    if layout is not torch.contiguous_format:
+        model.to(memory_format=torch.contiguous_format)
     return history
