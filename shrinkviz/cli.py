@@ -123,7 +123,7 @@ def _executor(args: argparse.Namespace, config: dict[str, Any] | None = None) ->
         return DaskExecutor(n_workers=args.workers, dashboard=dashboard, security=security)
     if dashboard or security is not None:
         raise ValueError("--dashboard and --tls-* apply to Dask: add --workers N or --scheduler ADDRESS")
-    return None
+    return "auto"  # in-process or one single-threaded worker per core, by the grid's size (planning.py)
 
 
 def _print_runs(runs: Any) -> None:
@@ -158,7 +158,7 @@ def _run_sweep(experiments: Any, store: Any, executor: Any, progress: bool) -> A
     result = sweep(experiments, executor, store=store, progress=progress)
     print(
         f"{len(result.run_ids)} runs: {result.ran} ran ({result.failed} failed), {result.skipped} already "
-        f"stored, in {result.elapsed_s:.1f} s"
+        f"stored, in {result.elapsed_s:.1f} s" + (f"; {result.plan}" if result.plan else "")
     )
     return result
 
@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "--workers",
                 type=_positive_int,
                 metavar="N",
-                help="run on a local Dask cluster of N >= 1 worker processes",
+                help="run on a local Dask cluster of N >= 1 worker processes (default: in-process or one "
+                "single-threaded worker per core, chosen from the grid's estimated training time)",
             )
             g.add_argument(
                 "--scheduler",

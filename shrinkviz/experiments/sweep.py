@@ -45,6 +45,7 @@ from shrinkviz.core.verbs import make_module_callable
 from shrinkviz.experiments.executors import DaskExecutor, Executor, InProcessExecutor, make_executor
 from shrinkviz.experiments.experiment import Experiment
 from shrinkviz.experiments.leases import Renewer
+from shrinkviz.experiments.planning import plan_execution, train_baselines_first
 from shrinkviz.experiments.preflight import PreflightError, preflight
 from shrinkviz.experiments.runner import _now, execute, failed_row
 from shrinkviz.experiments.schema import FACTOR_COLUMNS, METRIC_COLUMNS
@@ -114,6 +115,7 @@ class SweepResult:
         elsewhere: runs another process (a sweep sharing the store) computed while this call waited.
         ran_ids: ids of the runs this call executed, in the order they finished.
         elapsed_s: wall time of this call.
+        plan: with ``executor="auto"``, where the runs executed and why (``Plan.describe()``).
     """
 
     experiments: list[Experiment]
@@ -124,6 +126,7 @@ class SweepResult:
     elsewhere: int = 0
     elapsed_s: float = 0.0
     ran_ids: list[str] = field(default_factory=list)
+    plan: str = ""
     _ids: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -176,7 +179,7 @@ class SweepResult:
 
 def sweep(
     base: Experiment | Iterable[Experiment],
-    executor: Executor | str | None = None,
+    executor: Executor | str | None = "auto",
     *,
     store: Store | str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -189,7 +192,10 @@ def sweep(
     Args:
         base: an Experiment, or several (each is crossed with the grid; e.g. a baseline, a pruning config
             and a pipeline config swept over seeds together).
-        executor: None / ``"local"`` (in this process), ``"dask"`` (a 2-worker LocalCluster), a
+        executor: ``"auto"`` (the default: :func:`~shrinkviz.experiments.planning.plan_execution` picks
+            in-process or N single-threaded workers from the grid's estimated training time, and the
+            choice is kept in ``SweepResult.plan``), None / ``"local"`` (in this process), ``"dask"`` (a
+            2-worker LocalCluster), a
             ``"tcp://host:8786"`` scheduler address, or an executor object such as
             ``DaskExecutor(n_workers=4)`` (left open for reuse).
         store: a Store or its folder (default ``Store()``, under the cache root).
@@ -230,9 +236,18 @@ def sweep(
     if todo and check:
         preflight(todo, store)  # every problem at once, before anything trains or is stored
     if todo:
-        ex, owned = make_executor(executor)
+        if executor == "auto":
+            plan = plan_execution(todo)
+            result.plan = plan.describe()
+            ex, owned = plan.executor(), True
+        else:
+            ex, owned = make_executor(executor)
         try:
             ex.start()  # connect before anything runs: an unreachable scheduler leaves the store untouched
+            if isinstance(ex, DaskExecutor) and ex.address is None:
+                # workers on this machine share its baseline cache: train each baseline once, here, with
+                # every thread, instead of on one worker's single thread while the others wait for it
+                train_baselines_first(todo, progress=progress)
             bar = progress_bar(len(todo), "sweep", enabled=progress, unit="run")
             stamps = {e.run_id: _stamp(store, e.run_id) for e in todo}
             with Renewer(store.leases):
