@@ -171,9 +171,12 @@ PRESETS: dict[str, TrainConfig] = {
     "adam_lr1e-4": _adam(10, 1e-4, "constant"),
     "qat": _sgd(3, 1e-3, "cosine"),
     "finetune_sgd_cosine": _sgd(10, 1e-2, "cosine"),
+    "sgd_lr1e-2": _sgd(5, 1e-2, "constant"),
 }
 """Named training presets. ``shrinkbench`` is ShrinkBench's finetuning default; ``adam_lr1e-3`` and
-``adam_lr1e-4`` are the two baseline recipes of ShrinkBench's baseline confounder experiment."""
+``adam_lr1e-4`` are the two baseline recipes of ShrinkBench's baseline confounder experiment;
+``sgd_lr1e-2`` (SGD lr 1e-2, Nesterov, constant, 5 epochs) the baseline of the ShrinkBench parity protocol
+(``benchmarks/bench_sweep_parity.py``)."""
 
 
 DEFAULTS: dict[str, str] = {
