@@ -127,10 +127,12 @@ def _executor(args: argparse.Namespace, config: dict[str, Any] | None = None) ->
 
 
 def _print_runs(runs: Any) -> None:
+    from shrinkviz.viz._style import technique
+
     if runs.empty:
         return
     view = runs.assign(
-        technique=runs["order"].where(runs["order"] != "", runs["method"]),
+        technique=technique(runs),
         size_kB=runs["size_bytes_gzip"] / 1000,
     )
     cols = [

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from shrinkviz.core.registry import did_you_mean
+from shrinkviz.techniques.distill import ALPHA, TEMPERATURE
+from shrinkviz.techniques.pipeline import DEFAULT_EPOCHS
+from shrinkviz.techniques.pipeline import STAGES as PIPELINE_STAGES
 
-STAGES = "PQD"
+STAGES = "".join(PIPELINE_STAGES)
 """Pipeline stage letters: P = prune + finetune, Q = INT8 quantization, D = knowledge distillation."""
 QUANT_METHODS = ("none", "qat", "ptq")
 METHODS = ("baseline", "prune", "quant", "distill", "pipeline")
@@ -223,8 +226,8 @@ class DistillSpec(_Section):
     _path: ClassVar[str] = "Experiment.distill"
     _primary: ClassVar[str] = ""
     enabled: bool = False
-    temperature: float = 4.0
-    alpha: float = 0.9
+    temperature: float = TEMPERATURE
+    alpha: float = ALPHA
     epochs: int | None = None
     student: str = ""
 
@@ -249,7 +252,7 @@ class PipelineSpec(_Section):
     _path: ClassVar[str] = "Experiment.pipeline"
     _primary: ClassVar[str] = "order"
     order: str = ""
-    epochs: tuple[int, ...] = (20, 40, 40)
+    epochs: tuple[int, ...] = DEFAULT_EPOCHS
 
     def __post_init__(self) -> None:
         path = f"{self._path}.order"

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from shrinkviz.core.io import atomic_write_bytes
+from shrinkviz.techniques.quant import is_qat
 
 FORMATS = ("state_dict", "packed", "torchscript", "onnx")
 MASK_SUFFIX = "_mask"
@@ -53,12 +54,6 @@ def deployable_state_dict(model: nn.Module) -> dict[str, Any]:
     return state
 
 
-def _is_qat(model: nn.Module) -> bool:
-    from torch.ao.quantization import FakeQuantizeBase
-
-    return any(isinstance(m, FakeQuantizeBase) for m in model.modules())
-
-
 def artefact_bytes(
     model: nn.Module, format: str = "state_dict", *, input_shape: tuple[int, ...] | None = None
 ) -> bytes:
@@ -69,7 +64,7 @@ def artefact_bytes(
     """
     if format not in FORMATS:
         raise ValueError(f"format={format!r}: valid formats are {', '.join(FORMATS)}")
-    if _is_qat(model):
+    if is_qat(model):
         raise ValueError(
             "a fake-quant QAT model is not a deployable artefact; convert it to INT8 first "
             "(shrinkviz.techniques.quant.convert)"

@@ -68,12 +68,6 @@ def _tables(source: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     return runs, layers
 
 
-def _technique(runs: pd.DataFrame) -> pd.Series:
-    order = runs["order"].fillna("").astype(str) if "order" in runs else pd.Series("", index=runs.index)
-    method = runs["method"].fillna("").astype(str)
-    return order.where(order != "", method)
-
-
 def _safe(title: str, draw: Callable[[], Any]) -> tuple[str, Any]:
     """A section, or a note saying why it could not be drawn (the rest of the report still renders)."""
     try:
@@ -165,7 +159,9 @@ def build_sections(runs: pd.DataFrame, layers: pd.DataFrame | None = None) -> li
     """The report's sections: ``(heading, figure | DataFrame | text)`` pairs for ``report_html``."""
     if runs.empty:
         return [("No runs", "The store holds no runs yet: run `shrinkviz demo` or a sweep first.")]
-    runs = runs.assign(technique=_technique(runs))
+    from shrinkviz.viz._style import technique
+
+    runs = runs.assign(technique=technique(runs).astype(str))
     ok = runs[runs["status"] == "ok"]
     failed = runs[runs["status"] != "ok"]
     contexts = sorted({(d, m) for d, m in zip(ok["dataset"], ok["model"], strict=True)})
