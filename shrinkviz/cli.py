@@ -290,6 +290,26 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def cmd_remeasure(args: argparse.Namespace) -> int:
+    from shrinkviz.core.io import cache_root
+    from shrinkviz.experiments.remeasure import remeasure
+
+    result = remeasure(
+        args.store or cache_root() / "results",
+        args.runtime or None,
+        threads=args.threads,
+        rounds=args.rounds,
+    )
+    done = result.latency
+    errors = int((done["error"] != "").sum()) if len(done) else 0
+    print(
+        f"remeasure {result.session}: {done['run_id'].nunique() if len(done) else 0} runs, {len(done)} latency "
+        f"rows ({errors} with an error), {len(result.skipped)} runs skipped, in {result.wall_s:.1f} s "
+        f"({result.rows_per_s:.2f} rows/s)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``shrinkviz`` command."""
     parser = _Parser(
@@ -351,6 +371,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(report, executors=False)
     report.set_defaults(func=cmd_report)
+
+    again = sub.add_parser(
+        "remeasure", help="re-time every stored artefact side by side with its baseline, in one sitting"
+    )
+    again.add_argument(
+        "--runtime",
+        action="append",
+        metavar="NAME",
+        help="runtime to time on (repeatable; eager, compiled, onnxruntime, openvino, sparse, fastest); "
+        "default: each run's own latency spec",
+    )
+    again.add_argument("--threads", type=int, metavar="N", help="pinned threads (default: each run's spec)")
+    again.add_argument("--rounds", type=int, metavar="N", help="timed rounds (default: each run's spec)")
+    common(again, executors=False)
+    again.set_defaults(func=cmd_remeasure)
     return parser
 
 
