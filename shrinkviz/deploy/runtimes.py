@@ -213,7 +213,12 @@ def _openvino(model: nn.Module, x: torch.Tensor, threads: int, dtype: str) -> Ru
         compiled = core.compile_model(
             core.read_model(str(path)),
             "CPU",
-            {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1},
+            {
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads,
+                "NUM_STREAMS": 1,
+                "INFERENCE_PRECISION_HINT": "f32",  # no silent bf16 on CPUs that have it
+            },
         )
     request = compiled.create_infer_request()
     feed = x.detach().cpu().contiguous().numpy()
