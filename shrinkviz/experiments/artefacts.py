@@ -240,3 +240,40 @@ class ArtefactAccess:
             KeyError: "run 'nothere' is not in Store(...)"
         """
         return load_artefact(self.artefact_bytes(run_id))
+
+
+EXPORT_FORMATS = ("state_dict", "onnx")
+
+
+def export_artefact(
+    store: Any, run_id: str, path: str | os.PathLike[str], format: str = "state_dict"
+) -> Path:
+    """Write a stored run's deployed model out of the store: ``state_dict`` (a ``torch.save`` file that
+    loads with ``weights_only=True`` into the rebuilt architecture) or ``onnx`` (INT8 as a QDQ graph).
+
+    Args:
+        store: a :class:`~shrinkviz.experiments.store.Store`.
+        run_id: the run.
+        path: destination file (written atomically); a folder gets ``<run_id>.pt`` / ``<run_id>.onnx``.
+        format: one of :data:`EXPORT_FORMATS`.
+
+    Raises:
+        ValueError: unknown format; KeyError: the run or its artefact is not stored.
+    """
+    from shrinkviz.core.registry import unknown_name
+
+    if format not in EXPORT_FORMATS:
+        raise unknown_name("export format", format, EXPORT_FORMATS, "format")
+    target = Path(path)
+    if target.is_dir():
+        target = target / f"{run_id}.{'pt' if format == 'state_dict' else 'onnx'}"
+    model = store.artefact(run_id)
+    if format == "onnx":
+        from shrinkviz.deploy.export import export_onnx
+
+        return export_onnx(model, target)
+    from shrinkviz.core.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return atomic_write_bytes(target, buffer.getvalue())
