@@ -155,3 +155,13 @@ def test_frontier_explorer_exports_the_selected_run(artefact_store, tmp_path):
         bare.export_button.disabled and bare.export() is None and "pass a store" in bare.export_status.value
     )
     assert json.dumps(ex.state)  # the state stays plain data
+
+
+def test_curves_of_latency_refuse_two_machines_and_name_one():
+    from shrinkviz.viz import curves
+
+    runs = _ratio_runs()
+    fig = curves(runs, x="compression", y="latency_vs_baseline", color="strategy")
+    assert any("latency measured on CPU m1" in a.text for a in fig.layout.annotations)
+    with pytest.raises(ValueError, match="2 machines"):
+        curves(_ratio_runs(("m1", "m2", "m1")), x="compression", y="latency_vs_baseline", color="strategy")
