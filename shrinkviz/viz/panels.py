@@ -86,14 +86,16 @@ def frontier_parts(
         labels = labels + " @ " + ok["machine_id"].astype(str)
     ok = ok.assign(**{"__label": labels.to_numpy()})
     objectives = list(dict.fromkeys(metrics))
-    groups = ok.groupby("machine_id", sort=False) if split else [(None, ok)]
-    ok["pareto"] = False
-    for _, part in groups:  # one front per machine: latencies of different machines do not compete
-        ok.loc[part.index, "pareto"] = pareto_mask(
-            part,
+    keys = ok["machine_id"].astype(str).to_numpy() if split else np.zeros(len(ok), dtype=str)
+    front = np.zeros(len(ok), dtype=bool)
+    for key in dict.fromkeys(keys):  # one front per machine: latencies of different machines do not compete
+        where = keys == key
+        front[where] = pareto_mask(
+            ok.loc[where],
             maximize=[m for m in objectives if m in MAXIMIZE_COLUMNS],
             minimize=[m for m in objectives if m not in MAXIMIZE_COLUMNS],
-        )
+        ).to_numpy(dtype=bool)
+    ok["pareto"] = front
     if size:
         smax = float(ok[size].abs().max()) or 1.0
         sizes = 8.0 + 22.0 * np.sqrt(ok[size].abs().to_numpy() / smax)

@@ -165,3 +165,10 @@ def test_curves_of_latency_refuse_two_machines_and_name_one():
     assert any("latency measured on CPU m1" in a.text for a in fig.layout.annotations)
     with pytest.raises(ValueError, match="2 machines"):
         curves(_ratio_runs(("m1", "m2", "m1")), x="compression", y="latency_vs_baseline", color="strategy")
+
+
+def test_frontier_of_concatenated_tables_with_repeated_index():
+    runs = _ratio_runs()
+    both = pd.concat([runs, runs.iloc[:1].assign(run_id="ref", latency_vs_baseline=1.0)])
+    _, rows = __import__("shrinkviz.viz.panels", fromlist=["frontier_parts"]).frontier_parts(both)
+    assert len(rows) == 4 and rows["pareto"].dtype == bool
