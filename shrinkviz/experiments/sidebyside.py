@@ -34,8 +34,9 @@ from shrinkviz.deploy.errors import LatencyError
 from shrinkviz.deploy.runtimes import concrete_runtimes, missing_requirement
 from shrinkviz.experiments.schema import LATENCY_COLUMNS
 
-MAX_BLOCKS = 10
-"""Interleaved rounds per runtime: ``min(rounds, MAX_BLOCKS)`` (at least 2)."""
+MAX_BLOCKS = 25
+"""Interleaved rounds per runtime: ``min(rounds, MAX_BLOCKS)`` (at least 2). Many short rounds: a burst of
+load on the shared machine then spoils few of them, and the median over rounds ignores those."""
 MIN_BLOCK_S = 0.002
 """Shortest time each model runs per round."""
 
@@ -45,13 +46,13 @@ def _now() -> str:
 
 
 def protocol(spec: Any) -> dict[str, Any]:
-    """The :func:`~shrinkviz.metrics.compare.compare_latency` arguments of a latency spec: ``min(rounds, 10)``
+    """The :func:`~shrinkviz.metrics.compare.compare_latency` arguments of a latency spec: ``min(rounds, 25)``
     interleaved rounds (at least 2) sharing ``min_time_s`` seconds per model.
 
     Example:
         >>> from shrinkviz.experiments.specs import LatencySpec
         >>> protocol(LatencySpec(rounds=50, min_time_s=1.0))["blocks"], protocol(LatencySpec())["block_s"]
-        (10, 0.1)
+        (25, 0.04)
     """
     blocks = max(2, min(int(spec.rounds), MAX_BLOCKS))
     return {
