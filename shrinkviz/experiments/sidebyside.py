@@ -215,6 +215,8 @@ def run_columns(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 latency_batch=pick["batch"],
                 cpu_model=pick["cpu_model"],
                 machine_id=pick["machine_id"],
+                cpu_isa=pick["cpu_isa"],
+                cpu_cores=pick["cpu_cores"],
                 latency_ms_p50=pick["latency_ms_p50"],
                 latency_ms_p90=pick["latency_ms_p90"],
                 latency_vs_baseline=pick["latency_vs_baseline"],
