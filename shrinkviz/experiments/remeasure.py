@@ -30,6 +30,7 @@ import pandas as pd
 
 from shrinkviz.core.machine import machine_id
 from shrinkviz.deploy.runtimes import RUNTIMES, missing_requirement
+from shrinkviz.experiments.artefacts import ArtefactError
 from shrinkviz.experiments.experiment import Experiment
 from shrinkviz.experiments.schema import LATENCY_COLUMNS
 from shrinkviz.experiments.sidebyside import latency_rows, run_columns
@@ -183,7 +184,11 @@ def remeasure(
     for group in work.values():
         baseline = _group_baseline(opened, group)
         for exp, row in group:
-            model = opened.artefact(row["run_id"])
+            try:
+                model = opened.artefact(row["run_id"])
+            except (ArtefactError, KeyError) as exc:  # this run only: the others are still re-timed
+                skipped[row["run_id"]] = f"artefact not loadable: {exc}"
+                continue
             rows = latency_rows(
                 model, baseline, specs[row["run_id"]], run_id=row["run_id"], seed=exp.seed, sitting=session
             )
