@@ -1,4 +1,4 @@
-"""The ``shrinkviz`` command: ``demo``, ``sweep CONFIG`` and ``report``. This module is the user interface,
+"""The ``shrinkviz`` command: ``demo``, ``sweep CONFIG``, ``report`` and ``remeasure``. This module is the user interface,
 so it prints; the library modules it calls do not.
 
 Examples::
@@ -7,6 +7,7 @@ Examples::
     shrinkviz demo --profile smoke       # the same in about a minute (smaller data and epochs)
     shrinkviz sweep sweep.yaml --workers 2
     shrinkviz report --store data_cache/results --out report.html
+    shrinkviz remeasure --store data_cache/results --runtime eager --runtime openvino   # re-time, one sitting
 
 A sweep config (JSON or YAML) holds a base experiment (or a list ``experiments``) and a grid::
 

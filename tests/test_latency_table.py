@@ -302,3 +302,28 @@ def test_fastest_records_every_runtime_and_marks_one_winner():
     # the registered runtime form picks one too
     runner = rt.make_runner(net, "fastest", torch.randn(1, 1, 8, 8), 1)
     assert runner.detail.startswith("fastest: ") and runner.detail.split()[1] in installed
+
+
+def test_a_runtime_that_cannot_run_the_model_is_recorded_for_that_runtime_only():
+    @rt.register_runtime("test_broken", overwrite=True)
+    def _broken(model, x, threads, dtype):
+        raise ValueError("this runtime cannot run the model")
+
+    try:
+        net = create_model("tiny_mlp", input_shape=(1, 8, 8))
+        rows = latency_rows(net, net, LatencySpec(runtimes=("test_broken", "eager"), **FAST))
+        assert rows[0]["runtime"] == "test_broken" and "cannot run the model" in rows[0]["error"]
+        assert rows[0]["latency_vs_baseline"] is None and rows[1]["error"] == ""
+        cols = run_columns(rows)
+        assert cols["latency_runtime"] == "test_broken" and cols["latency_ms_p50"] is None
+        assert "cannot run the model" in cols["latency_error"] and cols["latency_ms_p50_eager"] > 0
+        fastest = latency_rows(net, net, LatencySpec(runtimes=("fastest",), **FAST))
+        broken = next(r for r in fastest if r["runtime"] == "test_broken")
+        assert "cannot run the model" in broken["error"] and sum(r["fastest"] for r in fastest) == 1
+    finally:
+        rt.RUNTIMES.unregister("test_broken")
+
+
+def test_unknown_runtime_in_a_latency_spec_suggests_the_name():
+    with pytest.raises(ValueError, match="did you mean 'openvino'"):
+        LatencySpec(runtimes=("openvno",))
