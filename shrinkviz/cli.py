@@ -139,7 +139,9 @@ def _print_runs(runs: Any) -> None:
         "compression_ratio",
         "size_kB",
         "latency_ms_p50",
+        "latency_vs_baseline",
     ]
+    cols = [c for c in cols if c in view.columns]
     print(view[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for row in runs[runs["status"] != "ok"].itertuples():
         print(
