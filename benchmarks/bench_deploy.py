@@ -1,6 +1,10 @@
 """Deployment cost of INT8 on a CIFAR ResNet-18 (3x32x32): latency on every runtime, artefact sizes,
 repeatability of the latency figure and the cost of a QAT training step. Prints one JSON document.
 
+The ``sidebyside`` part times FP32 and INT8 on every runtime (eager, compiled, onnxruntime, openvino,
+sparse), torch.ao FX x86 INT8 and the ``fastest`` choice in the same interleaved rounds, each as a ratio
+to FP32 eager with its range over rounds: the figure to read on a shared machine.
+
     python benchmarks/bench_deploy.py                  # batch 1, 1 thread (the default figures)
     python benchmarks/bench_deploy.py --threads 2 --min-time 5
     python benchmarks/bench_deploy.py --only sizes --trained-on fashion_mnist   # trained weights (cached)
@@ -36,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch.ao.nn.intrinsic.qat import freeze_bn_stats
 
+from shrinkviz.core.machine import machine
 from shrinkviz.data import Normalizer, load_dataset
 from shrinkviz.deploy.export import export_onnx, quantize_onnx_static
-from shrinkviz.deploy.runtimes import RUNTIMES
+from shrinkviz.deploy.runtimes import concrete_runtimes
 from shrinkviz.loop.train import evaluate
 from shrinkviz.loop.zoo import pretrained
 from shrinkviz.metrics.latency import cpu_model, measure_latency, pinned_threads
@@ -118,7 +123,7 @@ def latency_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.T
     """Latency of FP32 and INT8 on every runtime, ONNX Runtime static PTQ, and the repeatability figure."""
     opts = {"batch": args.batch, "threads": args.threads, "min_time_s": args.min_time, "rounds": 50}
     latency: dict[str, dict] = {}
-    for runtime in RUNTIMES:
+    for runtime in concrete_runtimes():
         latency[f"fp32_{runtime}"] = _lat(measure_latency(fp32, runtime, **opts))
         latency[f"int8_{runtime}"] = _lat(measure_latency(int8, runtime, **opts))
     with tempfile.TemporaryDirectory() as tmp:  # ONNX Runtime static PTQ of the FP32 export
@@ -167,6 +172,64 @@ def latency_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.T
     }
 
 
+def _fx_int8(fp32: torch.nn.Module, calib: torch.Tensor) -> torch.nn.Module:
+    """torch.ao FX graph mode INT8 (x86 qconfig mapping), calibrated on ``calib``."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    prepared = prepare_fx(copy.deepcopy(fp32).eval(), get_default_qconfig_mapping("x86"), (calib[:1],))
+    with torch.no_grad():
+        for x in calib.split(16):
+            prepared(x)
+    return convert_fx(prepared)
+
+
+def side_by_side_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.Tensor, args) -> dict:
+    """Every runtime's FP32 and INT8 latency as a ratio to FP32 eager, all timed in the same interleaved
+    rounds (``compare_latency``), plus FX x86 INT8 and the ``fastest`` choice; a runtime that cannot run a
+    model records why."""
+    from shrinkviz.deploy.runtimes import concrete_runtimes
+    from shrinkviz.metrics.compare import compare_latency
+
+    entries: dict = {"fp32_eager": (fp32, "eager")}
+    for runtime in concrete_runtimes():
+        entries[f"fp32_{runtime}"] = (fp32, runtime)
+        entries[f"int8_{runtime}"] = (int8, runtime)
+    entries["int8_fx_x86_eager"] = (_fx_int8(fp32, calib), "eager")
+    entries["fp32_fastest"] = (fp32, "fastest")
+    entries["int8_fastest"] = (int8, "fastest")
+    rows = compare_latency(
+        entries,
+        reference="fp32_eager",
+        blocks=args.blocks,
+        block_s=args.min_time / args.blocks,
+        batch=args.batch,
+        threads=args.threads,
+        input_shape=tuple(fp32.input_shape),
+        on_error="record",
+    )
+    out = {}
+    for row in rows:
+        if row["latency_error"]:
+            out[row["model"]] = {"error": row["latency_error"][:300]}
+            continue
+        out[row["model"]] = {
+            "vs_fp32_eager": round(row["latency_vs_reference"], 3),
+            "range": [round(row["latency_vs_reference_min"], 3), round(row["latency_vs_reference_max"], 3)],
+            "latency_ms_p50": round(row["latency_ms_p50"], 3),
+            "detail": row["latency_runtime_detail"],
+        }
+    timed = {k: v["vs_fp32_eager"] for k, v in out.items() if "vs_fp32_eager" in v and "fastest" not in k}
+    best8 = min((k for k in timed if k.startswith("int8")), key=timed.get)
+    return {
+        "side_by_side": out,
+        "side_by_side_blocks": args.blocks,
+        "fastest_int8": best8,
+        "fastest_int8_vs_fp32_eager": timed[best8],
+        "fastest_fp32": min((k for k in timed if k.startswith("fp32")), key=timed.get),
+    }
+
+
 def size_figures(fp32: torch.nn.Module, int8: torch.nn.Module, calib: torch.Tensor) -> dict:
     """Artefact sizes: FP32, INT8, and 90%-sparse (x10 compression over all parameters) FP32 and INT8."""
     sparse = prune(fp32, strategy="global_weight", compression=10.0).model
@@ -205,7 +268,7 @@ def step_figures(shape: tuple[int, ...], args) -> dict:
     }
 
 
-PARTS = ("latency", "sizes", "step")
+PARTS = ("sidebyside", "latency", "sizes", "step")
 
 
 def main() -> None:
@@ -219,6 +282,7 @@ def main() -> None:
     parser.add_argument("--train-examples", type=int, default=12_000, help="with --trained-on")
     parser.add_argument("--train-epochs", type=int, default=2, help="with --trained-on")
     parser.add_argument("--only", choices=PARTS, nargs="+", default=list(PARTS), help="parts to measure")
+    parser.add_argument("--blocks", type=int, default=10, help="interleaved rounds of the side-by-side part")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.trained_on:
@@ -247,9 +311,12 @@ def main() -> None:
         "batch": args.batch,
         "threads": args.threads,
         "cpu_model": cpu_model(),
+        "machine": machine(),
         "torch": torch.__version__,
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }
+    if "sidebyside" in args.only:
+        figures.update(side_by_side_figures(fp32, int8, calib, args))
     if "latency" in args.only:
         figures.update(latency_figures(fp32, int8, calib, args))
     if "sizes" in args.only:

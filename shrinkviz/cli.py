@@ -1,4 +1,4 @@
-"""The ``shrinkviz`` command: ``demo``, ``sweep CONFIG`` and ``report``. This module is the user interface,
+"""The ``shrinkviz`` command: ``demo``, ``sweep CONFIG``, ``report`` and ``remeasure``. This module is the user interface,
 so it prints; the library modules it calls do not.
 
 Examples::
@@ -7,6 +7,7 @@ Examples::
     shrinkviz demo --profile smoke       # the same in about a minute (smaller data and epochs)
     shrinkviz sweep sweep.yaml --workers 2
     shrinkviz report --store data_cache/results --out report.html
+    shrinkviz remeasure --store data_cache/results --runtime eager --runtime openvino   # re-time, one sitting
 
 A sweep config (JSON or YAML) holds a base experiment (or a list ``experiments``) and a grid::
 
@@ -145,7 +146,9 @@ def _print_runs(runs: Any) -> None:
         "compression_ratio",
         "size_kB",
         "latency_ms_p50",
+        "latency_vs_baseline",
     ]
+    cols = [c for c in cols if c in view.columns]
     print(view[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for row in runs[runs["status"] != "ok"].itertuples():
         print(
@@ -300,6 +303,26 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def cmd_remeasure(args: argparse.Namespace) -> int:
+    from shrinkviz.core.io import cache_root
+    from shrinkviz.experiments.remeasure import remeasure
+
+    result = remeasure(
+        args.store or cache_root() / "results",
+        args.runtime or None,
+        threads=args.threads,
+        rounds=args.rounds,
+    )
+    done = result.latency
+    errors = int((done["error"] != "").sum()) if len(done) else 0
+    print(
+        f"remeasure {result.session}: {done['run_id'].nunique() if len(done) else 0} runs, {len(done)} latency "
+        f"rows ({errors} with an error), {len(result.skipped)} runs skipped, in {result.wall_s:.1f} s "
+        f"({result.rows_per_s:.2f} rows/s)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``shrinkviz`` command."""
     parser = _Parser(
@@ -362,6 +385,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(report, executors=False)
     report.set_defaults(func=cmd_report)
+
+    again = sub.add_parser(
+        "remeasure", help="re-time every stored artefact side by side with its baseline, in one sitting"
+    )
+    again.add_argument(
+        "--runtime",
+        action="append",
+        metavar="NAME",
+        help="runtime to time on (repeatable; eager, compiled, onnxruntime, openvino, sparse, fastest); "
+        "default: each run's own latency spec",
+    )
+    again.add_argument("--threads", type=int, metavar="N", help="pinned threads (default: each run's spec)")
+    again.add_argument("--rounds", type=int, metavar="N", help="timed rounds (default: each run's spec)")
+    common(again, executors=False)
+    again.set_defaults(func=cmd_remeasure)
     return parser
 
 

@@ -28,7 +28,7 @@ store: out/results
 
 def test_console_script_is_installed():
     out = subprocess.run(["shrinkviz", "--help"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "{demo,sweep,report}" in out.stdout
+    assert out.returncode == 0 and "{demo,sweep,report,remeasure}" in out.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "shrinkviz.cli", "demo", "--profile", "huge"],
         capture_output=True,

@@ -121,7 +121,7 @@ def test_round_trip_tidy_frames(tmp_path):
     store = Store(tmp_path)
     path = store.put({**make_row("r1", 0.8), "nonzero_activations": 123.5}, HISTORY, pd.DataFrame(LAYERS))
     store.put(make_row("r2", 0.6), HISTORY[:1], [])
-    assert path == tmp_path / "runs" / "r1.json" and json.loads(path.read_text())["schema_version"] == 1
+    assert path == tmp_path / "runs" / "r1.json" and json.loads(path.read_text())["schema_version"] == 2
     runs = store.runs()
     assert list(runs.columns) == [*RUN_COLUMNS, "nonzero_activations"]
     assert runs["run_id"].tolist() == ["r1", "r2"] and runs["top1"].tolist() == [0.8, 0.6]

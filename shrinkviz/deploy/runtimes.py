@@ -9,6 +9,15 @@
   11.5 eager and 5.9 for TorchScript freeze (measured here).
 * ``onnxruntime``: the model exported to ONNX (legacy exporter, opset 17; INT8 as a QDQ graph with the
   model's own scales) and run by an ONNX Runtime CPU session with ``intra_op_num_threads`` pinned.
+* ``openvino``: the same ONNX file (FP32, or the INT8 QDQ graph, which OpenVINO runs with INT8 kernels)
+  compiled by OpenVINO for the CPU with the latency hint and ``INFERENCE_NUM_THREADS`` pinned.
+* ``sparse``: pruned layers on the C sparse kernels of :mod:`shrinkviz.sparse`.
+* ``fastest``: a choice, not a runtime of its own: every other installed runtime is prepared and timed
+  briefly side by side and the fastest one runs (``Runner.detail`` names it and ``Runner.keep[-1]`` holds
+  each runtime's median). Experiments time all of them against the baseline and record each one.
+
+A runtime that needs a package names it in :data:`REQUIRES`; :func:`missing_requirement` gives the pip
+command that installs it.
 
 Example:
     >>> from shrinkviz.models import create_model
@@ -19,7 +28,10 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
+import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +99,39 @@ def available_runtimes() -> list[str]:
     return RUNTIMES.ordered()
 
 
+REQUIRES: dict[str, str] = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+"""runtime -> the importable package (and PyPI distribution) it needs."""
+
+CHOICES: tuple[str, ...] = ("fastest",)
+"""Registered names that choose among the other runtimes rather than run a model themselves."""
+
+
+def missing_requirement(runtime: str) -> str | None:
+    """None when ``runtime`` can run here, else a one-line reason with the pip command that installs it.
+
+    Example:
+        >>> missing_requirement("eager") is None
+        True
+    """
+    package = REQUIRES.get(runtime)
+    if package is None or importlib.util.find_spec(package) is not None:
+        return None
+    return (
+        f"runtime {runtime!r} needs the {package} package, which is not installed: "
+        f"pip install -c constraints.txt {package}"
+    )
+
+
+def concrete_runtimes(installed_only: bool = False) -> list[str]:
+    """The registered runtimes that run a model themselves (not :data:`CHOICES`), optionally only those whose
+    packages are installed."""
+    return [
+        r
+        for r in available_runtimes()
+        if r not in CHOICES and not (installed_only and missing_requirement(r))
+    ]
+
+
 def make_runner(model: nn.Module, runtime: str, x: torch.Tensor, threads: int) -> Runner:
     """Prepare ``model`` for ``runtime`` on input ``x`` (threads must already be pinned for PyTorch).
 
@@ -150,3 +195,73 @@ def _sparse(model: nn.Module, x: torch.Tensor, threads: int, dtype: str) -> Runn
     converted, report = convert(model, x)
     detail = report.summary() + (", kernels single-threaded" if threads > 1 else "")
     return Runner("sparse", report.dtype, detail, lambda: converted(x), [converted, report])
+
+
+@register_runtime("openvino")
+def _openvino(model: nn.Module, x: torch.Tensor, threads: int, dtype: str) -> Runner:
+    """The ONNX export (INT8: the QDQ graph with the model's scales) compiled by OpenVINO for the CPU."""
+    missing = missing_requirement("openvino")
+    if missing:
+        raise ImportError(missing)
+    import openvino as ov
+
+    from shrinkviz.deploy.export import export_onnx
+
+    core = ov.Core()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, Path(tmp) / "model.onnx", input_shape=tuple(x.shape[1:]), batch=x.shape[0])
+        compiled = core.compile_model(
+            core.read_model(str(path)),
+            "CPU",
+            {
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads,
+                "NUM_STREAMS": 1,
+                "INFERENCE_PRECISION_HINT": "f32",  # no silent bf16 on CPUs that have it
+            },
+        )
+    request = compiled.create_infer_request()
+    feed = x.detach().cpu().contiguous().numpy()
+    form = "QDQ with the model's INT8 scales" if dtype == "int8" else "FP32"
+
+    def call() -> Any:
+        request.infer({0: feed})
+        return request.get_output_tensor(0).data
+
+    return Runner("openvino", dtype, f"OpenVINO {ov.__version__} CPU ({form})", call, [compiled, request])
+
+
+FASTEST_PROBE_S = 0.05
+"""Seconds each runtime runs per round when ``fastest`` picks one (3 interleaved rounds)."""
+
+
+@register_runtime("fastest")
+def _fastest(model: nn.Module, x: torch.Tensor, threads: int, dtype: str) -> Runner:
+    runners: dict[str, Runner] = {}
+    reasons: dict[str, str] = {}
+    for runtime in concrete_runtimes():
+        try:
+            runner = RUNTIMES.get(runtime)(model, x, threads, dtype)
+            runner.call()
+            runners[runtime] = runner
+        except Exception as exc:  # noqa: BLE001 - a runtime that cannot run the model is not a candidate
+            reasons[runtime] = f"{type(exc).__name__}: {exc}"
+    if not runners:
+        raise ValueError(
+            "no runtime could run the model: " + "; ".join(f"{k}: {v}" for k, v in reasons.items())
+        )
+    medians: dict[str, list[float]] = {name: [] for name in runners}
+    with torch.inference_mode():
+        for _ in range(3):
+            for name, runner in runners.items():
+                times, started = [], time.perf_counter()
+                while not times or time.perf_counter() - started < FASTEST_PROBE_S:
+                    t0 = time.perf_counter()
+                    runner.call()
+                    times.append(time.perf_counter() - t0)
+                medians[name].append(statistics.median(times))
+    best = {name: statistics.median(m) * 1e3 for name, m in medians.items()}
+    winner = min(best, key=best.get)
+    won = runners[winner]
+    others = ", ".join(f"{k} {v:.3g} ms" for k, v in best.items())
+    return Runner("fastest", won.dtype, f"fastest: {winner} ({others})", won.call, [*won.keep, best])

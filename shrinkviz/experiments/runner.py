@@ -61,43 +61,23 @@ def load_baseline(exp: Experiment, progress: bool = False) -> Any:
     )
 
 
-def _latency(exp: Experiment, model: Any) -> dict[str, Any]:
-    """Latency per the experiment's protocol: the first runtime fills the schema's ``latency_*`` columns,
-    further runtimes add ``latency_ms_p50_<runtime>`` / ``latency_ms_p90_<runtime>``. A runtime that
-    cannot run the model leaves its figures missing and says why in ``latency_error[_<runtime>]``."""
-    from shrinkviz.metrics.latency import LatencyError, measure_latency
+def _latency(exp: Experiment, model: Any, baseline: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Latency per the experiment's protocol, the run's model timed side by side with the baseline on every
+    runtime (:func:`shrinkviz.experiments.sidebyside.latency_rows`): the runs-table columns and the
+    latency rows. A runtime that cannot run the model leaves its figures missing and says why in
+    ``latency_error[_<runtime>]`` and its row's ``error``."""
+    from shrinkviz.experiments.sidebyside import latency_rows, run_columns
 
-    lat = exp.latency
-    out: dict[str, Any] = {}
-    for i, runtime in enumerate(lat.runtimes):
-        suffix = "" if i == 0 else f"_{runtime}"
-        try:
-            got = measure_latency(
-                model,
-                runtime,
-                batch=lat.batch,
-                threads=lat.threads,
-                warmup=lat.warmup,
-                warmup_s=min(0.5, lat.min_time_s),
-                rounds=lat.rounds,
-                min_time_s=lat.min_time_s,
-                seed=exp.seed,
-            )
-        except LatencyError as exc:
-            out[f"latency_error{suffix}"] = f"{type(exc).__name__}: {exc}"
-            if i == 0:
-                out.update(latency_runtime=runtime, latency_threads=lat.threads, latency_batch=lat.batch)
-            continue
-        if i == 0:
-            out.update(got)
-        else:
-            out[f"latency_ms_p50{suffix}"] = got["latency_ms_p50"]
-            out[f"latency_ms_p90{suffix}"] = got["latency_ms_p90"]
-    return out
+    if not exp.latency.runtimes:
+        return {}, []
+    rows = latency_rows(model, baseline, exp.latency, run_id=exp.run_id, seed=exp.seed)
+    return run_columns(rows), rows
 
 
-def _measure(exp: Experiment, model: Any, data: Any, baseline: Any) -> dict[str, Any]:
-    """Accuracy (test and val), counts, size and latency of the deployed model."""
+def _measure(
+    exp: Experiment, model: Any, data: Any, baseline: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Accuracy (test and val), counts, size and latency of the deployed model, and its latency rows."""
     from shrinkviz.data import Normalizer
     from shrinkviz.loop.train import evaluate
     from shrinkviz.metrics import measure
@@ -106,8 +86,9 @@ def _measure(exp: Experiment, model: Any, data: Any, baseline: Any) -> dict[str,
     measured = dict(measure(model, data, baseline=baseline))
     measured.update(measure_size(model))
     measured["val_top1"] = evaluate(model, data.val, Normalizer(data.mean, data.std))["top1"]
-    measured.update(_latency(exp, model))
-    return measured
+    columns, latency = _latency(exp, model, baseline)
+    measured.update(columns)
+    return measured, latency
 
 
 def _layer_rows(model: Any, measured: dict[str, Any]) -> list[dict[str, Any]]:
@@ -147,13 +128,16 @@ def provenance(exp: Experiment, started_at: str, duration_s: float) -> dict[str,
 
 
 def run(
-    exp: Experiment, *, progress: bool = False
+    exp: Experiment, *, progress: bool = False, extras: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Execute one experiment.
 
     Args:
         exp: the config.
         progress: show training progress bars.
+        extras: a dict that receives ``latency`` (the latency rows, see
+            :func:`shrinkviz.experiments.sidebyside.latency_rows`) and ``artefact`` (the deployed model's
+            bytes, :func:`shrinkviz.experiments.artefacts.artefact_bytes`; None where it cannot be packed).
 
     Returns:
         ``(row, history, layers)``: the runs row (every ``RUN_COLUMNS`` name; ``None`` where a quantity
@@ -173,7 +157,10 @@ def run(
     baseline = load_baseline(exp, progress)
     result = compress(exp, baseline, data, progress)
     model, history = result.model, result.history
-    measured = _measure(exp, model, data, baseline)
+    measured, latency = _measure(exp, model, data, baseline)
+    if extras is not None:
+        extras["latency"] = latency
+        extras["artefact"] = _artefact(model)
     layers = _layer_rows(model, measured)
     row = provenance(exp, started_at, 0.0)
     manifest_top1 = getattr(baseline, "shrinkviz_manifest", {}).get("metrics", {}).get("test_top1")
@@ -194,6 +181,15 @@ def run(
     return row, [{"run_id": exp.run_id, **h} for h in history], [{"run_id": exp.run_id, **r} for r in layers]
 
 
+def _artefact(model: Any) -> bytes | None:
+    from shrinkviz.experiments.artefacts import artefact_bytes
+
+    try:
+        return artefact_bytes(model)
+    except (ValueError, TypeError, RuntimeError):  # a model that cannot be packed simply has no artefact
+        return None
+
+
 def failed_row(
     exp: Experiment, error: BaseException | str, started_at: str, duration_s: float
 ) -> dict[str, Any]:
@@ -211,7 +207,8 @@ def failed_row(
 
 
 def execute(config_json: str, threads: int | None = None, progress: bool = False) -> dict[str, Any]:
-    """Worker entry point: run an experiment given as JSON, never raise; return ``{row, history, layers}``.
+    """Worker entry point: run an experiment given as JSON, never raise; return ``{row, history, layers,
+    latency, artefact}``.
 
     Args:
         config_json: ``Experiment.to_json()`` text (plain text travels to any worker).
@@ -222,12 +219,21 @@ def execute(config_json: str, threads: int | None = None, progress: bool = False
     if threads:
         torch.set_num_threads(threads)
     started_at, t0 = _now(), time.perf_counter()
+    extras: dict[str, Any] = {}
     try:
-        row, history, layers = run(exp, progress=progress)
+        row, history, layers = run(exp, progress=progress, extras=extras)
     except Exception as exc:  # noqa: BLE001 - a failed run is a result, recorded with its error
         return {
             "row": failed_row(exp, exc, started_at, time.perf_counter() - t0),
             "history": [],
             "layers": [],
+            "latency": [],
+            "artefact": None,
         }
-    return {"row": row, "history": history, "layers": layers}
+    return {
+        "row": row,
+        "history": history,
+        "layers": layers,
+        "latency": extras.get("latency", []),
+        "artefact": extras.get("artefact"),
+    }

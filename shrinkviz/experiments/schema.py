@@ -70,7 +70,48 @@ RUN_COLUMNS: dict[str, Column] = {
     "latency_threads": Column("int", "count", "threads used for the latency figure"),
     "latency_batch": Column("int", "count", "batch size of the latency figure"),
     "cpu_model": Column("str", "", "CPU the latency was measured on"),
+    "latency_vs_baseline": Column(
+        "float", "x", "latency / the baseline's FP32 latency, timed side by side (median over rounds)"
+    ),
+    "latency_vs_baseline_min": Column("float", "x", "lowest per-round ratio to the baseline"),
+    "latency_vs_baseline_max": Column("float", "x", "highest per-round ratio to the baseline"),
+    "machine_id": Column("str", "", "hash of the CPU model, ISA features and cores the latency ran on"),
 }
+"""Columns of the runs table. The ``latency_*`` columns hold the first runtime's latest figures (see
+:data:`LATENCY_COLUMNS` for every runtime and every sitting)."""
+
+LATENCY_COLUMNS: dict[str, Column] = {
+    "run_id": Column("str", "", "run whose deployed artefact was timed"),
+    "runtime": Column("str", "", "runtime of the timing (eager, compiled, onnxruntime, openvino, sparse)"),
+    "choice": Column("str", "", "'fastest' when the row is one candidate of a fastest choice, '' otherwise"),
+    "fastest": Column("bool", "", "the winner of its fastest choice (False for plain rows)"),
+    "runtime_detail": Column("str", "", "what exactly ran (library version, form)"),
+    "dtype": Column("str", "", "deployment form: fp32 or int8"),
+    "threads": Column("int", "count", "pinned intra-op threads"),
+    "batch": Column("int", "count", "inputs per call"),
+    "latency_ms_p50": Column("float", "ms", "median latency of the run's artefact over all timed calls"),
+    "latency_ms_p90": Column("float", "ms", "90th percentile latency"),
+    "baseline_ms_p50": Column("float", "ms", "median latency of the baseline, timed in the same rounds"),
+    "baseline_runtime": Column("str", "", "runtime the baseline (dense FP32) was timed on"),
+    "latency_vs_baseline": Column("float", "x", "median over rounds of run / baseline (same rounds)"),
+    "latency_vs_baseline_min": Column("float", "x", "lowest per-round ratio"),
+    "latency_vs_baseline_max": Column("float", "x", "highest per-round ratio"),
+    "rounds": Column("int", "count", "interleaved rounds the ratio is taken over"),
+    "measured_at": Column("str", "ISO-8601 UTC", "when the timing was taken"),
+    "sitting": Column("str", "", "'run' for the timing taken with the run, else the remeasure session id"),
+    "machine_id": Column("str", "", "short hash of CPU model, ISA features and cores"),
+    "cpu_model": Column("str", "", "CPU model name"),
+    "cpu_isa": Column(
+        "str", "", "ISA features deciding INT8 speed (avx2, avx512_vnni, avx_vnni, amx_int8, ...)"
+    ),
+    "cpu_cores": Column("int", "count", "logical CPUs of the machine"),
+    "torch_version": Column("str", "", "torch version"),
+    "onnxruntime_version": Column("str", "", "ONNX Runtime version ('' when not installed)"),
+    "openvino_version": Column("str", "", "OpenVINO version ('' when not installed)"),
+    "error": Column("str", "", "why this runtime has no figure ('' when timed)"),
+}
+"""The latency table: one row per (run, runtime, sitting). Stores written before it existed give one row
+per run from the runs table, with the side-by-side columns empty."""
 
 HISTORY_COLUMNS: dict[str, Column] = {
     "run_id": Column("str", "", "run the epoch belongs to"),
@@ -114,6 +155,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "size_bytes_gzip",
     "latency_ms_p50",
     "latency_ms_p90",
+    "latency_vs_baseline",
 )
 """Numeric outcome columns (what figures put on their axes)."""
 

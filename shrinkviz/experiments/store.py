@@ -6,7 +6,11 @@ Layout on disk (``Store().path`` is ``<cache_root>/results`` unless given)::
       runs/
         <run_id>.json   {"format": "shrinkviz-run", "schema_version": 1,
                          "row": {...RUN_COLUMNS + extra metrics...},
-                         "history": [{...HISTORY_COLUMNS...}, ...], "layers": [{...LAYER_COLUMNS...}, ...]}
+                         "history": [{...HISTORY_COLUMNS...}, ...], "layers": [{...LAYER_COLUMNS...}, ...],
+                         "latency": [{...LATENCY_COLUMNS...}, ...],
+                         "artefact": {"file": "<run_id>.pt", "sha256": ..., "bytes": ...} | null}
+      artefacts/
+        <run_id>.pt     the deployed model (shrinkviz.experiments.artefacts), written before its record
 
 Each file is written to a temporary name in the same folder and renamed into place, so a crash or
 ``kill -9`` leaves either the previous file or the new one, never half of one; processes writing at once
@@ -37,10 +41,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import math
-import numbers
 import os
-import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,39 +50,31 @@ from typing import Any
 
 import pandas as pd
 
-from shrinkviz.core.io import atomic_write_text, cache_root
+from shrinkviz.core.io import atomic_write_bytes, atomic_write_text, cache_root
+from shrinkviz.experiments.artefacts import ArtefactAccess
 from shrinkviz.experiments.leases import Leases, clean_folder
-from shrinkviz.experiments.schema import FACTOR_COLUMNS, HISTORY_COLUMNS, LAYER_COLUMNS, RUN_COLUMNS, Column
+from shrinkviz.experiments.schema import HISTORY_COLUMNS, LATENCY_COLUMNS, LAYER_COLUMNS, RUN_COLUMNS
+from shrinkviz.experiments.validate import (
+    _RUN_ID,
+    SchemaError,
+    _clean_table,
+    _frame,
+    _v1_latency,
+    checksum,
+    validate_row,
+)
 
 FORMAT = "shrinkviz-run"
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed")
-REQUIRED_ALWAYS = ("run_id", "status", "error", "config_json", *FACTOR_COLUMNS)
-"""Columns every row needs; an ``ok`` row needs every column of ``RUN_COLUMNS`` (``None`` = not measured)."""
-_PANDAS_DTYPES = {"str": "str", "float": "float64", "int": "Int64", "bool": "boolean"}
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Record versions this store reads. Version 1 (before the latency table and artefacts) loads with the
+new runs columns empty and one latency row made from its runs row (side-by-side columns empty)."""
 STALE_TMP_S = 3600.0
 """Temporary files older than this (seconds) are left by dead writers and removed when a store opens."""
 
 
-class SchemaError(ValueError):
-    """A row does not match :mod:`shrinkviz.experiments.schema`."""
-
-
 class StoreWriteError(OSError):
     """A record could not be written (disk full, read-only or no permission); nothing was half-written."""
-
-
-def checksum(doc: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of a record without its ``checksum`` key.
-
-    Example:
-        >>> checksum({"a": 1, "checksum": "x"}) == checksum({"a": 1})
-        True
-    """
-    rest = {k: v for k, v in doc.items() if k != "checksum"}
-    text = json.dumps(rest, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -91,125 +84,12 @@ class Record:
     row: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     layers: list[dict[str, Any]] = field(default_factory=list)
+    latency: list[dict[str, Any]] = field(default_factory=list)
+    artefact: dict[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
 
 
-def _scalar(table: str, column: str, value: Any) -> Any:
-    """A plain Python scalar, or SchemaError for anything else (arrays, tensors, lists, objects)."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 and type(value).__module__ == "numpy":
-        return value.item()
-    if value is pd.NA or value is pd.NaT:
-        return None
-    raise SchemaError(
-        f"{table}.{column}: unsupported value type {type(value).__name__} ({value!r:.60}); "
-        "values must be str, int, float, bool or None"
-    )
-
-
-def _typed(table: str, column: str, col: Column, value: Any) -> Any:
-    """``value`` checked against the declared kind of a schema column (None = missing)."""
-    value = _scalar(table, column, value)
-    if value is None:
-        return "" if col.dtype == "str" else None
-    if col.dtype == "str":
-        if isinstance(value, str):
-            return value
-    elif col.dtype == "float":
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return None if math.isnan(value) else float(value)
-    elif col.dtype == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float):
-            if math.isnan(value):
-                return None
-            if value.is_integer():
-                return int(value)
-    elif col.dtype == "bool" and isinstance(value, bool):
-        return value
-    raise SchemaError(f"{table}.{column}={value!r}: expected {col.dtype} ({col.doc})")
-
-
-def _clean(table: str, schema: Mapping[str, Column], row: Mapping[str, Any], required: Iterable[str]) -> dict:
-    if not isinstance(row, Mapping):
-        raise SchemaError(f"{table}: a row must be a mapping of column -> value, got {type(row).__name__}")
-    missing = [c for c in required if c not in row]
-    if missing:
-        raise SchemaError(f"{table}: missing column(s) {missing} (see shrinkviz.experiments.schema)")
-    out: dict[str, Any] = {}
-    for name, value in row.items():
-        if not isinstance(name, str) or not name:
-            raise SchemaError(f"{table}: column names must be non-empty strings, got {name!r}")
-        out[name] = (
-            _typed(table, name, schema[name], value) if name in schema else _scalar(table, name, value)
-        )
-    return out
-
-
-def validate_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A runs row checked against ``RUN_COLUMNS`` (returned with plain Python values).
-
-    Raises:
-        SchemaError: a missing or mistyped column, a bad status, a failed run without its error.
-
-    Example:
-        >>> validate_row({"run_id": "x"})  # doctest: +IGNORE_EXCEPTION_DETAIL
-        Traceback (most recent call last):
-        SchemaError: runs: missing column(s) [...]
-    """
-    status = row.get("status") if isinstance(row, Mapping) else None
-    required = list(RUN_COLUMNS) if status == "ok" else list(REQUIRED_ALWAYS)
-    out = _clean("runs", RUN_COLUMNS, row, required)
-    if not _RUN_ID.match(out["run_id"]):
-        raise SchemaError(
-            f"runs.run_id={out['run_id']!r}: must be 1-128 characters of letters, digits, '_', '.', '-'"
-        )
-    if out["status"] not in STATUSES:
-        raise SchemaError(f"runs.status={out['status']!r}: allowed values: {', '.join(STATUSES)}")
-    if (out["status"] == "failed") != bool(out["error"]):
-        raise SchemaError(
-            "runs.error: a failed run needs its error text and an ok run must have none "
-            f"(status={out['status']!r}, error={out['error']!r:.60})"
-        )
-    return out
-
-
-def _clean_table(table: str, schema: Mapping[str, Column], rows: Any, run_id: str) -> list[dict[str, Any]]:
-    if rows is None:
-        return []
-    if isinstance(rows, pd.DataFrame):
-        rows = rows.astype(object).where(rows.notna(), None).to_dict("records")
-    out = []
-    for row in rows:
-        clean = _clean(table, schema, row, ())
-        if clean.setdefault("run_id", run_id) != run_id:
-            raise SchemaError(f"{table}.run_id={clean['run_id']!r} does not match the run {run_id!r}")
-        out.append(clean)
-    return out
-
-
-def _frame(schema: Mapping[str, Column], rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows as a DataFrame: schema columns first with their pandas dtypes, extra columns after (sorted)."""
-    extras = sorted({k for r in rows for k in r} - set(schema))
-    data = {}
-    for name, col in schema.items():
-        default = "" if col.dtype == "str" else None
-        values = [r.get(name, default) for r in rows]
-        if col.dtype == "float":
-            values = [math.nan if v is None else v for v in values]
-        data[name] = pd.Series(values, dtype=_PANDAS_DTYPES[col.dtype])
-    for name in extras:
-        data[name] = pd.Series([r.get(name) for r in rows])
-        if (
-            data[name].dtype == object
-            and data[name].map(lambda v: v is None or isinstance(v, int | float)).all()
-        ):
-            data[name] = pd.to_numeric(data[name])
-    return pd.DataFrame(data, columns=[*schema, *extras])
-
-
-class Store:
+class Store(ArtefactAccess):
     """A folder of results, safe to share between processes and machines with a shared filesystem.
 
     Args:
@@ -225,6 +105,7 @@ class Store:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else cache_root() / "results"
         self.runs_dir = self.path / "runs"
+        self.artefacts_dir = self.path / "artefacts"
         self._cache: dict[str, tuple[tuple[int, int], Record | None]] = {}
         self._problems: dict[str, str] = {}
         self.leases = Leases(self.runs_dir)
@@ -261,19 +142,30 @@ class Store:
         return self.runs_dir / f"{run_id}.json"
 
     # -- writing -------------------------------------------------------------------------------------
-    def put(self, row: Mapping[str, Any], history: Any = None, layers: Any = None) -> Path:
+    def put(
+        self,
+        row: Mapping[str, Any],
+        history: Any = None,
+        layers: Any = None,
+        latency: Any = None,
+        artefact: bytes | None = None,
+    ) -> Path:
         """Validate and store one finished (or failed) run atomically, replacing any earlier file.
 
         Args:
             row: one runs row (``RUN_COLUMNS`` plus any extra metric columns).
             history: per-epoch rows (list of dicts or DataFrame); ``run_id`` is filled in.
             layers: per-layer rows (list of dicts or DataFrame); ``run_id`` is filled in.
+            latency: latency rows (``LATENCY_COLUMNS``); ``run_id`` is filled in.
+            artefact: the deployed model's bytes (:func:`shrinkviz.experiments.artefacts.artefact_bytes`),
+                written atomically to ``artefacts/<run_id>.pt`` before the record that names its sha256.
 
         Returns:
             The file written.
 
         Raises:
             SchemaError: the row or a table does not match the schema (nothing is written).
+            StoreWriteError: the disk is full or not writable (nothing is half-written).
         """
         clean = validate_row(row)
         run_id = clean["run_id"]
@@ -283,13 +175,28 @@ class Store:
             "row": clean,
             "history": _clean_table("history", HISTORY_COLUMNS, history, run_id),
             "layers": _clean_table("layers", LAYER_COLUMNS, layers, run_id),
+            "latency": _clean_table("latency", LATENCY_COLUMNS, latency, run_id),
+            "artefact": None,
         }
+        if artefact is not None:
+            doc["artefact"] = {
+                "file": f"{run_id}.pt",
+                "sha256": hashlib.sha256(artefact).hexdigest(),
+                "bytes": len(artefact),
+            }
+            self._write(run_id, lambda: atomic_write_bytes(self.artefacts_dir / f"{run_id}.pt", artefact))
+        return self._write_doc(run_id, doc)
+
+    def _write_doc(self, run_id: str, doc: dict[str, Any]) -> Path:
         doc["checksum"] = checksum(doc)
         path = self.file(run_id)
+        written = self._write(run_id, lambda: atomic_write_text(path, json.dumps(doc, separators=(",", ":"))))
+        self._problems.pop(str(path), None)
+        return written
+
+    def _write(self, run_id: str, write: Any) -> Any:
         try:
-            written = atomic_write_text(path, json.dumps(doc, separators=(",", ":")))
-            self._problems.pop(str(path), None)
-            return written
+            return write()
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 why = "the disk is full"
@@ -305,6 +212,26 @@ class Store:
                 f"half-written and the runs already stored are intact. Fix: free space or permissions "
                 f"there, or use another store",
             ) from exc
+
+    def add_latency(self, run_id: str, rows: Iterable[Mapping[str, Any]], columns: Mapping[str, Any]) -> Path:
+        """Append latency rows to a stored run (earlier rows kept) and set its runs-table latency columns to
+        ``columns`` (the newest figures); the record is rewritten atomically.
+
+        Raises:
+            KeyError: the run is not stored.
+        """
+        record = self.get(run_id)
+        row = {**record.row, **columns}
+        doc = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "row": validate_row(row),
+            "history": record.history,
+            "layers": record.layers,
+            "latency": record.latency + _clean_table("latency", LATENCY_COLUMNS, list(rows), run_id),
+            "artefact": record.artefact,
+        }
+        return self._write_doc(run_id, doc)
 
     def remove(self, run_id: str) -> bool:
         """Delete a run's file; True when there was one."""
@@ -334,17 +261,24 @@ class Store:
             doc = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(doc, dict) or doc.get("format") != FORMAT:
                 raise SchemaError(f"not a {FORMAT} file")
-            if doc.get("schema_version") != SCHEMA_VERSION:
-                raise SchemaError(f"schema_version {doc.get('schema_version')!r} != {SCHEMA_VERSION}")
+            version = doc.get("schema_version")
+            if version not in READABLE_VERSIONS:
+                raise SchemaError(
+                    f"schema_version {version!r}: this shrinkviz reads {READABLE_VERSIONS}; upgrade shrinkviz"
+                )
             if "checksum" in doc and doc["checksum"] != checksum(doc):
                 raise SchemaError("checksum mismatch: the record was edited or damaged after it was written")
             row = validate_row(doc["row"])
             if f"{row['run_id']}.json" != path.name:
                 raise SchemaError(f"holds run {row['run_id']!r}, not the one its name says")
+            latency = doc.get("latency") if version >= 2 else _v1_latency(row)
             record = Record(
                 row,
                 _clean_table("history", HISTORY_COLUMNS, doc.get("history"), row["run_id"]),
                 _clean_table("layers", LAYER_COLUMNS, doc.get("layers"), row["run_id"]),
+                _clean_table("latency", LATENCY_COLUMNS, latency, row["run_id"]),
+                doc.get("artefact") if version >= 2 else None,
+                version,
             )
             self._problems.pop(str(path), None)
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -419,3 +353,16 @@ class Store:
     def layers(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """One row per (run, prunable layer): ``LAYER_COLUMNS`` then extra columns."""
         return _frame(LAYER_COLUMNS, [layer for r in self._records(run_ids) for layer in r.layers])
+
+    def latency(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """One row per (run, runtime, sitting): ``LATENCY_COLUMNS`` then extra columns; every sitting kept
+        (the newest per run and runtime: ``latest_latency``)."""
+        return _frame(LATENCY_COLUMNS, [row for r in self._records(run_ids) for row in r.latency])
+
+    def latest_latency(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """:meth:`latency` keeping, per (run, runtime, choice), only the rows of the newest sitting."""
+        table = self.latency(run_ids)
+        if table.empty:
+            return table
+        newest = table.groupby(["run_id", "runtime", "choice"])["measured_at"].transform("max")
+        return table[table["measured_at"] == newest].reset_index(drop=True)

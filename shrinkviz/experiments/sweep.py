@@ -344,7 +344,13 @@ def _wait_for_others(
 def _put(store: Store, exp: Experiment, record: dict[str, Any]) -> None:
     """Store a record; a record the schema rejects is stored as a failed run naming the problem."""
     try:
-        store.put(record["row"], record["history"], record["layers"])
+        store.put(
+            record["row"],
+            record["history"],
+            record["layers"],
+            latency=record.get("latency"),
+            artefact=record.get("artefact"),
+        )
     except SchemaError as exc:
         row = record["row"]
         store.put(

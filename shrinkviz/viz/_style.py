@@ -64,7 +64,7 @@ _FALLBACK = (
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 #: Axes drawn in log2 (ratios of sizes or speeds).
-LOG2_COLUMNS = frozenset({"compression", "compression_ratio", "speedup_theoretical"})
+LOG2_COLUMNS = frozenset({"compression", "compression_ratio", "speedup_theoretical", "latency_vs_baseline"})
 #: Columns where larger is better; every other numeric column is a cost.
 MAXIMIZE_COLUMNS = frozenset(
     {"top1", "top5", "val_top1", "baseline_top1", "compression_ratio", "speedup_theoretical", "compression"}
@@ -81,6 +81,7 @@ _TITLES = {
     "size_bytes_gzip": "size on disk, gzip (bytes)",
     "latency_ms_p50": "latency p50 (ms)",
     "latency_ms_p90": "latency p90 (ms)",
+    "latency_vs_baseline": "latency vs dense baseline (×, timed side by side)",
     "params_nonzero": "nonzero parameters (count)",
     "macs_nonzero": "nonzero MACs (count)",
     "sparsity": "sparsity",
@@ -99,6 +100,9 @@ HOVER_COLUMNS = (
     "model",
     "dataset",
     "run_id",
+    "latency_ms_p50",
+    "latency_runtime",
+    "machine",
 )
 
 

@@ -41,6 +41,7 @@ from shrinkviz.viz._style import (
     run_hover,
     usable,
 )
+from shrinkviz.viz.machines import check_one_machine, is_latency, machine_note
 from shrinkviz.viz.panels import frontier, latency_by_runtime, layer_sparsity, ordering_ablation
 
 __all__ = [
@@ -253,6 +254,9 @@ def curves(
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty.")
     require_columns(runs, [x, y, color, group], "curves")
+    latency = is_latency(x) or is_latency(y)
+    if latency:  # a curve averages over runs: all of them must come from one machine
+        check_one_machine(runs, "curves")
     ok, note = usable(runs, [y, x])
     if ok.empty:
         return empty_figure(title, f"No runs with a value for {x} and {y}.", note)
@@ -263,7 +267,7 @@ def curves(
     fig.update_yaxes(**axis_props(y))
     _baseline_line(fig, ok, y, bool(ctx))
     fig.update_layout(legend_title_text=color)
-    return finish(fig, title, [note])
+    return finish(fig, title, [note, machine_note(ok) if latency else None])
 
 
 def shrinkbench_views(

@@ -1,4 +1,5 @@
-"""FrontierExplorer: pick axes, colour and marker size of the frontier, filter runs, toggle the Pareto front.
+"""FrontierExplorer: pick axes, colour and marker size of the frontier, filter runs, toggle the Pareto front,
+and take the selected run's deployed model out of the store (state_dict or ONNX).
 
 Example:
     >>> import pandas as pd
@@ -15,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import ipywidgets as widgets
@@ -22,12 +24,25 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from shrinkviz.experiments.artefacts import EXPORT_FORMATS, export_artefact
 from shrinkviz.experiments.schema import FACTOR_COLUMNS, METRIC_COLUMNS
 from shrinkviz.viz._source import resolve_source
 from shrinkviz.viz._style import display_label, require_columns, technique
+from shrinkviz.viz.machines import latency_x
 from shrinkviz.viz.panels import frontier_parts
 
 __all__ = ["FrontierExplorer"]
+
+
+def _run_ids(trace: Any) -> list[str]:
+    """The run id of each point of a frontier trace (read from its hover data), [] when it has none."""
+    found = re.search(r"run_id: %\{customdata\[(\d+)\]\}", trace.hovertemplate or "")
+    data = trace.customdata
+    if data is None:
+        return []
+    if found is None:  # the Pareto trace carries the run ids themselves
+        return [str(v) for v in data] if "run:" in (trace.hovertemplate or "") else []
+    return [str(row[int(found.group(1))]) for row in data]
 
 
 class FrontierExplorer(widgets.VBox):
@@ -36,6 +51,10 @@ class FrontierExplorer(widgets.VBox):
     Controls: ``x_picker``, ``y_picker`` and ``size_picker`` (numeric columns; size may be ``None``),
     ``color_picker`` (``technique`` and the config columns), ``filters`` (dict column -> Dropdown with
     ``'all'``, for dataset / model / method) and ``pareto`` (Checkbox). ``figure`` is redrawn in place.
+    ``x`` defaults to ``latency_vs_baseline`` where the runs have it. Export: ``run_picker`` (the selected
+    run; clicking a point selects it), ``export_format`` (``state_dict`` / ``onnx``), ``export_folder``
+    and ``export_button``, which calls :func:`shrinkviz.experiments.artefacts.export_artefact` (given a
+    store; the button is disabled for a bare DataFrame) and reports the file in ``export_status``.
 
     Example:
         >>> import pandas as pd
@@ -55,14 +74,19 @@ class FrontierExplorer(widgets.VBox):
     def __init__(
         self,
         runs_or_store: Any,
-        x: str = "latency_ms_p50",
+        x: str | None = None,
         y: str = "top1",
         color: str = "technique",
         size: str | None = "size_bytes_gzip",
         pareto: bool = True,
+        by_machine: bool = False,
     ) -> None:
         super().__init__()
         runs, _ = resolve_source(runs_or_store, "FrontierExplorer")
+        x = latency_x(runs, x)
+        self.store = runs_or_store if hasattr(runs_or_store, "artefact") else None
+        self.by_machine = by_machine
+        self._trace_ids: list[list[str]] = []
         if "technique" not in runs.columns:
             runs = runs.assign(technique=technique(runs).to_numpy() if len(runs) else [])
         self.runs = runs
@@ -98,6 +122,16 @@ class FrontierExplorer(widgets.VBox):
             if col in runs.columns
         }
         self.pareto = widgets.Checkbox(value=pareto, description="highlight Pareto front", indent=False)
+        self.run_picker = widgets.Dropdown(options=[], description="run")
+        self.export_format = widgets.ToggleButtons(options=list(EXPORT_FORMATS), value="state_dict")
+        self.export_folder = widgets.Text(value=".", description="to folder")
+        self.export_button = widgets.Button(
+            description="export selected run",
+            disabled=self.store is None,
+            tooltip="needs a store (FrontierExplorer(store)) holding the runs' artefacts",
+        )
+        self.export_status = widgets.HTML(value="")
+        self.export_button.on_click(lambda _: self.export())
         # A plain figure until the initial state is drawn, then a FigureWidget: edits sent to a FigureWidget
         # before JupyterLab renders it reach plotly's front end corrupted (see CompressionExplorer).
         self.figure = go.Figure()
@@ -113,11 +147,46 @@ class FrontierExplorer(widgets.VBox):
             w.observe(self._redraw, names="value")
         self._redraw()
         self.figure = go.FigureWidget(self.figure)
+        self._wire_clicks()
         self.children = [
             widgets.HBox([self.x_picker, self.y_picker, self.color_picker, self.size_picker]),
             widgets.HBox([*self.filters.values(), self.pareto]),
             self.figure,
+            widgets.HBox([self.run_picker, self.export_format, self.export_folder, self.export_button]),
+            self.export_status,
         ]
+
+    def _wire_clicks(self) -> None:
+        if not isinstance(self.figure, go.FigureWidget):
+            return
+        for trace, ids in zip(self.figure.data, self._trace_ids, strict=False):
+            trace.on_click(
+                lambda _t, points, _s, ids=ids: (
+                    self.select(ids[points.point_inds[0]]) if points.point_inds else None
+                )
+            )
+
+    def select(self, run_id: str) -> None:
+        """Make ``run_id`` (one of the plotted runs) the selected run."""
+        if run_id not in self.run_picker.options:
+            raise ValueError(f"run {run_id!r} is not plotted; plotted: {', '.join(self.run_picker.options)}")
+        self.run_picker.value = run_id
+
+    def export(self) -> Any:
+        """Export the selected run's deployed model (:func:`export_artefact`); the file, or None on error
+        (the reason is shown in ``export_status``)."""
+        if self.store is None or not self.run_picker.value:
+            self.export_status.value = "nothing to export: pass a store and select a run"
+            return None
+        try:
+            path = export_artefact(
+                self.store, self.run_picker.value, self.export_folder.value, self.export_format.value
+            )
+        except (KeyError, ValueError, OSError) as exc:
+            self.export_status.value = f"export failed: {exc}"
+            return None
+        self.export_status.value = f"exported {self.run_picker.value} to {path}"
+        return path
 
     def filtered(self) -> pd.DataFrame:
         """The runs that pass the filters."""
@@ -135,12 +204,24 @@ class FrontierExplorer(widgets.VBox):
             size=self.size_picker.value,
             color=self.color_picker.value,
             pareto=self.pareto.value,
+            by_machine=self.by_machine,
         )
+        ids = [str(r) for r in self.rows["run_id"]] if "run_id" in self.rows.columns else []
+        keep = self.run_picker.value if self.run_picker.value in ids else None
+        pareto_ids = (
+            [str(r) for r in self.rows.loc[self.rows["pareto"], "run_id"]]
+            if ids and "pareto" in self.rows
+            else []
+        )
+        self.run_picker.options = ids
+        self.run_picker.value = keep or (pareto_ids[0] if pareto_ids else (ids[0] if ids else None))
+        self._trace_ids = [_run_ids(t) for t in fig.data]
         with self.figure.batch_update():
             self.figure.data = []
             if fig.data:
                 self.figure.add_traces(list(fig.data))
             self.figure.layout = fig.layout
+        self._wire_clicks()
 
     @property
     def state(self) -> dict[str, Any]:
@@ -160,6 +241,7 @@ class FrontierExplorer(widgets.VBox):
             "pareto": self.pareto.value,
             "n_runs": len(rows),
             "pareto_run_ids": ids,
+            "selected_run_id": self.run_picker.value,
         }
 
     def snapshot(self) -> list[tuple[str, Any]]:

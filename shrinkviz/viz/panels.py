@@ -37,6 +37,15 @@ from shrinkviz.viz._style import (
     technique,
     usable,
 )
+from shrinkviz.viz.machines import (
+    by_machine_column,
+    check_one_machine,
+    is_latency,
+    latency_by_runtime,
+    latency_error_x,
+    latency_x,
+    machine_note,
+)
 
 __all__ = ["frontier", "latency_by_runtime", "layer_sparsity", "ordering_ablation"]
 
@@ -46,14 +55,20 @@ SINGLES = ("prune", "quant", "distill")
 
 def frontier_parts(
     runs: pd.DataFrame,
-    x: str = "latency_ms_p50",
+    x: str | None = None,
     y: str = "top1",
     size: str | None = "size_bytes_gzip",
     color: str | None = None,
     pareto: bool = True,
     title: str | None = None,
+    by_machine: bool = False,
 ) -> tuple[go.Figure, pd.DataFrame]:
     """:func:`frontier` plus the plotted rows (with a boolean ``pareto`` column) for widgets and tests."""
+    x = latency_x(runs, x)
+    latency = is_latency(x) or is_latency(y)
+    if latency:
+        check_one_machine(runs, "frontier", by_machine)
+        runs = by_machine_column(runs)
     title = title or f"{name_of(y)} vs {name_of(x)}" + (f", marker area ~ {name_of(size)}" if size else "")
     if len(runs) == 0:
         return empty_figure(title, "No runs to plot: the table is empty."), runs.iloc[0:0]
@@ -66,13 +81,21 @@ def frontier_parts(
         return empty_figure(title, f"No runs with a value for {', '.join(metrics)}.", note), ok
     label_col = color or "technique"
     labels = ok[color].map(display_label) if color else technique(ok).map(display_label)
+    split = latency and by_machine and "machine_id" in ok.columns
+    if split:
+        labels = labels + " @ " + ok["machine_id"].astype(str)
     ok = ok.assign(**{"__label": labels.to_numpy()})
     objectives = list(dict.fromkeys(metrics))
-    ok["pareto"] = pareto_mask(
-        ok,
-        maximize=[m for m in objectives if m in MAXIMIZE_COLUMNS],
-        minimize=[m for m in objectives if m not in MAXIMIZE_COLUMNS],
-    )
+    keys = ok["machine_id"].astype(str).to_numpy() if split else np.zeros(len(ok), dtype=str)
+    front = np.zeros(len(ok), dtype=bool)
+    for key in dict.fromkeys(keys):  # one front per machine: latencies of different machines do not compete
+        where = keys == key
+        front[where] = pareto_mask(
+            ok.loc[where],
+            maximize=[m for m in objectives if m in MAXIMIZE_COLUMNS],
+            minimize=[m for m in objectives if m not in MAXIMIZE_COLUMNS],
+        ).to_numpy(dtype=bool)
+    ok["pareto"] = front
     if size:
         smax = float(ok[size].abs().max()) or 1.0
         sizes = 8.0 + 22.0 * np.sqrt(ok[size].abs().to_numpy() / smax)
@@ -96,6 +119,7 @@ def frontier_parts(
                     "opacity": 0.8,
                     "line": {"width": 0.5, "color": "white"},
                 },
+                error_x=latency_error_x(sub, x) if is_latency(x) else None,
                 customdata=data,
                 hovertemplate=template,
             )
@@ -122,17 +146,19 @@ def frontier_parts(
     fig.update_xaxes(**axis_props(x))
     fig.update_yaxes(**axis_props(y))
     fig.update_layout(legend_title_text=label_col)
-    return finish(fig, title, [note]), ok.drop(columns=["__label", "__size"])
+    notes = [note, machine_note(ok) if latency else None]
+    return finish(fig, title, notes), ok.drop(columns=["__label", "__size"])
 
 
 def frontier(
     runs: pd.DataFrame,
-    x: str = "latency_ms_p50",
+    x: str | None = None,
     y: str = "top1",
     size: str | None = "size_bytes_gzip",
     color: str | None = None,
     pareto: bool = True,
     title: str | None = None,
+    by_machine: bool = False,
 ) -> go.Figure:
     """Accuracy-size-latency frontier: one marker per run, Pareto-optimal runs circled.
 
@@ -143,11 +169,15 @@ def frontier(
 
     Args:
         runs: runs table.
-        x: cost on the x axis; y: accuracy on the y axis.
+        x: cost on the x axis (default ``latency_vs_baseline``: latency as a ratio to the dense baseline
+            timed side by side, with its range over rounds as error bars; ``latency_ms_p50`` for tables
+            without it); y: accuracy on the y axis. Hover shows absolute ms, runtime and machine.
         size: column encoded as marker area and used as a third objective; ``None`` for neither.
         color: categorical column for colours; ``None`` (or ``"technique"``) for the technique.
         pareto: add the ``"Pareto-optimal (k)"`` trace (last trace; joined by a step line when 2-D).
         title: figure title.
+        by_machine: allow latencies of several machines, one trace group and one Pareto front per machine
+            (otherwise such runs are refused with a ValueError). The machine is named under the plot.
 
     Example:
         >>> import pandas as pd
@@ -157,7 +187,7 @@ def frontier(
         >>> [t.name for t in fig.data], fig.data[-1].x.tolist()  # quant beats pipeline on all three
         (['pipeline', 'prune', 'quant', 'Pareto-optimal (2)'], [1.0, 2.0])
     """
-    return frontier_parts(runs, x, y, size, color, pareto, title)[0]
+    return frontier_parts(runs, x, y, size, color, pareto, title, by_machine)[0]
 
 
 def _ablation_labels(ok: pd.DataFrame) -> pd.Series:
@@ -332,82 +362,4 @@ def layer_sparsity(layers: pd.DataFrame, run_id: str, title: str | None = None) 
             )
     fig.update_yaxes(range=[0, 1], tickformat=".0%", title_text="sparsity (fraction of weights = 0)")
     fig.update_xaxes(title_text="layer", tickangle=-45)
-    return finish(fig, title, [note])
-
-
-def latency_by_runtime(
-    latency_df: pd.DataFrame, label: str | None = None, title: str | None = None
-) -> go.Figure:
-    """Measured latency per model (or label) and runtime: grouped bars of p50, whiskers up to p90.
-
-    Args:
-        latency_df: columns ``label`` or ``model``, ``latency_runtime``, ``latency_ms_p50`` and
-            optionally ``latency_ms_p90``; several rows of one (label, runtime) are averaged.
-        label: the column naming the bars' groups; default ``label`` if present, else ``model``.
-        title: figure title.
-
-    Returns:
-        One bar trace per runtime (named after it), eager / compiled / onnxruntime first.
-
-    Example:
-        >>> fig = latency_by_runtime(pd.DataFrame({"model": ["resnet20"], "latency_runtime": ["eager"],
-        ...                                        "latency_ms_p50": [1.5], "latency_ms_p90": [1.8]}))
-        >>> fig.data[0].y.tolist()
-        [1.5]
-    """
-    title = title or "Measured latency by runtime (bar: p50, whisker: p90)"
-    if len(latency_df) == 0:
-        return empty_figure(title, "No latency measurements: the table is empty.")
-    if label is None:
-        label = "label" if "label" in latency_df.columns else "model"
-    require_columns(latency_df, [label, "latency_runtime", "latency_ms_p50"], "latency_by_runtime")
-    ok, note = usable(latency_df, ["latency_ms_p50"])
-    if ok.empty:
-        return empty_figure(title, "No rows with a value for latency_ms_p50.", note)
-    ok = ok.assign(
-        __label=ok[label].map(display_label).to_numpy(),
-        __rt=ok["latency_runtime"].map(display_label).to_numpy(),
-    )
-    if "latency_ms_p90" in ok.columns:
-        ok["latency_ms_p90"] = numeric(ok, "latency_ms_p90")
-    metrics = ["latency_ms_p50"] + (["latency_ms_p90"] if "latency_ms_p90" in ok.columns else [])
-    agg = ok.groupby(["__rt", "__label"], sort=True)[metrics].mean().reset_index()
-    labels = list(dict.fromkeys(ok["__label"]))
-    from shrinkviz.deploy.runtimes import available_runtimes
-
-    known = available_runtimes()
-    runtimes = sorted(agg["__rt"].unique(), key=lambda r: (known.index(r) if r in known else len(known), r))
-    fig = go.Figure()
-    for rt in runtimes:
-        sub = agg.loc[agg["__rt"] == rt].set_index("__label")
-        sub = sub.loc[[lb for lb in labels if lb in sub.index]]
-        p50 = sub["latency_ms_p50"].to_numpy()
-        err = None
-        if "latency_ms_p90" in sub.columns:
-            up = np.nan_to_num(sub["latency_ms_p90"].to_numpy() - p50, nan=0.0)
-            err = {
-                "type": "data",
-                "symmetric": False,
-                "array": up,
-                "arrayminus": np.zeros_like(up),
-                "color": "#333",
-            }
-        fig.add_trace(
-            go.Bar(
-                x=sub.index.to_list(),
-                y=p50,
-                name=rt,
-                marker_color=color_for(rt),
-                error_y=err,
-                customdata=sub["latency_ms_p90"].to_numpy() if "latency_ms_p90" in sub else None,
-                hovertemplate="<b>%{x}</b> "
-                + rt
-                + "<br>p50: %{y:.3g} ms"
-                + ("<br>p90: %{customdata:.3g} ms" if "latency_ms_p90" in sub else "")
-                + "<extra></extra>",
-            )
-        )
-    fig.update_layout(barmode="group", legend_title_text="runtime")
-    fig.update_xaxes(title_text=label, categoryorder="array", categoryarray=labels)
-    fig.update_yaxes(title_text=axis_title("latency_ms_p50"), rangemode="tozero")
     return finish(fig, title, [note])

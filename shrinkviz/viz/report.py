@@ -17,7 +17,7 @@ Example:
     >>> path == store.path / "report.html"
     True
     >>> re.findall(r"<h2>([^<]*)</h2>", path.read_text())  # doctest: +NORMALIZE_WHITESPACE
-    ['Summary', 'Accuracy vs latency (marker area: gzip size)',
+    ['Summary', 'Accuracy vs latency vs dense baseline, timed side by side (marker area: gzip size)',
      'Pruning: accuracy vs compression and vs theoretical speedup',
      'Per-layer sparsity of the most compressed pruned run', 'Summary over seeds (mean, std, 95% CI)',
      'All successful runs']
@@ -46,14 +46,25 @@ TABLE_COLUMNS = (
     "compression_ratio",
     "speedup_theoretical",
     "size_bytes_gzip",
+    "latency_vs_baseline",
+    "latency_vs_baseline_min",
+    "latency_vs_baseline_max",
     "latency_ms_p50",
     "latency_runtime",
+    "machine_id",
     "duration_s",
     "run_id",
 )
 PROTOCOL_COLUMNS = ("baseline_recipe", "baseline_seed", "finetune")
 """What a pruning curve holds fixed: the pretrained baseline and the finetuning recipe."""
-SUMMARY_METRICS = ("top1", "compression_ratio", "speedup_theoretical", "size_bytes_gzip", "latency_ms_p50")
+SUMMARY_METRICS = (
+    "top1",
+    "compression_ratio",
+    "speedup_theoretical",
+    "size_bytes_gzip",
+    "latency_vs_baseline",
+    "latency_ms_p50",
+)
 
 
 def _tables(source: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -92,13 +103,21 @@ def _context_sections(ok: pd.DataFrame, layers: pd.DataFrame | None, prefix: str
     from shrinkviz import viz
 
     sections: list[tuple[str, Any]] = []
+    from shrinkviz.viz.machines import latency_x, machines
+
     has_latency = ok["latency_ms_p50"].notna().any()
-    x = "latency_ms_p50" if has_latency else "size_bytes_gzip"
+    x = latency_x(ok) if has_latency else "size_bytes_gzip"
     size = "size_bytes_gzip" if has_latency else None
+    what = "size"
+    if has_latency:
+        what = "latency (marker area: gzip size)"
+        if x == "latency_vs_baseline":
+            what = "latency vs dense baseline, timed side by side (marker area: gzip size)"
+    split = len(machines(ok)) > 1  # one trace group and one front per machine, each named
     sections.append(
         _safe(
-            f"{prefix}Accuracy vs {'latency (marker area: gzip size)' if has_latency else 'size'}",
-            lambda: viz.frontier(ok, x=x, y="top1", size=size, color="technique"),
+            f"{prefix}Accuracy vs {what}",
+            lambda: viz.frontier(ok, x=x, y="top1", size=size, color="technique", by_machine=split),
         )
     )
     pruned = ok[ok["method"] == "prune"]
@@ -133,13 +152,14 @@ def _context_sections(ok: pd.DataFrame, layers: pd.DataFrame | None, prefix: str
 def _summary_table(ok: pd.DataFrame) -> pd.DataFrame:
     from shrinkviz.metrics.stats import aggregate, pareto_mask
 
-    metrics = [m for m in SUMMARY_METRICS if ok[m].notna().any()]
+    metrics = [m for m in SUMMARY_METRICS if m in ok and ok[m].notna().any()]
     by = [
         "technique",
         *[c for c in FACTOR_COLUMNS if c not in ("seed", "method", "order") and ok[c].nunique() > 1],
     ]
     agg = aggregate(ok, by=by, metrics=metrics)
-    objectives = [m for m in ("top1", "latency_ms_p50", "size_bytes_gzip") if m in metrics]
+    cost = "latency_vs_baseline" if "latency_vs_baseline" in metrics else "latency_ms_p50"
+    objectives = [m for m in ("top1", cost, "size_bytes_gzip") if m in metrics]
     if "top1" in objectives and len(objectives) > 1:
         means = agg.rename(columns={f"{m}_mean": m for m in objectives})
         agg.insert(
@@ -170,10 +190,17 @@ def build_sections(runs: pd.DataFrame, layers: pd.DataFrame | None = None) -> li
         f"Generated {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} by shrinkviz "
         f"{', '.join(sorted(set(runs['shrinkviz_version'].dropna().astype(str))))} with torch "
         f"{', '.join(sorted(set(runs['torch_version'].dropna().astype(str))))}.",
-        "Accuracy is test top-1 of the deployed model; latency is measured (median ms per batch at the "
-        "recorded runtime, threads and batch); size is the deployable artefact, gzip-compressed. "
+        "Accuracy is test top-1 of the deployed model; latency is measured: each run's deployed model "
+        "timed in interleaved rounds beside its dense FP32 baseline, plotted as the median per-round ratio "
+        "(× baseline, whiskers: range over rounds; absolute median ms per batch at the recorded runtime, "
+        "threads and batch on hover); size is the deployable artefact, gzip-compressed. "
         "Means and 95% Student-t intervals are over seeds.",
     ]
+    from shrinkviz.viz.machines import machine_note
+
+    named = machine_note(ok)
+    if named:
+        lines.append(named[0].upper() + named[1:] + ".")
     for dataset, model in contexts:
         base = ok[(ok["dataset"] == dataset) & (ok["model"] == model)]["baseline_top1"].dropna()
         if len(base):
