@@ -16,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torch import nn
 
 from shrinkviz.core.device import model_device
 from shrinkviz.data import Dataset, Normalizer, batches, load_dataset
+from shrinkviz.loop.masks import revived_message
 from shrinkviz.metrics.counts import (
     count_parameters,
     layer_macs,
@@ -126,6 +128,9 @@ def measure(
         raise TypeError(f"data must be a shrinkviz.data.Dataset or a dataset name, got {type(data).__name__}")
     if activation_batch < 1:
         raise ValueError(f"activation_batch={activation_batch}: must be >= 1")
+    stale = revived_message(model, "measure")
+    if stale:
+        warnings.warn(stale, UserWarning, stacklevel=2)
     normalize = Normalizer(data.mean, data.std)
     evaluation = evaluate(model, getattr(data, split), normalize)
     inputs, _ = next(batches(getattr(data, split), activation_batch, normalize, model_device(model)))

@@ -23,6 +23,7 @@ from torch import nn
 from shrinkviz.core.registry import unknown_name
 from shrinkviz.data import Dataset, as_dataset
 from shrinkviz.loop.config import TrainConfig, resolve_config
+from shrinkviz.loop.masks import check_masks
 from shrinkviz.loop.train import fit
 from shrinkviz.techniques.quant.eager import (
     BACKEND,
@@ -93,6 +94,7 @@ def quantize(
     if method not in METHODS:
         raise unknown_name("quantization method", method, METHODS, "method")
     model = as_model(model)
+    check_masks(model, "quantize")
     if isinstance(data, str):
         data = as_dataset(data)
     if method == "ptq":
