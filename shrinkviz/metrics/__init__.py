@@ -95,7 +95,8 @@ def measure(
     """Accuracy and cost of ``model`` as one flat dict (``RUN_COLUMNS`` names + ``activations_nonzero``).
 
     Args:
-        model: the model to measure (a registry model, or any module with an ``input_shape``).
+        model: the model to measure (a registry model or any module; shapes come from ``data`` when the
+            model has no ``input_shape``).
         data: Dataset or dataset name; accuracy on ``split`` via :func:`shrinkviz.loop.train.evaluate`.
         split: ``"test"`` (reporting; default), ``"val"`` or ``"train"``.
         baseline: the uncompressed model. Its dense parameters and MACs become the numerators of
@@ -144,13 +145,16 @@ def measure(
     # Contract: shrinkviz.metrics.size.size_metrics(model) -> {"size_bytes_raw", "size_bytes_gzip"} and
     # shrinkviz.metrics.latency.latency_metrics(model, **latency) -> {"latency_ms_p50", "latency_ms_p90",
     # "latency_runtime", "latency_threads", "latency_batch", "cpu_model"}. Off by default.
+    # a model without an input_shape attribute is measured at the data's shape
+    shape = {} if getattr(model, "input_shape", None) else {"input_shape": tuple(data.input_shape)}
     if size:
         from shrinkviz.metrics import size as size_module
 
-        row.update(size_module.size_metrics(model) if size is True else size_module.size_metrics(model, size))
+        fmt = () if size is True else (size,)
+        row.update(size_module.size_metrics(model, *fmt, **shape))
     if latency is not None:
         from shrinkviz.metrics import latency as latency_module
 
-        row.update(latency_module.latency_metrics(model, **latency))
+        row.update(latency_module.latency_metrics(model, **{**shape, **latency}))
     # ------------------------------------------------------------------------------------------------------
     return row
