@@ -110,12 +110,13 @@ def check_store(store: Any, n_runs: int) -> list[str]:
 
 
 @lru_cache(maxsize=32)
-def _data_info(name: str) -> tuple[tuple[int, ...], int] | str:
-    """(input shape, classes) of a dataset, or the one-line reason it does not load."""
+def _data_info(name: str, path: str = "") -> tuple[tuple[int, ...], int] | str:
+    """(input shape, classes) of a dataset (an ``imagefolder`` at ``path``), or the one-line reason it does
+    not load."""
     from shrinkviz.data import load_dataset
 
     try:
-        data = load_dataset(name)
+        data = load_dataset(name, path=path or None)
     except (OSError, ValueError) as exc:
         return _first_line(exc)
     return tuple(data.input_shape), int(data.num_classes)
@@ -179,7 +180,7 @@ def check_experiments(experiments: Iterable[Experiment]) -> list[str]:
     for exp in experiments:
         found = _registry_problems(exp)
         if not found:
-            info = _data_info(exp.data.name)
+            info = _data_info(exp.data.name, exp.data.path)
             if isinstance(info, str):
                 found.append(f"dataset {exp.data.name!r} does not load: {info}")
             else:
@@ -210,10 +211,10 @@ def check_cache_space(experiments: Iterable[Experiment]) -> list[str]:
     from shrinkviz.core.io import cache_root
 
     need = 0
-    for model, data, _recipe, _seed in {
-        (e.model, e.data.name, e.baseline.recipe, e.baseline.seed) for e in experiments
+    for model, data, path, _recipe, _seed in {
+        (e.model, e.data.name, e.data.path, e.baseline.recipe, e.baseline.seed) for e in experiments
     }:
-        info = _data_info(data)
+        info = _data_info(data, path)
         built = _model_info(model, *info) if not isinstance(info, str) else None
         if isinstance(built, tuple):
             need += 2 * 4 * built[0]

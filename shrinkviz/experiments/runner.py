@@ -42,17 +42,18 @@ def load_data(exp: Experiment) -> Any:
     """The experiment's dataset, cut to its subset sizes."""
     from shrinkviz.data import load_dataset
 
-    data = load_dataset(exp.data.name)
+    data = load_dataset(exp.data.name, path=exp.data.path or None)
     return data.subset(*exp.data.subset) if exp.data.subset else data
 
 
 def load_baseline(exp: Experiment, progress: bool = False) -> Any:
     """The pretrained baseline of an experiment (trained once and cached by ``shrinkviz.pretrained``)."""
+    from shrinkviz.data import load_dataset
     from shrinkviz.loop.zoo import pretrained
 
     return pretrained(
         exp.model,
-        exp.data.name,
+        load_dataset(exp.data.name, path=exp.data.path) if exp.data.path else exp.data.name,
         exp.baseline.recipe,
         exp.baseline.seed,
         epochs=exp.baseline.epochs,
