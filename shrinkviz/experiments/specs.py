@@ -128,10 +128,14 @@ class DataSpec(_Section):
             raise _bad(f"{self._path}.path", self.path, "must be a folder path (a string)")
         if self.name == "imagefolder" and not self.path:
             raise _bad(
-                f"{self._path}.path", self.path, "dataset 'imagefolder' needs path=<folder with train/ and val/>"
+                f"{self._path}.path",
+                self.path,
+                "dataset 'imagefolder' needs path=<folder with train/ and val/>",
             )
         if self.path and self.name != "imagefolder":
-            raise _bad(f"{self._path}.path", self.path, f"only name='imagefolder' takes a path, not {self.name!r}")
+            raise _bad(
+                f"{self._path}.path", self.path, f"only name='imagefolder' takes a path, not {self.name!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
