@@ -1,11 +1,12 @@
 """INT8 quantization behind one interface: QAT (fake-quant -> ``fit`` -> convert) and PTQ (calibrate ->
 convert), both producing a real INT8 model for x86 CPUs; export for deployment in :mod:`shrinkviz.deploy.export`.
 
-Two routes, chosen by the model: registry models (built with QuantStubs and FloatFunctional adds) take
-eager-mode quantization (:mod:`shrinkviz.techniques.quant.eager` says why, measured); any other traceable
-model (torchvision, timm, a hand-written net) takes graph mode (:mod:`shrinkviz.techniques.quant.graph`),
-which needs no stubs and folds BatchNorm by itself. Both give real x86 INT8 models with the same
-deployment forms.
+One route for every model: graph mode (:mod:`shrinkviz.techniques.quant.graph`, ``torch.ao`` FX with the
+x86 backend config), which needs no QuantStub or FloatFunctional, fuses conv-bn(-relu) and add-relu by
+itself and keeps the float model's layer names, so registry models, torchvision, timm and hand-written
+nets all quantize alike. The eager-mode functions (:mod:`shrinkviz.techniques.quant.eager`:
+``prepare_qat`` / ``convert`` / ``quantize_ptq``, for models built with stubs) remain as a lower-level API
+and as the measured reference.
 
 Example:
     >>> import shrinkviz as sv
@@ -108,21 +109,14 @@ def quantize(
     check_masks(model, "quantize")
     if isinstance(data, str):
         data = as_dataset(data)
-    graph = not uses_stubs(model)
-    if graph:
-        example_input = example_batch(model, data, example_input)
+    example_input = example_batch(model, data, example_input)
     if method == "ptq":
-        if graph:
-            return Result(calibrate_graph(model, data, example_input, calib_batches=calib_batches), [])
-        return Result(quantize_ptq(model, data, calib_batches=calib_batches, example_input=example_input), [])
+        return Result(calibrate_graph(model, data, example_input, calib_batches=calib_batches), [])
     if not isinstance(data, Dataset):
         raise TypeError(
             f"QAT trains on a shrinkviz.data.Dataset or a dataset name, got {type(data).__name__}"
         )
-    if graph:
-        qat = prepare_qat_graph(model, example_input)
-    else:
-        qat = prepare_qat(model, example_input=example_input)
+    qat = prepare_qat_graph(model, example_input)
     history = fit(
         qat,
         data,
@@ -133,7 +127,7 @@ def quantize(
         stage="Q",
         progress=progress,
     )
-    return Result(convert_graph(qat) if graph else convert(qat), history)
+    return Result(convert_graph(qat), history)
 
 
 def example_batch(model: nn.Module, data: Any, example_input: torch.Tensor | None = None) -> torch.Tensor:
