@@ -47,7 +47,7 @@ from torch import nn
 from shrinkviz.core.verbs import make_module_callable
 from shrinkviz.data import Dataset, Normalizer, as_dataset
 from shrinkviz.loop.config import TrainConfig, resolve_config
-from shrinkviz.loop.masks import get_masks
+from shrinkviz.loop.masks import check_masks, get_masks
 from shrinkviz.loop.train import evaluate, fit
 from shrinkviz.techniques.distill import ALPHA, TEMPERATURE, DistillCallback, check_compatible, freeze
 from shrinkviz.techniques.quant import convert_graph, int8_weights, is_int8, is_qat, prepare_qat_graph
@@ -244,6 +244,7 @@ def pipeline(
     if finetune is not None and cfg is not None:
         raise TypeError("pipeline: give cfg= only (finetune= is its old name)")
     model = as_model(model)
+    check_masks(model, "pipeline")
     stages = parse_order(order)
     counts = allocate_epochs(order, epochs, budget=budget, scale=scale)
     base_cfg = resolve_config(

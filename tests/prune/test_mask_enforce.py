@@ -145,6 +145,8 @@ def test_verbs_refuse_revived_weights_with_the_count_and_the_fix():
         lambda: sv.finetune(pruned, ds, "adam_fast", progress=False),
         lambda: sv.quantize(pruned, ds, "ptq"),
         lambda: sv.prune(pruned, strategy="global_weight", compression=8),
+        lambda: sv.distill(pruned, ds, "adam_fast", progress=False),
+        lambda: sv.pipeline(pruned, ds, "PQ", (1, 1), progress=False),
     ):
         with pytest.raises(
             MaskError, match=rf"{count} of \d+ pruned weights are nonzero.*apply_masks.*remove_masks"
