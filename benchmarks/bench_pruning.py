@@ -151,7 +151,7 @@ def copy_of(model: nn.Module) -> nn.Module:
 def bench_structured(arch: str, rounds: int, min_run_time: float) -> dict[str, object]:
     """Batch-1 latency, dense vs half channels vs 90% unstructured sparsity (masks baked in)."""
     dense = create_model(arch, input_shape=(3, 32, 32), seed=0).eval()
-    structured = prune_channels(dense, keep=0.5, norm="l2").eval()
+    structured = prune_channels(dense, keep=0.5, norm="l2").model.eval()
     sparse_masked = prune(dense, strategy="global_weight", compression=10).model
     sparsity = masked_sparsity(sparse_masked)
     sparse = remove_masks(sparse_masked).eval()
