@@ -20,7 +20,7 @@ fi
 PY=${PYTHON:-python3}
 # torch first, alone and pinned: it resolves to the local CPU wheel where one is provided.
 $PY -m pip install -q --disable-pip-version-check -c constraints.txt "torch==2.13.*"
-$PY -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[torchvision,browser,dev]"
+$PY -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[torchvision,timm,browser,dev]"
 # Build (or reuse) the sparse runtime's kernels now rather than at first use; never fatal: without a
 # compiler the runtime reports itself unavailable and everything else works.
 $PY -c "import shrinkviz.sparse as s; print('shrinkviz.sparse:', s.availability()[1])" || true

@@ -157,10 +157,10 @@ def _print_runs(runs: Any) -> None:
         )
 
 
-def _run_sweep(experiments: Any, store: Any, executor: Any, progress: bool) -> Any:
+def _run_sweep(experiments: Any, store: Any, executor: Any, progress: bool, plugins: Any = ()) -> Any:
     from shrinkviz.experiments.sweep import sweep
 
-    result = sweep(experiments, executor, store=store, progress=progress)
+    result = sweep(experiments, executor, store=store, progress=progress, plugins=plugins)
     print(
         f"{len(result.run_ids)} runs: {result.ran} ran ({result.failed} failed), {result.skipped} already "
         f"stored, in {result.elapsed_s:.1f} s" + (f"; {result.plan}" if result.plan else "")
@@ -206,11 +206,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from shrinkviz.experiments.experiment import Experiment
+    from shrinkviz.experiments.shipping import load_plugins
     from shrinkviz.experiments.store import Store
     from shrinkviz.experiments.sweep import expand
     from shrinkviz.viz.report import write_report
 
     config = load_config(args.config)
+    plugins = load_plugins([*config.get("plugins", []), *(args.plugin or [])])  # before names are checked
     bases = config.get("experiments") or [config["base"]]
     if not isinstance(bases, list):
         raise ValueError(
@@ -226,7 +228,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     executor = _executor(args, config)
     store = Store(args.store or config.get("store"))
     print(f"sweep {args.config}: {len(experiments)} runs; results in {store.path}")
-    result = _run_sweep(experiments, store, executor, not args.quiet)
+    result = _run_sweep(experiments, store, executor, not args.quiet, plugins)
     _print_runs(result.runs)
     out = args.report or config.get("report")
     if out:
@@ -371,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a sweep described by a JSON or YAML file")
     sweep.add_argument("config", help="JSON or YAML: base (or experiments) + grid [+ store, report, title]")
     sweep.add_argument("--report", help="also write an HTML report here")
+    sweep.add_argument(
+        "--plugin",
+        action="append",
+        metavar="MODULE",
+        help="import MODULE (registering strategies, models, datasets, ...) here and on every worker; repeatable",
+    )
     common(sweep)
     sweep.set_defaults(func=cmd_sweep)
 

@@ -120,7 +120,8 @@ def test_missing_config_and_usage_mistakes(tmp_path, capsys):
     assert f"config {tmp_path / 'nope.yaml'} not found" in capsys.readouterr().err
     assert main(["swep", "x.yaml"]) == 2
     assert (
-        "unknown command 'swep'; did you mean 'sweep'? valid: demo, remeasure, report, sweep" in capsys.readouterr().err
+        "unknown command 'swep'; did you mean 'sweep'? valid: demo, remeasure, report, sweep"
+        in capsys.readouterr().err
     )
     assert main(["report", "--plotlyjs", "cdm"]) == 2
     assert "unknown --plotlyjs value 'cdm'; did you mean 'cdn'?" in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """Sweep config files (YAML or JSON): read, checked and made absolute before anything runs.
 
 A config holds a base experiment (or a list ``experiments``), a grid, and optionally ``store``, ``report``,
-``title`` and a Dask TLS ``security`` block; relative paths are taken from the config file's folder. Every
-mistake is a ``ValueError`` naming the file and what was expected.
+``title``, a Dask TLS ``security`` block and ``plugins`` (modules imported here and on every worker);
+relative paths are taken from the config file's folder. Every mistake is a ``ValueError`` naming the file
+and what was expected.
 
 Example:
     >>> import pathlib, tempfile
@@ -15,7 +16,7 @@ Example:
     ...     load_config(p)
     ... except ValueError as exc:
     ...     print(str(exc).split(": ", 1)[1])
-    unknown key(s) ['bsae']; did you mean 'base'? valid keys: base, experiments, grid, store, report, title, security
+    unknown key(s) ['bsae']; did you mean 'base'? valid keys: base, experiments, grid, store, report, title, security, plugins
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from shrinkviz.core.registry import did_you_mean
 
-CONFIG_KEYS = ("base", "experiments", "grid", "store", "report", "title", "security")
+CONFIG_KEYS = ("base", "experiments", "grid", "store", "report", "title", "security", "plugins")
 CONFIG_FORMATS = (".yaml", ".yml", ".json")
 SECURITY_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
 
@@ -101,6 +102,13 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("store", "report"):
         if config.get(key) is not None:
             config[key] = str((path.parent / str(config[key])).resolve())
+    plugins = config.get("plugins")
+    if plugins is not None and (
+        not isinstance(plugins, list) or not all(isinstance(p, str) and p.strip() for p in plugins)
+    ):
+        raise ValueError(
+            f"config {path}: 'plugins' must be a list of importable module names, e.g. `plugins: [my_methods]`"
+        )
     security = config.get("security")
     if security is not None and not isinstance(security, dict):
         raise ValueError(

@@ -123,21 +123,21 @@ def check_store(store: Any, n_runs: int) -> list[str]:
     return []
 
 
-_DATA_INFO: dict[str, tuple[tuple[int, ...], int]] = {}
+_DATA_INFO: dict[tuple[str, str], tuple[tuple[int, ...], int]] = {}
 
 
-def _data_info(name: str) -> tuple[tuple[int, ...], int] | str:
-    """(input shape, classes) of a dataset, or the one-line reason it does not load (successes are
-    cached; a failure is tried again next time, after the user has fixed it)."""
+def _data_info(name: str, path: str = "") -> tuple[tuple[int, ...], int] | str:
+    """(input shape, classes) of a dataset (an ``imagefolder`` at ``path``), or the one-line reason it does
+    not load (successes are cached; a failure is tried again next time, after the user has fixed it)."""
     from shrinkviz.data import load_dataset
 
-    if name not in _DATA_INFO:
+    if (name, path) not in _DATA_INFO:
         try:
-            data = load_dataset(name)
+            data = load_dataset(name, path=path or None)
         except (OSError, ValueError) as exc:
-            return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        _DATA_INFO[name] = (tuple(data.input_shape), int(data.num_classes))
-    return _DATA_INFO[name]
+            return _first_line(exc)
+        _DATA_INFO[(name, path)] = (tuple(data.input_shape), int(data.num_classes))
+    return _DATA_INFO[(name, path)]
 
 
 @lru_cache(maxsize=256)
@@ -198,7 +198,7 @@ def check_experiments(experiments: Iterable[Experiment]) -> list[str]:
     for exp in experiments:
         found = _registry_problems(exp)
         if not found:
-            info = _data_info(exp.data.name)
+            info = _data_info(exp.data.name, exp.data.path)
             if isinstance(info, str):
                 found.append(f"dataset {exp.data.name!r} does not load: {info}")
             else:
@@ -229,10 +229,10 @@ def check_cache_space(experiments: Iterable[Experiment]) -> list[str]:
     from shrinkviz.core.io import cache_root
 
     need = 0
-    for model, data, _recipe, _seed in {
-        (e.model, e.data.name, e.baseline.recipe, e.baseline.seed) for e in experiments
+    for model, data, path, _recipe, _seed in {
+        (e.model, e.data.name, e.data.path, e.baseline.recipe, e.baseline.seed) for e in experiments
     }:
-        info = _data_info(data)
+        info = _data_info(data, path)
         built = _model_info(model, *info) if not isinstance(info, str) else None
         if isinstance(built, tuple):
             need += 2 * 4 * built[0]

@@ -42,17 +42,18 @@ def load_data(exp: Experiment) -> Any:
     """The experiment's dataset, cut to its subset sizes."""
     from shrinkviz.data import load_dataset
 
-    data = load_dataset(exp.data.name)
+    data = load_dataset(exp.data.name, path=exp.data.path or None)
     return data.subset(*exp.data.subset) if exp.data.subset else data
 
 
 def load_baseline(exp: Experiment, progress: bool = False) -> Any:
     """The pretrained baseline of an experiment (trained once and cached by ``shrinkviz.pretrained``)."""
+    from shrinkviz.data import load_dataset
     from shrinkviz.loop.zoo import pretrained
 
     return pretrained(
         exp.model,
-        exp.data.name,
+        load_dataset(exp.data.name, path=exp.data.path) if exp.data.path else exp.data.name,
         exp.baseline.recipe,
         exp.baseline.seed,
         epochs=exp.baseline.epochs,
@@ -206,16 +207,30 @@ def failed_row(
     return row
 
 
-def execute(config_json: str, threads: int | None = None, progress: bool = False) -> dict[str, Any]:
-    """Worker entry point: run an experiment given as JSON, never raise; return ``{row, history, layers,
-    latency, artefact}``.
+def execute(
+    config_json: str, threads: int | None = None, progress: bool = False, shipment: Any = None
+) -> dict[str, Any]:
+    """Worker entry point: run an experiment given as JSON; return ``{row, history, layers, latency,
+    artefact}``.
+
+    A failed run is a result (a failed row), except when the worker cannot even read the config: a name
+    it has no registration for raises a ValueError saying which and how to ship it.
 
     Args:
         config_json: ``Experiment.to_json()`` text (plain text travels to any worker).
         threads: torch intra-op threads for this process (None: leave as is).
         progress: show training progress bars.
+        shipment: a :class:`shrinkviz.experiments.shipping.Shipment` (plugins and user registrations of the
+            submitting process) installed before the config is read.
     """
-    exp = Experiment.from_json(config_json)
+    from shrinkviz.experiments.shipping import missing_registration
+
+    if shipment is not None:
+        shipment.install()
+    try:
+        exp = Experiment.from_json(config_json)
+    except ValueError as exc:  # valid where it was made: this process lacks one of its registrations
+        raise missing_registration(exc) from exc
     if threads:
         torch.set_num_threads(threads)
     started_at, t0 = _now(), time.perf_counter()

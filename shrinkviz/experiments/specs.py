@@ -106,7 +106,12 @@ class _Section:
 
 @dataclass(frozen=True)
 class DataSpec(_Section):
-    """The dataset (a ``shrinkviz.data`` registry name) and optional sizes of its first examples per split."""
+    """The dataset (a ``shrinkviz.data`` registry name, or ``imagefolder`` with a ``path``) and optional
+    sizes of its first examples per split.
+
+    ``path`` is written into the config (and so into the run id) only when set, so runs on registry
+    datasets keep their ids.
+    """
 
     _path: ClassVar[str] = "Experiment.data"
     _primary: ClassVar[str] = "name"
@@ -114,6 +119,7 @@ class DataSpec(_Section):
     train: int | None = None
     val: int | None = None
     test: int | None = None
+    path: str = ""
 
     def __post_init__(self) -> None:
         from shrinkviz.data import available_datasets
@@ -121,6 +127,24 @@ class DataSpec(_Section):
         _choice(f"{self._path}.name", self.name, available_datasets())
         for split in ("train", "val", "test"):
             _set(self, split, _int(f"{self._path}.{split}", getattr(self, split), 1, optional=True))
+        if not isinstance(self.path, str):
+            raise _bad(f"{self._path}.path", self.path, "must be a folder path (a string)")
+        if self.name == "imagefolder" and not self.path:
+            raise _bad(
+                f"{self._path}.path",
+                self.path,
+                "dataset 'imagefolder' needs path=<folder with train/ and val/>",
+            )
+        if self.path and self.name != "imagefolder":
+            raise _bad(
+                f"{self._path}.path", self.path, f"only name='imagefolder' takes a path, not {self.name!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if not self.path:
+            del out["path"]
+        return out
 
     @property
     def subset(self) -> tuple[int | None, int | None, int | None] | None:

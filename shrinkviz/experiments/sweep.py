@@ -34,8 +34,9 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -49,6 +50,7 @@ from shrinkviz.experiments.planning import plan_execution, train_baselines_first
 from shrinkviz.experiments.preflight import PreflightError, preflight
 from shrinkviz.experiments.runner import _now, execute, failed_row
 from shrinkviz.experiments.schema import FACTOR_COLUMNS, METRIC_COLUMNS
+from shrinkviz.experiments.shipping import Shipment, load_plugins
 from shrinkviz.experiments.store import SchemaError, Store
 
 __all__ = ["DaskExecutor", "InProcessExecutor", "PreflightError", "SweepResult", "expand", "sweep"]
@@ -185,6 +187,7 @@ def sweep(
     progress: bool = True,
     check: bool = True,
     poll_s: float = 0.5,
+    plugins: Sequence[str] = (),
     **grid: Any,
 ) -> SweepResult:
     """Run ``base`` x ``grid``, skipping what the store already has; return the sweep's tables.
@@ -204,6 +207,9 @@ def sweep(
         check: run :func:`~shrinkviz.experiments.preflight.preflight` first (store writable with room,
             names registered, data loadable, every model takes its data, every compression reachable).
         poll_s: seconds between looks at runs another sweep is computing (claimed by its lease).
+        plugins: modules to import here and on every worker before its runs (registering strategies,
+            models, datasets, ...). Registrations made in ``__main__`` (a notebook, the script) need no
+            plugin: they are shipped with each run (:mod:`shrinkviz.experiments.shipping`).
         **grid: field (dotted path or alias) -> list of values.
 
     Returns:
@@ -228,6 +234,7 @@ def sweep(
         True
     """
     started = time.perf_counter()
+    plugins = load_plugins(plugins)
     experiments = expand(base, **grid)
     if not isinstance(store, Store):
         store = Store(store)
@@ -242,6 +249,11 @@ def sweep(
             ex, owned = plan.executor(), True
         else:
             ex, owned = make_executor(executor)
+        fn = (
+            execute
+            if isinstance(ex, InProcessExecutor)
+            else partial(execute, shipment=Shipment.capture(plugins))
+        )
         try:
             ex.start()  # connect before anything runs: an unreachable scheduler leaves the store untouched
             if isinstance(ex, DaskExecutor) and ex.address is None:
@@ -252,7 +264,7 @@ def sweep(
             stamps = {e.run_id: _stamp(store, e.run_id) for e in todo}
             with Renewer(store.leases):
                 while todo:
-                    others = _run_claimed(ex, store, todo, result, bar, stamps)
+                    others = _run_claimed(ex, fn, store, todo, result, bar, stamps)
                     todo = _wait_for_others(store, others, result, bar, poll_s, stamps)
                     stamps.update({e.run_id: _stamp(store, e.run_id) for e in todo})
             bar.close()
@@ -296,15 +308,21 @@ def _claiming(
 
 
 def _run_claimed(
-    ex: Executor, store: Store, todo: list[Experiment], result: SweepResult, bar: Any, stamps: dict
+    ex: Executor,
+    fn: Callable[..., Any],
+    store: Store,
+    todo: list[Experiment],
+    result: SweepResult,
+    bar: Any,
+    stamps: dict,
 ) -> list:
     """Run the runs of ``todo`` this process can claim; return those claimed elsewhere."""
     by_json = {e.to_json(): e for e in todo}
     others: list[Experiment] = []
     items = _claiming(store, todo, others, result, stamps)
-    for config_json, record, error in ex.map_unordered(execute, items, getattr(ex, "torch_threads", None)):
+    for config_json, record, error in ex.map_unordered(fn, items, getattr(ex, "torch_threads", None)):
         exp = by_json[config_json]
-        if error is not None:  # the worker itself died (execute never raises)
+        if error is not None:  # the worker died, or lacks a registration the config names
             record = {"row": failed_row(exp, error, _now(), 0.0), "history": [], "layers": []}
         try:
             _put(store, exp, record)

@@ -4,8 +4,11 @@ A mask is a boolean buffer registered on the module that owns the weight: ``conv
 ``conv.weight`` (``conv.bias_mask`` for a pruned bias). The forward pass never reads it; masked weights
 are simply zero. :class:`MaskCallback` keeps them zero during training: it zeroes masked gradients after
 ``backward`` and re-zeroes masked weights after every optimizer step (so momentum, weight decay and Adam
-cannot revive them). :func:`shrinkviz.loop.train.fit` adds this callback by itself whenever the model carries
-masks, so every caller of the one loop keeps its zeros. ShrinkBench instead multiplied weights by masks in
+cannot revive them). That enforcement is done by process-wide optimizer hooks
+(:mod:`shrinkviz.loop.enforce`), so it holds in any training loop with any ``torch.optim`` optimizer, not
+only in :func:`shrinkviz.loop.train.fit`. Weights written outside an optimizer step (``load_state_dict``,
+``param.data[...] = ...``) are not re-zeroed silently: :func:`check_masks` counts them and the verbs
+refuse such a model, naming :func:`apply_masks` (re-zero) and :func:`remove_masks` (drop the masks). ShrinkBench instead multiplied weights by masks in
 every forward, which made its masked model ~1.5x slower.
 
 Names: :func:`get_masks` returns ``{"<module>.<param>": BoolTensor}`` with the qualified parameter name
@@ -37,8 +40,11 @@ from torch import nn
 
 from shrinkviz.core.layers import layer_kind, weight_table
 from shrinkviz.loop.callbacks import Callback
+from shrinkviz.loop.enforce import MASK_SUFFIX, register_module, unregister_module
 
-MASK_SUFFIX = "_mask"
+
+class MaskError(ValueError):
+    """Masked weights are nonzero: the model's weights were changed outside an optimizer step."""
 
 
 def classifier_layers(model: nn.Module) -> set[str]:
@@ -171,15 +177,63 @@ def set_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
         for module, attr, mask in resolved:
             module.register_buffer(attr + MASK_SUFFIX, mask.clone())
             module._parameters[attr].masked_fill_(~mask, 0.0)
+            register_module(module)
     return model
 
 
 def apply_masks(model: nn.Module) -> nn.Module:
-    """Zero every masked weight again (e.g. after loading weights into a masked model); returns model."""
+    """Zero every masked weight again (e.g. after loading dense weights into a masked model) and make sure
+    the optimizer hooks enforce every mask (e.g. after a parameter was replaced); returns model."""
     with torch.no_grad():
         for _, module, attr, mask in _masked(model):
             module._parameters[attr].masked_fill_(~mask, 0.0)
+            register_module(module)
     return model
+
+
+def revived(model: nn.Module) -> dict[str, int]:
+    """``{parameter name: count}`` of masked-out weights that are nonzero (empty when all masks hold).
+
+    Example:
+        >>> layer = set_masks(nn.Linear(2, 2), {"weight": torch.eye(2, dtype=torch.bool)})
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.fill_(1.0)
+        >>> revived(layer)
+        {'weight': 2}
+    """
+    found = {}
+    for name, module, attr, mask in _masked(model):
+        count = int(torch.count_nonzero(module._parameters[attr].detach()[~mask]))
+        if count:
+            found[name] = count
+    return found
+
+
+def revived_message(model: nn.Module, what: str) -> str | None:
+    """The one-line explanation of :func:`revived` weights for ``what`` (a verb), or None when none."""
+    found = revived(model)
+    if not found:
+        return None
+    total = sum(int((~mask).sum()) for _, _, _, mask in _masked(model))
+    first = next(iter(found))
+    return (
+        f"{what}: {sum(found.values())} of {total} pruned weights are nonzero in {len(found)} masked "
+        f"tensor(s) (first: {first!r}), so the model's weights were changed outside an optimizer step; "
+        "call shrinkviz.loop.masks.apply_masks(model) to re-zero them, or "
+        "shrinkviz.loop.masks.remove_masks(model) to drop the masks"
+    )
+
+
+def check_masks(model: nn.Module, what: str) -> None:
+    """Raise :class:`MaskError` when masked weights of ``model`` are nonzero (see :func:`revived`).
+
+    Example:
+        >>> layer = set_masks(nn.Linear(2, 2), {"weight": torch.eye(2, dtype=torch.bool)})
+        >>> check_masks(layer, "finetune")  # masks hold: nothing to say
+    """
+    message = revived_message(model, what)
+    if message:
+        raise MaskError(message)
 
 
 def remove_masks(model: nn.Module) -> nn.Module:
@@ -196,6 +250,7 @@ def remove_masks(model: nn.Module) -> nn.Module:
     apply_masks(model)
     for _, module, attr, _ in _masked(model):
         del module._buffers[attr + MASK_SUFFIX]
+        unregister_module(module)
     return model
 
 
@@ -223,38 +278,24 @@ def mask_table(model: nn.Module) -> pd.DataFrame:
 class MaskCallback(Callback):
     """Keeps masked parameters at exactly zero during :func:`shrinkviz.loop.train.fit`.
 
-    After ``backward`` it zeroes masked gradients (so optimizer state stays clean); after every optimizer
-    step it multiplies masked weights by their masks (so momentum and weight decay cannot revive them).
-    The forward pass is untouched. It also writes the ``sparsity`` history column. ``fit`` adds one
-    automatically for masked models; pass one explicitly only to subclass it.
+    The zeroing itself (masked gradients before every optimizer step, masked weights after it) is done by
+    the optimizer hooks of :mod:`shrinkviz.loop.enforce`, which also cover training code outside ``fit``.
+    This callback refuses a model whose masked weights are already nonzero (:func:`check_masks`), makes
+    sure every mask is registered with the hooks, and writes the ``sparsity`` history column. ``fit`` adds
+    one automatically for masked models; pass one explicitly only to subclass it.
     """
 
-    def __init__(self) -> None:
-        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-
     def refresh(self, model: nn.Module) -> None:
-        """Re-read the model's masks (call after masks change)."""
-        self._pairs = [
-            (module._parameters[attr], mask.to(module._parameters[attr].dtype))
-            for _, module, attr, mask in _masked(model)
-        ]
+        """Register the model's current masks with the optimizer hooks (call after masks change)."""
+        for _, module, _, _ in _masked(model):
+            register_module(module)
 
     def fit_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        apply_masks(model)
+        check_masks(model, "fit")
         self.refresh(model)
 
     def epoch_start(self, model: nn.Module, epoch: int) -> None:
         self.refresh(model)
-
-    def after_backward(self, model: nn.Module) -> None:
-        for param, mask in self._pairs:
-            if param.grad is not None:
-                param.grad.mul_(mask)
-
-    @torch.no_grad()
-    def after_step(self, model: nn.Module) -> None:
-        for param, mask in self._pairs:
-            param.mul_(mask)
 
     def epoch_end(self, model: nn.Module, epoch: int, row: dict[str, Any]) -> None:
         row["sparsity"] = masked_sparsity(model)

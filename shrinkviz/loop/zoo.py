@@ -34,14 +34,36 @@ from shrinkviz.loop.train import TrainConfig, evaluate, fit
 from shrinkviz.models import ShrinkNet, create_model
 
 _MNIST_LIKE = ("fashion_mnist", "mnist")
+_CIFAR_LIKE = ("cifar10", "cifar100")
+KNOWN_DEFAULTS = (*_MNIST_LIKE, "digits", *_CIFAR_LIKE)
+"""Datasets whose ``default`` recipe is fixed by name; any other dataset's depends on its size."""
+
+DEFAULT_BY_SIZE = ((2_000, 40, 64), (20_000, 15, 128), (math.inf, 6, 128))
+"""``(max training examples, epochs, batch size)`` of the ``default`` recipe (Adam, cosine) for a dataset
+not in :data:`KNOWN_DEFAULTS`: the first row whose bound the training split does not exceed. Small
+datasets get more passes (as digits: 40 epochs of 1.4k images), large ones fewer (as MNIST: 6 of 54k)."""
 
 
-def recipe_config(recipe: str | TrainConfig, dataset: str) -> TrainConfig:
+def recipe_config(recipe: str | TrainConfig, dataset: str, n_train: int | None = None) -> TrainConfig:
     """The training config a recipe name stands for on a dataset.
 
     ``default`` is the recipe the demo uses: Adam with a cosine schedule, 6 epochs on MNIST-like data
-    (>= 90% test top-1 with MnistNet on Fashion-MNIST), 40 on digits, SGD 30 epochs on CIFAR. Any
-    name of ``shrinkviz.loop.train.PRESETS`` is also a recipe, and a ``TrainConfig`` may be given directly.
+    (>= 90% test top-1 with MnistNet on Fashion-MNIST), 40 on digits, SGD 30 epochs on CIFAR; on any other
+    dataset (registered, ``imagefolder``) Adam with epochs and batch by the size of its training split
+    (:data:`DEFAULT_BY_SIZE`). Any name of ``shrinkviz.loop.train.PRESETS`` is also a recipe, and a
+    ``TrainConfig`` may be given directly.
+
+    Args:
+        recipe: ``default``, a preset name, or a TrainConfig.
+        dataset: the dataset's name.
+        n_train: training examples (needed for ``default`` on a dataset outside :data:`KNOWN_DEFAULTS`).
+
+    Example:
+        >>> c = recipe_config("default", "imagefolder:flowers", n_train=800)
+        >>> c.optimizer, c.epochs, c.batch_size
+        ('adam', 40, 64)
+        >>> recipe_config("default", "my_big_set", n_train=100_000).epochs
+        6
     """
     if isinstance(recipe, TrainConfig):
         return recipe
@@ -50,7 +72,15 @@ def recipe_config(recipe: str | TrainConfig, dataset: str) -> TrainConfig:
             return TrainConfig.preset("adam_fast").replace(epochs=6)
         if dataset == "digits":
             return TrainConfig.preset("adam_fast").replace(epochs=40, batch_size=64)
-        return TrainConfig.preset("cifar_sgd").replace(epochs=30)
+        if dataset in _CIFAR_LIKE:
+            return TrainConfig.preset("cifar_sgd").replace(epochs=30)
+        if n_train is None or n_train < 1:
+            raise ValueError(
+                f"the default recipe of dataset {dataset!r} depends on its size: pass n_train= (its training "
+                "examples) or a recipe name / TrainConfig"
+            )
+        epochs, batch = next((e, b) for limit, e, b in DEFAULT_BY_SIZE if n_train <= limit)
+        return TrainConfig.preset("adam_fast").replace(epochs=epochs, batch_size=batch)
     return TrainConfig.preset(recipe)
 
 
@@ -81,9 +111,10 @@ def baseline_spec(
     seed: int = 0,
     epochs: int | None = None,
     subset: tuple[int, int, int] | None = None,
+    n_train: int | None = None,
 ) -> dict[str, Any]:
     """The full config that identifies a baseline (and names its checkpoint)."""
-    cfg = recipe_config(recipe, dataset)
+    cfg = recipe_config(recipe, dataset, n_train)
     if epochs is not None:
         cfg = cfg.replace(epochs=epochs)
     name = recipe if isinstance(recipe, str) else "custom"
@@ -213,7 +244,11 @@ def pretrained(
     dataset_name = dataset.name if isinstance(dataset, Dataset) else dataset
     if isinstance(dataset, Dataset) and subset is None:  # the object may itself be a subset: key on its sizes
         subset = (len(dataset.train), len(dataset.val), len(dataset.test))
-    spec = baseline_spec(model, dataset_name, recipe, seed, epochs, subset)
+    n_train = None
+    if recipe == "default" and dataset_name not in KNOWN_DEFAULTS:  # the default recipe depends on the size
+        full = dataset if isinstance(dataset, Dataset) else load_dataset(dataset_name)
+        n_train = len((full.subset(*subset) if subset else full).train)
+    spec = baseline_spec(model, dataset_name, recipe, seed, epochs, subset, n_train)
     weights, manifest_path = checkpoint_paths(spec, Path(cache) if cache else None)
     if manifest_path.is_file() and weights.is_file() and not retrain:
         return _load(spec, weights, manifest_path)

@@ -16,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torch import nn
 
 from shrinkviz.core.device import model_device
 from shrinkviz.data import Dataset, Normalizer, batches, load_dataset
+from shrinkviz.loop.masks import revived_message
 from shrinkviz.metrics.counts import (
     count_parameters,
     layer_macs,
@@ -93,7 +95,8 @@ def measure(
     """Accuracy and cost of ``model`` as one flat dict (``RUN_COLUMNS`` names + ``activations_nonzero``).
 
     Args:
-        model: the model to measure (a registry model, or any module with an ``input_shape``).
+        model: the model to measure (a registry model or any module; shapes come from ``data`` when the
+            model has no ``input_shape``).
         data: Dataset or dataset name; accuracy on ``split`` via :func:`shrinkviz.loop.train.evaluate`.
         split: ``"test"`` (reporting; default), ``"val"`` or ``"train"``.
         baseline: the uncompressed model. Its dense parameters and MACs become the numerators of
@@ -126,6 +129,9 @@ def measure(
         raise TypeError(f"data must be a shrinkviz.data.Dataset or a dataset name, got {type(data).__name__}")
     if activation_batch < 1:
         raise ValueError(f"activation_batch={activation_batch}: must be >= 1")
+    stale = revived_message(model, "measure")
+    if stale:
+        warnings.warn(stale, UserWarning, stacklevel=2)
     normalize = Normalizer(data.mean, data.std)
     evaluation = evaluate(model, getattr(data, split), normalize)
     inputs, _ = next(batches(getattr(data, split), activation_batch, normalize, model_device(model)))
@@ -139,13 +145,16 @@ def measure(
     # Contract: shrinkviz.metrics.size.size_metrics(model) -> {"size_bytes_raw", "size_bytes_gzip"} and
     # shrinkviz.metrics.latency.latency_metrics(model, **latency) -> {"latency_ms_p50", "latency_ms_p90",
     # "latency_runtime", "latency_threads", "latency_batch", "cpu_model"}. Off by default.
+    # a model without an input_shape attribute is measured at the data's shape
+    shape = {} if getattr(model, "input_shape", None) else {"input_shape": tuple(data.input_shape)}
     if size:
         from shrinkviz.metrics import size as size_module
 
-        row.update(size_module.size_metrics(model) if size is True else size_module.size_metrics(model, size))
+        fmt = () if size is True else (size,)
+        row.update(size_module.size_metrics(model, *fmt, **shape))
     if latency is not None:
         from shrinkviz.metrics import latency as latency_module
 
-        row.update(latency_module.latency_metrics(model, **latency))
+        row.update(latency_module.latency_metrics(model, **{**shape, **latency}))
     # ------------------------------------------------------------------------------------------------------
     return row

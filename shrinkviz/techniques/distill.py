@@ -36,6 +36,7 @@ from shrinkviz.core.verbs import make_module_callable
 from shrinkviz.data import Dataset, as_dataset
 from shrinkviz.loop.callbacks import Callback
 from shrinkviz.loop.config import TrainConfig, resolve_config
+from shrinkviz.loop.masks import check_masks
 from shrinkviz.loop.train import fit
 from shrinkviz.techniques.result import Result, as_model
 
@@ -237,6 +238,7 @@ def distill(
     _check_temperature(temperature)
     _check_alpha(alpha)
     student = as_model(model)
+    check_masks(student, "distill")
     data = as_dataset(data)
     cfg = resolve_config(cfg, "distill")
     teacher = (

@@ -22,6 +22,7 @@ from shrinkviz.core.verbs import make_module_callable
 from shrinkviz.data import Dataset, as_dataset
 from shrinkviz.loop.callbacks import Callback
 from shrinkviz.loop.config import TrainConfig, resolve_config
+from shrinkviz.loop.masks import check_masks
 from shrinkviz.loop.train import fit
 from shrinkviz.techniques.result import Result, as_model
 
@@ -55,6 +56,7 @@ def finetune(
         A :class:`Result`: the model itself and the history rows of ``fit`` with ``stage="finetune"``.
     """
     model = as_model(model)
+    check_masks(model, "finetune")
     history = fit(
         model,
         as_dataset(data),

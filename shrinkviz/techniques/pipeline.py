@@ -9,7 +9,8 @@ with the same finetuning config except for its epoch count; history rows carry t
   weights after every step). After Q, it prunes the fake-quant model: magnitudes are those of the QAT
   weights and the masks sit on the fused QAT modules; they hold through conversion (int8 weights are
   symmetric, so 0 stays 0; BN folding scales a zero to zero; checked at conversion).
-* **Q**: insert fake quantization (``shrinkviz.techniques.quant.prepare_qat``: conv-bn-relu fusion, x86 INT8 QAT),
+* **Q**: insert fake quantization (``shrinkviz.techniques.quant.prepare_qat_graph``: graph-mode conv-bn-relu
+  fusion, x86 INT8 QAT),
   carrying any masks, and train for the stage's epochs. The model stays fake-quant for the rest of the
   pipeline, so later stages (P, D) train with quantization in the loop; conversion to real INT8 kernels
   happens once, at the very end. Q before P means the observers first see the unpruned weights and
@@ -46,10 +47,10 @@ from torch import nn
 from shrinkviz.core.verbs import make_module_callable
 from shrinkviz.data import Dataset, Normalizer, as_dataset
 from shrinkviz.loop.config import TrainConfig, resolve_config
-from shrinkviz.loop.masks import get_masks
+from shrinkviz.loop.masks import check_masks, get_masks
 from shrinkviz.loop.train import evaluate, fit
 from shrinkviz.techniques.distill import ALPHA, TEMPERATURE, DistillCallback, check_compatible, freeze
-from shrinkviz.techniques.quant import convert, int8_weights, is_int8, is_qat, prepare_qat
+from shrinkviz.techniques.quant import convert_graph, int8_weights, is_int8, is_qat, prepare_qat_graph
 from shrinkviz.techniques.result import Result, as_model
 
 STAGES = ("P", "Q", "D")
@@ -243,6 +244,7 @@ def pipeline(
     if finetune is not None and cfg is not None:
         raise TypeError("pipeline: give cfg= only (finetune= is its old name)")
     model = as_model(model)
+    check_masks(model, "pipeline")
     stages = parse_order(order)
     counts = allocate_epochs(order, epochs, budget=budget, scale=scale)
     base_cfg = resolve_config(
@@ -264,7 +266,7 @@ def pipeline(
         if stage == "P":
             current = apply_pruning(current, strategy, compression, data=data, seed=seed, inplace=True)
         elif stage == "Q":
-            current = prepare_qat(current, inplace=True)
+            current = prepare_qat_graph(current, torch.randn(2, *data.input_shape))
         else:
             callbacks.append(DistillCallback(teacher, temperature, alpha))
         rows = fit(
@@ -285,7 +287,7 @@ def pipeline(
             }
         )
     masks = {name: mask.cpu() for name, mask in get_masks(current).items()}
-    artefact = convert(current) if "Q" in stages else current.cpu().eval()
+    artefact = convert_graph(current) if "Q" in stages else current.cpu().eval()
     normalize = Normalizer(data.mean, data.std)
     val, test = evaluate(artefact, data.val, normalize), evaluate(artefact, data.test, normalize)
     metrics = {

@@ -32,7 +32,7 @@ from torch import nn
 from shrinkviz.core.layers import count_parameters
 from shrinkviz.data import Dataset, as_dataset, available_datasets
 from shrinkviz.loop.config import TrainConfig, resolve_config
-from shrinkviz.loop.masks import MASK_SUFFIX, prunable_parameters, set_masks
+from shrinkviz.loop.masks import MASK_SUFFIX, check_masks, prunable_parameters, set_masks
 from shrinkviz.techniques.finetune import finetune
 from shrinkviz.techniques.prune.strategies import (
     ScoreContext,
@@ -161,6 +161,7 @@ def apply_pruning(
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed={seed!r}: must be an integer")
     seed = int(seed)
+    check_masks(model, "prune")
     targets = prunable_parameters(model, include_classifier=include_classifier, prune_bias=prune_bias)
     if not targets:
         raise ValueError(

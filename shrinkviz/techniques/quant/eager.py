@@ -1,6 +1,12 @@
 """INT8 quantization on x86 CPUs with PyTorch's eager-mode quantization (``torch.ao.quantization``).
 
-Why this backend (measured on an x86 CPU with torch 2.13, CIFAR ResNet-18, batch 1):
+:func:`shrinkviz.techniques.quant.quantize` and the pipeline use graph mode
+(:mod:`shrinkviz.techniques.quant.graph`) for every model; this module is the lower-level eager API for
+models built with QuantStubs and FloatFunctional adds (all registry models), and holds the helpers both
+routes share (observer sync, zero checks, calibration batches, layer-named errors).
+
+Why eager mode was chosen over PT2E (measured on an x86 CPU with torch 2.13, CIFAR ResNet-18, batch 1;
+graph mode shares these properties):
 
 * It plugs into THE training loop unchanged. The fake-quant model is an ordinary ``nn.Module`` whose
   ``train()`` / ``eval()`` work, whose module names are the float model's names (so pruning masks map
