@@ -80,6 +80,9 @@ def artefact_bytes(model: nn.Module) -> bytes:
         "input_shape": list(getattr(model, "input_shape", None) or []),
         "num_classes": int(getattr(model, "num_classes", 0) or 0),
         "dtype": dtype,
+        "int8_route": ("graph" if isinstance(model, torch.fx.GraphModule) else "eager")
+        if dtype == "int8"
+        else "",
         "shapes": _shapes(model),
         "packed": pack_state_dict(deployable_state_dict(model)),
     }
@@ -177,16 +180,23 @@ def load_artefact(source: str | os.PathLike[str] | bytes) -> nn.Module:
         )
     model = create_model(arch, input_shape=tuple(doc["input_shape"]), num_classes=doc["num_classes"], seed=0)
     _resize(model, doc["shapes"])
-    if doc["dtype"] == "int8":
-        from shrinkviz.techniques.quant import convert, prepare_qat
+    if doc["dtype"] == "int8":  # rebuild the INT8 module of the route that made it, then load its weights
+        example = torch.randn(2, *doc["input_shape"], generator=torch.Generator().manual_seed(0))
+        eager = doc.get("int8_route") == "eager" or (
+            not doc.get("int8_route") and "quant.scale" in doc["state"]
+        )
+        if eager:  # the lower-level eager API (shrinkviz.techniques.quant.eager)
+            from shrinkviz.techniques.quant import convert, prepare_qat
 
-        qat = prepare_qat(model, inplace=True, check=False)
-        qat.train()
-        with torch.no_grad():
-            qat(
-                qat.example_input(2) if hasattr(qat, "example_input") else torch.randn(2, *doc["input_shape"])
-            )
-        model = convert(qat, inplace=True)
+            qat = prepare_qat(model, inplace=True, check=False)
+            qat.train()
+            with torch.no_grad():
+                qat(example)
+            model = convert(qat, inplace=True)
+        else:  # the graph route every verb uses
+            from shrinkviz.techniques.quant.graph import calibrate_graph
+
+            model = calibrate_graph(model, example, example, calib_batches=1)
     model.load_state_dict(doc["state"])
     return model.cpu().eval()
 

@@ -102,8 +102,20 @@ def _prepare(model: nn.Module, example: torch.Tensor, qat: bool) -> nn.Module:
     except Exception as exc:  # noqa: BLE001 - tracing errors of arbitrary user code become one message
         raise _trace_error(model, exc) from exc
     _set_masks(prepared, masks)
+    _keep_identity(model, prepared)
     prepared.input_shape = tuple(example.shape[1:])
     return prepared
+
+
+IDENTITY = ("arch", "num_classes", "shrinkviz_manifest")
+"""Attributes a traced model carries over from the model it came from (registry name, class count, zoo
+manifest), so artefacts, teachers and counts still know what it is."""
+
+
+def _keep_identity(source: nn.Module, target: nn.Module) -> None:
+    for name in IDENTITY:
+        if hasattr(source, name):
+            setattr(target, name, getattr(source, name))
 
 
 def prepare_qat_graph(model: nn.Module, example_input: torch.Tensor, *, check: bool = True) -> nn.Module:
@@ -155,6 +167,7 @@ def convert_graph(prepared: nn.Module, *, example_input: torch.Tensor | None = N
     with _quiet():
         int8 = convert_fx(work, backend_config=_backend_config())
     int8.input_shape = shape
+    _keep_identity(prepared, int8)
     x = example_input if example_input is not None else torch.randn(2, *shape)
     run_named(int8, x.cpu(), "INT8")
     _check_zeros(int8, masks)
