@@ -12,7 +12,6 @@ for items under ``shrinkviz/`` only, and no module of the package imports it.
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
 
@@ -22,13 +21,9 @@ NEEDS_TORCHVISION = ("shrinkviz.core.compat",)
 @pytest.fixture(scope="session", autouse=True)
 def _doctest_cache(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("shrinkviz_doctest_cache")
-    old = os.environ.get("SHRINKVIZ_CACHE")
-    os.environ["SHRINKVIZ_CACHE"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("SHRINKVIZ_CACHE", None)
-    else:
-        os.environ["SHRINKVIZ_CACHE"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SHRINKVIZ_CACHE", str(root))
+        yield root
 
 
 @pytest.fixture(autouse=True)

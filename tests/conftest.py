@@ -3,21 +3,15 @@ user's data_cache (datasets still resolve to the system package, e.g. Debian's F
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("shrinkviz_cache")
-    old = os.environ.get("SHRINKVIZ_CACHE")
-    os.environ["SHRINKVIZ_CACHE"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("SHRINKVIZ_CACHE", None)
-    else:
-        os.environ["SHRINKVIZ_CACHE"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SHRINKVIZ_CACHE", str(root))
+        yield root
 
 
 @pytest.fixture(scope="session")

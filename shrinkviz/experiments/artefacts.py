@@ -182,10 +182,7 @@ def load_artefact(source: str | os.PathLike[str] | bytes) -> nn.Module:
     _resize(model, doc["shapes"])
     if doc["dtype"] == "int8":  # rebuild the INT8 module of the route that made it, then load its weights
         example = torch.randn(2, *doc["input_shape"], generator=torch.Generator().manual_seed(0))
-        eager = doc.get("int8_route") == "eager" or (
-            not doc.get("int8_route") and "quant.scale" in doc["state"]
-        )
-        if eager:  # the lower-level eager API (shrinkviz.techniques.quant.eager)
+        if doc.get("int8_route") == "eager":  # the lower-level eager API (shrinkviz.techniques.quant.eager)
             from shrinkviz.techniques.quant import convert, prepare_qat
 
             qat = prepare_qat(model, inplace=True, check=False)
