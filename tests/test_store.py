@@ -305,3 +305,15 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert runs.set_index("run_id").loc["shared", "top1"] in (0.0, 1.0, 2.0)
     assert len(store.history()) == 60
     assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_a_source_checkout_caches_in_its_own_data_cache(monkeypatch):
+    """Without SHRINKVIZ_CACHE a source checkout (pyproject.toml + data_cache/) keeps everything in data_cache/."""
+    import shrinkviz
+    from shrinkviz.core.io import CACHE_ENV, cache_root
+
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    checkout = Path(shrinkviz.__file__).resolve().parent.parent
+    if not (checkout / "pyproject.toml").is_file():
+        pytest.skip("shrinkviz is installed, not run from a source checkout")
+    assert cache_root() == checkout / "data_cache"

@@ -30,7 +30,7 @@ def cache_root() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env).expanduser().resolve()
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]  # shrinkviz/core/io.py -> the checkout
     if (checkout / "pyproject.toml").is_file() and (checkout / "data_cache").is_dir():
         return checkout / "data_cache"
     return Path.home() / ".cache" / "shrinkviz"
