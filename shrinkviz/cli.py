@@ -7,6 +7,7 @@ Examples::
     shrinkviz demo --profile smoke       # the same in about a minute (smaller data and epochs)
     shrinkviz sweep sweep.yaml --workers 2
     shrinkviz report --store data_cache/results --out report.html
+    shrinkviz report --store STORE --claims notebooks/claims/02_shrinkbench_confounders.toml --tables docs/02/
     shrinkviz remeasure --store data_cache/results --runtime eager --runtime openvino   # re-time, one sitting
 
 A sweep config (JSON or YAML) holds a base experiment (or a list ``experiments``) and a grid::
@@ -256,9 +257,19 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     for problem in store.problems:
         print(f"warning: skipped corrupt entry {problem}", file=sys.stderr)
-    out = write_report(store, args.out, title=args.title, plotlyjs=args.plotlyjs)
+    spec = None
+    if args.claims:
+        from shrinkviz.experiments.claims import ClaimSpec
+
+        spec = ClaimSpec.load(args.claims)  # a bad spec fails here, before anything is written
+    out = write_report(store, args.out, title=args.title, plotlyjs=args.plotlyjs, claims=spec)
     print(f"{len(runs)} runs from {store.path}")
     print(f"report: {out}")
+    if args.tables:
+        from shrinkviz.experiments.claims import export_tables
+
+        for written in export_tables(store, args.tables):
+            print(f"table: {written}")
     return 0
 
 
@@ -390,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("inline", "cdn"),
         default="inline",
         help="embed plotly.js (opens offline; default) or load it from its CDN (~4.5 MB smaller)",
+    )
+    report.add_argument(
+        "--claims",
+        metavar="SPEC",
+        help="a claims spec (TOML): open the report with its verdicts on these runs",
+    )
+    report.add_argument(
+        "--tables", metavar="DIR", help="also write the compact run tables (runs/correct/latency CSV) to DIR"
     )
     common(report, executors=False)
     report.set_defaults(func=cmd_report)

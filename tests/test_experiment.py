@@ -75,8 +75,8 @@ def test_method_is_derived():
         ({"distill.enabled": "yes"}, "Experiment.distill.enabled='yes'", "True, False"),
         ({"latency.runtimes": ["eager", "tpu"]}, "Experiment.latency.runtimes='tpu'", "'onnxruntime'"),
         ({"latency.threads": 0}, "Experiment.latency.threads=0", "must be >= 1"),
-        ({"pipeline.order": "PXD"}, "Experiment.pipeline.order='PXD'", "letters of 'PQD'"),
-        ({"pipeline.order": "PP"}, "Experiment.pipeline.order='PP'", "distinct letters of 'PQD'"),
+        ({"pipeline.order": "PXD"}, "Experiment.pipeline.order='PXD'", "letters of 'PQDF'"),
+        ({"pipeline.order": "PP"}, "Experiment.pipeline.order='PP'", "distinct letters of 'PQDF'"),
     ],
 )
 def test_invalid_values_name_the_field_path_and_allowed_values(changes, path, allowed):
@@ -214,7 +214,18 @@ def test_factors_and_label():
         "compression": 8.0,
         "finetune": "shrinkbench",
         "order": "PQD",
+        "stage_epochs": "1/2/3",
         "quantization": "qat",
         "seed": 0,
+        "design": "",
     }
+    assert PRUNED.factors()["stage_epochs"] == ""  # no pipeline, no stage epochs
     assert PRUNED.label == "tiny_mlp/digits prune random x4 s0"
+
+
+def test_a_design_label_is_a_column_and_changes_the_id_only_when_set():
+    tagged = PRUNED.replace(design="equal-final")
+    assert tagged.factors()["design"] == "equal-final" and tagged.run_id != PRUNED.run_id
+    assert "design" not in PRUNED.to_dict() and Experiment.from_json(tagged.to_json()) == tagged
+    with pytest.raises(ValueError, match="Experiment.design"):
+        PRUNED.replace(design="no spaces please")

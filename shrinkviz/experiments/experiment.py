@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,9 @@ ALIASES: dict[str, str] = {
 """Friendly names accepted by :meth:`Experiment.replace` and ``sweep`` for the common dotted paths."""
 
 
+DESIGN_LABEL = re.compile(r"[A-Za-z0-9_/-]{0,40}")
+
+
 def _normalize(obj: Any) -> Any:
     """Canonical JSON values: floats rounded to 12 significant digits (and -0.0 -> 0.0), tuples -> lists."""
     if isinstance(obj, dict):
@@ -127,11 +131,21 @@ class Experiment:
     latency: LatencySpec = field(default_factory=LatencySpec)
     technique: TechniqueSpec = field(default_factory=TechniqueSpec)
     seed: int = 0
+    design: str = ""
+    """Which arm of a study the run belongs to (e.g. ``"equal-final"``, ``"control"``): a free label that
+    becomes the ``design`` column, so claims and figures can select an arm by name. Part of the run id only
+    when set (every run without one keeps its id)."""
 
     def __post_init__(self) -> None:
         from shrinkviz.models import available_models
 
         _choice("Experiment.model", self.model, available_models())
+        if not isinstance(self.design, str) or not DESIGN_LABEL.fullmatch(self.design):
+            raise _bad(
+                "Experiment.design",
+                self.design,
+                "must be '' or up to 40 letters, digits, '_', '-' or '/' (a name for the arm of a study)",
+            )
         for name in SECTIONS:
             _set(self, name, _section(name, getattr(self, name)))
         _set(self, "seed", _int("Experiment.seed", self.seed, 0))
@@ -148,11 +162,11 @@ class Experiment:
                 "leave prune.strategy, quant.method, distill.enabled and pipeline.order at their defaults"
             )
         if not order and sum(on.values()) > 1:
-            both = " and ".join(settings[k] for k in STAGES if on[k])
+            both = " and ".join(settings[k] for k in on if on[k])
             raise ValueError(
                 f"Experiment.pipeline.order='': {both} are set together; combine techniques with "
                 f"pipeline.order, one letter per technique (e.g. "
-                f"{''.join(k for k in STAGES if on[k])!r})"
+                f"{''.join(k for k in on if on[k])!r})"
             )
         if order:
             for letter, field_path in (
@@ -164,7 +178,7 @@ class Experiment:
                     have = settings[letter] if on[letter] else f"{field_path} is off"
                     raise ValueError(
                         f"Experiment.pipeline.order={order!r}: {have}, but the order's letters must be "
-                        f"exactly the techniques switched on ({''.join(k for k in STAGES if on[k])!r})"
+                        f"exactly the techniques switched on ({''.join(k for k in on if on[k])!r})"
                     )
             if "Q" in order and self.quant.method != "qat":
                 raise _bad(
@@ -216,8 +230,10 @@ class Experiment:
             "compression": self.prune.compression,
             "finetune": self.finetune.preset,
             "order": self.pipeline.order,
+            "stage_epochs": "/".join(map(str, self.pipeline.epochs)) if self.pipeline.order else "",
             "quantization": self.quant.method,
             "seed": self.seed,
+            "design": self.design,
         }
 
     # -- serialisation -----------------------------------------------------------------------------
@@ -227,6 +243,8 @@ class Experiment:
         out.update({name: getattr(self, name).to_dict() for name in SECTIONS})
         if not self.technique.name:
             del out["technique"]  # built-in runs keep the ids they had before techniques could be added
+        if self.design:
+            out["design"] = self.design
         return out
 
     def canonical_json(self) -> str:
@@ -260,7 +278,7 @@ class Experiment:
     @classmethod
     def paths(cls) -> list[str]:
         """Every settable dotted path: ``model``, ``seed``, the sections, and ``section.field``."""
-        out = ["model", "seed"]
+        out = ["model", "seed", "design"]
         for name, sec in SECTIONS.items():
             out += [name] + [f"{name}.{f.name}" for f in dataclasses.fields(sec)]  # type: ignore[arg-type]
         return out

@@ -84,7 +84,7 @@ def _measure(
     from shrinkviz.metrics import measure
     from shrinkviz.metrics.size import measure_size
 
-    measured = dict(measure(model, data, baseline=baseline))
+    measured = dict(measure(model, data, baseline=baseline, per_example=True))
     measured.update(measure_size(model))
     measured["val_top1"] = evaluate(model, data.val, Normalizer(data.mean, data.std))["top1"]
     columns, latency = _latency(exp, model, baseline)

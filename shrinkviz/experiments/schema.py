@@ -47,13 +47,23 @@ RUN_COLUMNS: dict[str, Column] = {
     "compression": Column("float", "x", "target compression ratio (1 when no pruning)"),
     "finetune": Column("str", "", "finetuning preset name"),
     "order": Column("str", "", "pipeline stage order such as 'PQD' ('' for single techniques)"),
+    "stage_epochs": Column(
+        "str", "epochs", "epochs of each pipeline stage in order, e.g. '2/4/4' ('' if none)"
+    ),
     "quantization": Column("str", "", "'none', 'qat' or 'ptq'"),
     "seed": Column("int", "", "seed of the compression run"),
+    "design": Column("str", "", "the arm of a study the run belongs to (Experiment.design; '' if none)"),
     # accuracy (test split; model selection never uses it)
     "top1": Column("float", "fraction", "test top-1 accuracy of the deployed model"),
     "top5": Column("float", "fraction", "test top-5 accuracy of the deployed model"),
     "val_top1": Column("float", "fraction", "validation top-1 accuracy"),
     "baseline_top1": Column("float", "fraction", "test top-1 of the uncompressed baseline"),
+    "test_correct": Column(
+        "str",
+        "n:base64 bits",
+        "which test examples the deployed model got right (top-1), in split order: the count, ':', and "
+        "numpy.packbits (little bit order) in base64 (shrinkviz.metrics.paired.unpack_correct); for paired tests",
+    ),
     # counts
     "params": Column("int", "count", "all parameters, BatchNorm and classifier included"),
     "params_nonzero": Column("int", "count", "nonzero parameters"),
@@ -169,7 +179,9 @@ FACTOR_COLUMNS: tuple[str, ...] = (
     "compression",
     "finetune",
     "order",
+    "stage_epochs",
     "quantization",
     "seed",
+    "design",
 )
 """Config columns (what figures colour, facet and filter by)."""

@@ -285,7 +285,9 @@ class PipelineSpec(_Section):
             or set(self.order) - set(STAGES)
             or len(set(self.order)) != len(self.order)
         ):
-            raise _bad(path, self.order, "must be '' or distinct letters of 'PQD' such as 'PQD', 'QPD', 'PD'")
+            raise _bad(
+                path, self.order, "must be '' or distinct letters of 'PQDF' such as 'PQD', 'QPD', 'PD', 'PQF'"
+            )
         if isinstance(self.epochs, str | bytes) or not hasattr(self.epochs, "__iter__"):
             raise _bad(f"{self._path}.epochs", self.epochs, "must be a list of whole numbers >= 1")
         _set(self, "epochs", tuple(_int(f"{self._path}.epochs", e, 1) for e in self.epochs))

@@ -22,16 +22,22 @@ import pandas as pd
 from shrinkviz.experiments.schema import FACTOR_COLUMNS, LATENCY_COLUMNS, RUN_COLUMNS, Column
 
 STATUSES = ("ok", "failed")
-REQUIRED_ALWAYS = ("run_id", "status", "error", "config_json", *FACTOR_COLUMNS)
-"""Columns every row needs; an ``ok`` row needs every column of ``RUN_COLUMNS`` (``None`` = not measured)."""
 OPTIONAL_RUN_COLUMNS = (
     "latency_vs_baseline",
     "latency_vs_baseline_min",
     "latency_vs_baseline_max",
     "machine_id",
+    "stage_epochs",
+    "test_correct",
+    "design",
 )
-"""Runs columns added with the latency table: an ``ok`` row without them (written by older code or by hand)
-gets them empty."""
+"""Runs columns added after the first stores were written (the latency table, then per-example correctness
+and stage epochs): a row without them (written by older code or by hand) gets them empty, except
+``stage_epochs``, which is read from the row's config."""
+REQUIRED_ALWAYS = tuple(
+    c for c in ("run_id", "status", "error", "config_json", *FACTOR_COLUMNS) if c not in OPTIONAL_RUN_COLUMNS
+)
+"""Columns every row needs; an ``ok`` row needs every column of ``RUN_COLUMNS`` (``None`` = not measured)."""
 _PANDAS_DTYPES = {"str": "str", "float": "float64", "int": "Int64", "bool": "boolean"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -122,6 +128,8 @@ def validate_row(row: Mapping[str, Any]) -> dict[str, Any]:
         [c for c in RUN_COLUMNS if c not in OPTIONAL_RUN_COLUMNS] if status == "ok" else REQUIRED_ALWAYS
     )
     out = _clean("runs", RUN_COLUMNS, row, required)
+    if "stage_epochs" not in out:
+        out["stage_epochs"] = _stage_epochs(out.get("config_json"))
     for name in OPTIONAL_RUN_COLUMNS:
         out.setdefault(name, "" if RUN_COLUMNS[name].dtype == "str" else None)
     if not _RUN_ID.match(out["run_id"]):
@@ -136,6 +144,17 @@ def validate_row(row: Mapping[str, Any]) -> dict[str, Any]:
             f"(status={out['status']!r}, error={out['error']!r:.60})"
         )
     return out
+
+
+def _stage_epochs(config_json: Any) -> str:
+    """``stage_epochs`` of a row written before the column existed, from its config ('' if it has none)."""
+    try:
+        pipeline = json.loads(config_json).get("pipeline") or {}
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    if not pipeline.get("order"):
+        return ""
+    return "/".join(str(e) for e in pipeline.get("epochs") or ())
 
 
 def _clean_table(table: str, schema: Mapping[str, Column], rows: Any, run_id: str) -> list[dict[str, Any]]:

@@ -83,8 +83,12 @@ def evaluate(
     batch_size: int = 512,
     device: str | torch.device | None = None,
     memory_format: str = "auto",
-) -> dict[str, float]:
+    per_example: bool = False,
+) -> dict[str, Any]:
     """Loss, top-1 and top-5 over a whole split, exact: correct predictions summed over the true count.
+
+    With ``per_example`` the result also holds ``correct``: a bool tensor, one entry per example of the
+    split in its order, True where the top-1 prediction is right (what paired statistics need).
 
     The model runs in the layout :func:`training_layout` picks (see :data:`MEMORY_FORMATS`) and is handed
     back in its own.
@@ -109,18 +113,24 @@ def evaluate(
         model.to(memory_format=layout)
     loss_sum = torch.zeros((), dtype=torch.float64)
     top1 = top5 = 0
+    correct: list[torch.Tensor] = []
     try:
         for x, y in batches(split, batch_size, normalize, device):
             logits = model(x.contiguous(memory_format=layout) if x.dim() == 4 else x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double().cpu()
             top1 += count_correct(logits, y, 1)
             top5 += count_correct(logits, y, 5)
+            if per_example:
+                correct.append((logits.topk(1, dim=1).indices[:, 0] == y).cpu())  # as count_correct
     finally:
         if layout is not kept:
             model.to(memory_format=kept)
         model.train(was_training)
     n = len(split)
-    return {"loss": float(loss_sum) / n, "top1": top1 / n, "top5": top5 / n, "n": n}
+    out: dict[str, Any] = {"loss": float(loss_sum) / n, "top1": top1 / n, "top5": top5 / n, "n": n}
+    if per_example:
+        out["correct"] = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
+    return out
 
 
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")

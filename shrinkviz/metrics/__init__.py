@@ -32,6 +32,7 @@ from shrinkviz.metrics.counts import (
     total_macs,
     weight_table,
 )
+from shrinkviz.metrics.paired import pack_correct
 
 SPLITS = ("train", "val", "test")
 
@@ -91,6 +92,7 @@ def measure(
     activation_batch: int = 128,
     size: bool | str = False,
     latency: dict[str, Any] | None = None,
+    per_example: bool = False,
 ) -> dict[str, Any]:
     """Accuracy and cost of ``model`` as one flat dict (``RUN_COLUMNS`` names + ``activations_nonzero``).
 
@@ -107,6 +109,8 @@ def measure(
         size: also measure the deployable artefact's size (``size_bytes_raw``, ``size_bytes_gzip``); True for
             the default format, or a format name of ``shrinkviz.metrics.size``.
         latency: options for measured latency (``latency_ms_p50``, ``latency_ms_p90``, ...); None skips it.
+        per_example: also return ``<split>_correct``: which examples were right, packed as text
+            (:func:`shrinkviz.metrics.paired.pack_correct`), for paired statistics (the runner stores it).
 
     Returns:
         top1, top5, params, params_nonzero, compression_ratio, macs, macs_nonzero, speedup_theoretical,
@@ -133,11 +137,12 @@ def measure(
     if stale:
         warnings.warn(stale, UserWarning, stacklevel=2)
     normalize = Normalizer(data.mean, data.std)
-    evaluation = evaluate(model, getattr(data, split), normalize)
+    evaluation = evaluate(model, getattr(data, split), normalize, per_example=per_example)
     inputs, _ = next(batches(getattr(data, split), activation_batch, normalize, model_device(model)))
     row: dict[str, Any] = {
         "top1": evaluation["top1"],
         "top5": evaluation["top5"],
+        **({f"{split}_correct": pack_correct(evaluation["correct"].numpy())} if per_example else {}),
         **count_metrics(model, baseline=baseline, input_shape=data.input_shape),
         "activations_nonzero": nonzero_activations(model, inputs),
     }

@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -71,7 +71,16 @@ def _numeric(df: pd.DataFrame, column: str, func: str) -> pd.Series:
     return out.where(np.isfinite(out))
 
 
-def aggregate(runs: pd.DataFrame, by: Sequence[str] | str, metrics: Sequence[str] | str) -> pd.DataFrame:
+FRACTIONS = ("top1", "top5", "val_top1", "baseline_top1")
+"""Accuracy columns (fractions): their confidence intervals are clipped to [0, 1] by :func:`aggregate`."""
+
+
+def aggregate(
+    runs: pd.DataFrame,
+    by: Sequence[str] | str,
+    metrics: Sequence[str] | str,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+) -> pd.DataFrame:
     """Mean, sample standard deviation and 95% Student-t confidence interval of metrics over seeds.
 
     Rows are grouped by the ``by`` columns (NaN keys form their own group; groups come out sorted). For
@@ -80,11 +89,14 @@ def aggregate(runs: pd.DataFrame, by: Sequence[str] | str, metrics: Sequence[str
     ``mean -+ t(0.975, k - 1) * std / sqrt(k)`` over the ``k`` finite values. With one value the standard
     deviation is reported as 0.0 and the band collapses to the mean; with none every statistic is NaN.
     ``n`` is the number of rows in the group (failed runs included; filter them first if needed).
+    An interval never leaves the range its quantity can take: accuracies (:data:`FRACTIONS`) are clipped to
+    [0, 1], and ``bounds`` clips any other metric.
 
     Args:
         runs: a runs table (any DataFrame).
         by: grouping column(s); ``[]`` aggregates the whole table into one row.
         metrics: numeric column(s) to summarise.
+        bounds: ``{metric: (low, high)}`` limits of the intervals (added to the [0, 1] of accuracies).
 
     Returns:
         One row per group: the ``by`` columns, ``n``, then the five columns of each metric.
@@ -97,10 +109,13 @@ def aggregate(runs: pd.DataFrame, by: Sequence[str] | str, metrics: Sequence[str
         >>> agg = aggregate(runs, by="c", metrics="top1")
         >>> agg[["c", "n", "top1_mean", "top1_n"]].round(4).values.tolist()
         [[2.0, 2.0, 0.85, 2.0], [4.0, 1.0, 0.7, 1.0]]
+        >>> agg["top1_ci95_high"].round(4).tolist()  # 0.85 + 12.7 * 0.0707 would pass 1: clipped
+        [1.0, 0.7]
     """
     by = [by] if isinstance(by, str) else list(by)
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     _require(runs, by + metrics, "aggregate")
+    limits = {**{m: (0.0, 1.0) for m in FRACTIONS}, **dict(bounds or {})}
     work = pd.DataFrame({f"__key{i}": runs[k] for i, k in enumerate(by)}, index=runs.index)
     for i, m in enumerate(metrics):
         work[f"__m{i}"] = _numeric(runs, m, "aggregate")
@@ -125,8 +140,9 @@ def aggregate(runs: pd.DataFrame, by: Sequence[str] | str, metrics: Sequence[str
         half = tq * std / np.sqrt(cnt.where(cnt > 0, 1))
         out[f"{m}_mean"] = mean
         out[f"{m}_std"] = std
-        out[f"{m}_ci95_low"] = mean - half
-        out[f"{m}_ci95_high"] = mean + half
+        low, high = limits.get(m, (-np.inf, np.inf))
+        out[f"{m}_ci95_low"] = (mean - half).clip(lower=low)
+        out[f"{m}_ci95_high"] = (mean + half).clip(upper=high)
         out[f"{m}_n"] = cnt
     out = out.reset_index(drop=not keys).rename(columns=dict(zip(keys, by, strict=True)))
     return out[by + [c for c in out.columns if c not in by]]

@@ -18,6 +18,9 @@ with the same finetuning config except for its epoch count; history rows carry t
 * **D**: train the current student (float, pruned and/or fake-quant) with Hinton distillation from the
   teacher for the stage's epochs (:class:`shrinkviz.techniques.distill.DistillCallback`). The teacher defaults to
   the uncompressed input model (the pretrained baseline), frozen. D does not change the deployment form.
+* **F**: plain finetuning of the current model for the stage's epochs (cross-entropy only, masks and fake
+  quantization kept): the control for D. ``PQF`` with the epochs of ``PQD`` separates what distillation adds
+  from what the extra training epochs add.
 
 The artefact is INT8 (converted) when Q is in the order, else FP32; it is sparse when P is. The single
 techniques ("P", "Q", "D") are the baselines, run with the same total epoch budget.
@@ -53,28 +56,28 @@ from shrinkviz.techniques.distill import ALPHA, TEMPERATURE, DistillCallback, ch
 from shrinkviz.techniques.quant import convert_graph, int8_weights, is_int8, is_qat, prepare_qat_graph
 from shrinkviz.techniques.result import Result, as_model
 
-STAGES = ("P", "Q", "D")
-ORDERS = tuple("".join(p) for p in itertools.permutations(STAGES))
-"""The six orders of the three stages."""
+STAGES = ("P", "Q", "D", "F")
+ORDERS = tuple("".join(p) for p in itertools.permutations(STAGES[:3]))
+"""The six orders of P, Q and D (F, plain finetuning, is their control)."""
 DEFAULT_EPOCHS = (20, 40, 40)
 """The paper's allocation for three stages (a 100-epoch budget)."""
 
 
 def parse_order(order: str) -> tuple[str, ...]:
-    """Validate an order string: stages from {P, Q, D}, each at most once.
+    """Validate an order string: stages from {P, Q, D, F}, each at most once.
 
     Example:
         >>> parse_order("pqd")
         ('P', 'Q', 'D')
     """
     if not isinstance(order, str) or not order:
-        raise ValueError(f"order={order!r}: give a non-empty string of stages from P, Q, D, e.g. 'PQD'")
+        raise ValueError(f"order={order!r}: give a non-empty string of stages from P, Q, D, F, e.g. 'PQD'")
     stages = tuple(order.upper())
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         raise ValueError(
             f"order={order!r}: unknown stage(s) {', '.join(unknown)}; stages are P (prune), "
-            "Q (INT8 QAT), D (distill)"
+            "Q (INT8 QAT), D (distill), F (plain finetune)"
         )
     repeated = sorted({s for s in stages if stages.count(s) > 1})
     if repeated:
@@ -82,6 +85,56 @@ def parse_order(order: str) -> tuple[str, ...]:
             f"order={order!r}: stage(s) {', '.join(repeated)} repeated; each stage runs at most once"
         )
     return stages
+
+
+def final_form_epochs(order: str, epochs: Sequence[int]) -> int:
+    """Epochs the deployed form trains for: those of the stage that completes compression (the later of P
+    and Q) and of every stage after it. Zhou & Shen's 20/40/40 by position gives PQD and QPD 80 of 100 such
+    epochs and the other orders 40, which is why an ordering ablation needs :func:`equal_final_epochs`.
+
+    Example:
+        >>> final_form_epochs("PQD", (2, 4, 4)), final_form_epochs("DPQ", (2, 4, 4))
+        (8, 4)
+    """
+    stages = parse_order(order)
+    compressing = [i for i, s in enumerate(stages) if s in "PQ"]
+    first = compressing[-1] if compressing else 0
+    return int(sum(tuple(epochs)[first:]))
+
+
+def equal_final_epochs(order: str, total: int, final: int) -> tuple[int, ...]:
+    """An allocation of ``total`` epochs giving the deployed form exactly ``final`` of them, whatever the order.
+
+    The stages from the one that completes compression (the later of P and Q) onward share ``final``; the
+    stages before it share ``total - final``; each share is split as evenly as whole epochs allow, any
+    remainder going to the earlier stages. Every order then trains its final sparse INT8 model equally long,
+    so a difference between orders is an effect of the order, not of the budget.
+
+    Raises:
+        ValueError: a share too small to give each of its stages one epoch.
+
+    Example:
+        >>> [equal_final_epochs(o, 10, 6) for o in ("PQD", "QPD", "PDQ", "DQP")]
+        [(4, 3, 3), (4, 3, 3), (2, 2, 6), (2, 2, 6)]
+    """
+    stages = parse_order(order)
+    compressing = [i for i, s in enumerate(stages) if s in "PQ"]
+    first = compressing[-1] if compressing else 0
+    before, after = len(stages[:first]), len(stages[first:])
+    if not (isinstance(total, int) and isinstance(final, int)) or final < after or total - final < before:
+        raise ValueError(
+            f"equal_final_epochs({order!r}, total={total}, final={final}): {before} stage(s) before the "
+            f"final form need >= {before} epochs and {after} from it need >= {after}"
+        )
+
+    def split(n: int, k: int) -> list[int]:
+        return [n // k + (1 if i < n % k else 0) for i in range(k)] if k else []
+
+    if before == 0 and total != final:
+        raise ValueError(
+            f"equal_final_epochs({order!r}): every stage trains the final form; total must equal final"
+        )
+    return tuple(split(total - final, before) + split(final, after))
 
 
 def allocate_epochs(
@@ -216,7 +269,8 @@ def pipeline(
     Args:
         model: the uncompressed (pretrained) float model; not modified.
         data: Dataset or dataset name.
-        order: stages from P, Q, D, each at most once (``"PQD"``, ``"QPD"``, ..., ``"P"``).
+        order: stages from P, Q, D, F, each at most once (``"PQD"``, ``"QPD"``, ..., ``"P"``; ``"PQF"``
+            is PQD's control, plain finetuning in D's place).
         epochs: per-stage epochs (see :func:`allocate_epochs`; default 20/40/40).
         budget: total epochs the allocation must add up to (checked before ``scale``).
         scale: shrink every stage's epochs (smoke runs), e.g. 0.05 -> (1, 2, 2).
@@ -267,7 +321,7 @@ def pipeline(
             current = apply_pruning(current, strategy, compression, data=data, seed=seed, inplace=True)
         elif stage == "Q":
             current = prepare_qat_graph(current, torch.randn(2, *data.input_shape))
-        else:
+        elif stage == "D":
             callbacks.append(DistillCallback(teacher, temperature, alpha))
         rows = fit(
             current, data, cfg, callbacks=callbacks, seed=seed, device=device, stage=stage, progress=progress

@@ -175,8 +175,30 @@ def _summary_table(ok: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def build_sections(runs: pd.DataFrame, layers: pd.DataFrame | None = None) -> list[tuple[str, Any]]:
-    """The report's sections: ``(heading, figure | DataFrame | text)`` pairs for ``report_html``."""
+def claim_sections(
+    verdicts: list[Any], source_line: str, notes: tuple[str, ...] = ()
+) -> list[tuple[str, Any]]:
+    """The sections a claims spec adds at the top of a report: the verdict table (what held, with the numbers,
+    computed from the runs), where the figures come from, the spec's notes, and each claim's comparisons."""
+    from shrinkviz.experiments.claims import verdict_table
+
+    head = "\n".join([source_line, *notes])
+    sections: list[tuple[str, Any]] = [("Verdicts, computed from the stored runs", verdict_table(verdicts))]
+    sections.append(("Where these figures come from", head))
+    for v in verdicts:
+        if not v.details.empty:
+            sections.append(
+                (f"Claim {v.claim.id} · {v.claim.title}: {v.outcome} — the comparisons", v.details)
+            )
+    return sections
+
+
+def build_sections(
+    runs: pd.DataFrame, layers: pd.DataFrame | None = None, source_line: str | None = None
+) -> list[tuple[str, Any]]:
+    """The report's sections: ``(heading, figure | DataFrame | text)`` pairs for ``report_html``;
+    ``source_line`` (machines, runtime versions, commit: :func:`shrinkviz.experiments.claims.provenance`)
+    goes into the summary."""
     if runs.empty:
         return [("No runs", "The store holds no runs yet: run `shrinkviz demo` or a sweep first.")]
     from shrinkviz.viz._style import technique
@@ -199,7 +221,9 @@ def build_sections(runs: pd.DataFrame, layers: pd.DataFrame | None = None) -> li
     from shrinkviz.viz.machines import machine_note
 
     named = machine_note(ok)
-    if named:
+    if source_line:
+        lines.append(source_line[0].upper() + source_line[1:] + ".")
+    elif named:
         lines.append(named[0].upper() + named[1:] + ".")
     for dataset, model in contexts:
         base = ok[(ok["dataset"] == dataset) & (ok["model"] == model)]["baseline_top1"].dropna()
@@ -236,6 +260,7 @@ def write_report(
     path: str | os.PathLike[str] | None = None,
     title: str = "shrinkviz report",
     plotlyjs: str = "inline",
+    claims: Any = None,
 ) -> Path:
     """Write the standalone HTML report of a store (or a sweep result / runs table) and return its path.
 
@@ -244,6 +269,8 @@ def write_report(
         path: output file (default ``<store>/report.html``; required for a DataFrame).
         title: page title.
         plotlyjs: ``inline`` (opens offline) or ``cdn`` (~4.5 MB smaller; needs a network to draw).
+        claims: a claims spec (:class:`shrinkviz.experiments.claims.ClaimSpec` or its TOML path): the report
+            then opens with its verdicts, computed from the same runs (needs a Store or store folder).
 
     Example:
         >>> import pathlib, tempfile
@@ -264,5 +291,20 @@ def write_report(
         if not isinstance(store, Store):
             raise ValueError("write_report: give path= when reporting a DataFrame")
         path = store.path / "report.html"
+    spec = None
+    if claims is not None:  # validate the spec before anything is drawn
+        from shrinkviz.experiments.claims import ClaimSpec
+
+        spec = claims if isinstance(claims, ClaimSpec) else ClaimSpec.load(claims)
     runs, layers = _tables(source)
-    return report_html(build_sections(runs, layers), path, title, plotlyjs=plotlyjs)
+    sections = build_sections(runs, layers)
+    if spec is not None:
+        from shrinkviz.experiments.claims import evaluate_claims, provenance
+
+        store = Store(source) if isinstance(source, str | os.PathLike) else getattr(source, "store", source)
+        if not isinstance(store, Store):
+            raise ValueError(
+                "write_report: claims= needs a Store or a store folder (the latency table lives there)"
+            )
+        sections = claim_sections(evaluate_claims(spec, store), provenance(store), spec.notes) + sections
+    return report_html(sections, path, title, plotlyjs=plotlyjs)
