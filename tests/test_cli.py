@@ -204,3 +204,28 @@ def test_report_of_a_store_with_a_corrupt_entry_and_of_an_empty_store(tmp_path, 
     assert main(["report", "--store", str(tmp_path / "empty")]) == 2
     assert f"store {tmp_path / 'empty'} holds no runs; run `shrinkviz sweep" in capsys.readouterr().err
     assert not (tmp_path / "empty" / "report.html").exists()
+
+
+def test_report_with_claims_opens_with_the_verdicts_and_writes_the_tables(tmp_path, capsys):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(SWEEP_YAML)
+    assert main(["sweep", str(config), "--quiet"]) == 0
+    spec = tmp_path / "claims.toml"
+    spec.write_text(
+        'title = "t"\n[[claim]]\nid = "1"\ntitle = "x2 beats x4"\ntest = "difference"\n'
+        "a = { compression = 2 }\nb = { compression = 4 }\n"
+    )
+    out, tables = tmp_path / "r.html", tmp_path / "tables"
+    store = str(tmp_path / "out" / "results")
+    argv = ["report", "--store", store, "--out", str(out), "--plotlyjs", "cdn"]
+    assert main([*argv, "--claims", str(spec), "--tables", str(tables)]) == 0
+    html = out.read_text()
+    assert html.index("Verdicts, computed from the stored runs") < html.index("<h2>Summary</h2>")
+    assert "inconclusive" in html and "the spec needs 2" in html  # one seed: never decided
+    assert "shrinkviz 0.1.0" in html and "latency measured on" in html
+    assert sorted(p.name for p in tables.iterdir()) == ["correct.csv", "latency.csv", "runs.csv"]
+    capsys.readouterr()
+    spec.write_text('title = "t"\n[[claim]]\nid = "1"\ntitle = "x"\ntest = "diffrence"\n')
+    assert main([*argv, "--out", str(tmp_path / "bad.html"), "--claims", str(spec)]) == 2
+    assert "did you mean 'difference'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.html").exists()  # the spec is checked before anything is written

@@ -136,3 +136,28 @@ def test_single_technique_baselines(baseline, small):
 def test_top_level_verb(baseline, small):
     res = sv.pipeline(baseline, small, "Q", 1, finetune=CFG, progress=False)
     assert res.quantized and sv.pipeline.ORDERS == ORDERS
+
+
+def test_the_plain_finetune_control_stage(baseline, small):
+    """F trains like D without the teacher: PQF deploys the same sparse INT8 form as PQD, with no kd_loss."""
+    res = pipeline(baseline, small, "PQF", (1, 1, 1), compression=4.0, finetune=CFG, progress=False)
+    assert res.quantized and weight_sparsity(res.model) > 0.7
+    assert [r["stage"] for r in res.history] == ["P", "Q", "F"]
+    assert all("kd_loss" not in r or not math.isfinite(r.get("kd_loss", math.nan)) for r in res.history)
+    with pytest.raises(ValueError, match="F repeated"):
+        parse_order("PFF")
+
+
+def test_equal_final_budget_allocation():
+    from shrinkviz.techniques.pipeline import equal_final_epochs, final_form_epochs
+
+    by_position = {o: final_form_epochs(o, (2, 4, 4)) for o in ORDERS}
+    assert by_position == {"PQD": 8, "QPD": 8, "PDQ": 4, "QDP": 4, "DPQ": 4, "DQP": 4}  # the confound
+    for order in (*ORDERS, "PQF"):
+        epochs = equal_final_epochs(order, 10, 6)
+        assert sum(epochs) == 10 and final_form_epochs(order, epochs) == 6 and min(epochs) >= 1
+    assert equal_final_epochs("P", 5, 5) == (5,)
+    with pytest.raises(ValueError, match="need >= 2 epochs"):
+        equal_final_epochs("PDQ", 10, 9)  # one epoch cannot be split over P and D
+    with pytest.raises(ValueError, match="total must equal final"):
+        equal_final_epochs("Q", 10, 6)

@@ -317,3 +317,15 @@ def test_a_source_checkout_caches_in_its_own_data_cache(monkeypatch):
     if not (checkout / "pyproject.toml").is_file():
         pytest.skip("shrinkviz is installed, not run from a source checkout")
     assert cache_root() == checkout / "data_cache"
+
+
+def test_records_written_before_stage_epochs_and_correctness_existed_still_load(tmp_path):
+    """Older rows get ``stage_epochs`` from their config and empty ``test_correct`` / ``design``."""
+    store = Store(tmp_path)
+    row = make_row("old", 0.8)
+    row["method"], row["order"] = "pipeline", "PQD"
+    row["config_json"] = json.dumps({"pipeline": {"order": "PQD", "epochs": [2, 4, 4]}})
+    store.put(row)
+    runs = store.runs()
+    assert runs.loc[0, "stage_epochs"] == "2/4/4" and runs.loc[0, "test_correct"] == ""
+    assert runs.loc[0, "design"] == ""

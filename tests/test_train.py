@@ -255,3 +255,15 @@ def test_channels_last_training_is_deterministic_and_close_to_contiguous():
     assert abs(ha[-1]["val_top1"] - hc[-1]["val_top1"]) <= 1 / 64 + 1e-9
     with pytest.raises(ValueError, match="memory_format='nhwc'"):
         fit(create_model("tiny_cnn", dataset=data), data, cfg, memory_format="nhwc")
+
+
+def test_evaluate_per_example_agrees_with_the_count(digits):
+    from shrinkviz.data import Normalizer
+    from shrinkviz.loop.train import evaluate
+    from shrinkviz.models import create_model
+
+    model = create_model("tiny_mlp", dataset=digits, seed=0).eval()
+    out = evaluate(model, digits.test, Normalizer(digits.mean, digits.std), batch_size=7, per_example=True)
+    assert out["correct"].dtype == torch.bool and out["correct"].numel() == len(digits.test)
+    assert int(out["correct"].sum()) / len(digits.test) == out["top1"]
+    assert "correct" not in evaluate(model, digits.test, Normalizer(digits.mean, digits.std))

@@ -45,6 +45,7 @@ __all__ = [
 
 DRAWS = 2000
 """Bootstrap draws per claim: the standard error of a 95% percentile bound is then ~0.5% of its width."""
+_EXAMPLE_WEIGHTS: dict[tuple[int, int, int], np.ndarray] = {}
 
 
 def pack_correct(correct: Sequence[bool] | np.ndarray) -> str:
@@ -178,17 +179,24 @@ class Bootstrap:
         if draws < 100:
             raise ValueError(f"Bootstrap: draws={draws}; use at least 100")
         self.configs = configs
-        self.draws = draws
+        self.draws, self.seed = draws, seed
         self.rng = np.random.default_rng(seed)
-        self._weights: np.ndarray | None = None  # (draws, n) example weights, shared by every configuration
         self._seed_draws: dict[int, np.ndarray] = {}
         self._cache: dict[Hashable, tuple[dict[int, float], dict[int, np.ndarray] | None]] = {}
 
     def _example_weights(self, n: int) -> np.ndarray:
-        if self._weights is None or self._weights.shape[1] != n:
-            counts = self.rng.multinomial(n, np.full(n, 1.0 / n), size=self.draws)
-            self._weights = (counts / n).astype(np.float32)
-        return self._weights
+        """(draws, n) resampling weights of n test examples: counts of n draws with replacement, over n.
+
+        The same for every Bootstrap with this draw count and seed (cached per process: a notebook's claims
+        share one resample of the test set, and it is drawn once)."""
+        key = (n, self.draws, self.seed)
+        if key not in _EXAMPLE_WEIGHTS:
+            rng = np.random.default_rng([self.seed, n])
+            picks = rng.integers(0, n, size=(self.draws, n))
+            counts = np.stack([np.bincount(row, minlength=n) for row in picks])
+            _EXAMPLE_WEIGHTS.clear()  # keep one (draws x n float32: 80 MB at 2,000 x 10,000)
+            _EXAMPLE_WEIGHTS[key] = (counts / n).astype(np.float32)
+        return _EXAMPLE_WEIGHTS[key]
 
     def _seed_index(self, k: int) -> np.ndarray:
         """(draws, k) indices into k seeds: the seed resample (the same for every side with k seeds)."""
