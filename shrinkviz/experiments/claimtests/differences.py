@@ -164,7 +164,7 @@ def difference(ctx: Context) -> Any:
     outcome = _combine(outcomes, family)
     parts = []
     for label, e, r, o in zip(labels, effects, rows, outcomes, strict=True):
-        name = ", ".join(str(v) for v in label.values())
+        name = ", ".join(str(v) for v in label.values()) or "pooled"
         if e is None:
             parts.append(r["missing"])
         else:
