@@ -246,24 +246,14 @@ def provenance(source: Any) -> str:
         >>> provenance((pd.DataFrame({"torch_version": ["2.13.0"]}), pd.DataFrame())).split(" · ")[:2]
         ['no latency measured', 'torch 2.13.0']
     """
+    from shrinkviz.core.machine import describe
     from shrinkviz.core.version import __version__, commit
 
     runs, latency = _tables(source)
-    parts = []
-    if len(latency) and "cpu_model" in latency:
-        timed = latency[latency.get("error", pd.Series("", index=latency.index)).fillna("") == ""]
-        machines = sorted(
-            {
-                f"{m} [{isa or 'ISA not recorded'}; {cores} cores]"
-                for m, isa, cores in zip(
-                    timed["cpu_model"], timed["cpu_isa"], timed["cpu_cores"], strict=True
-                )
-                if isinstance(m, str) and m
-            }
-        )
-        parts.append("latency measured on " + "; ".join(machines) if machines else "no latency measured")
-    else:
-        parts.append("no latency measured")
+    timed = latency[latency["error"].fillna("") == ""] if "error" in latency else latency
+    named = timed[timed["cpu_model"].fillna("") != ""] if "cpu_model" in timed else timed.iloc[0:0]
+    machines = sorted({describe(row) for row in named.to_dict("records")})
+    parts = ["latency measured on " + "; ".join(machines) if machines else "no latency measured"]
     versions = {
         "torch": runs.get("torch_version"),
         "ONNX Runtime": latency.get("onnxruntime_version"),

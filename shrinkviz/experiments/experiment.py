@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shrinkviz.core.registry import did_you_mean
+from shrinkviz.experiments.schema import stage_epochs_text
 from shrinkviz.experiments.specs import (
     METHODS,
     QUANT_METHODS,
@@ -230,7 +231,7 @@ class Experiment:
             "compression": self.prune.compression,
             "finetune": self.finetune.preset,
             "order": self.pipeline.order,
-            "stage_epochs": "/".join(map(str, self.pipeline.epochs)) if self.pipeline.order else "",
+            "stage_epochs": stage_epochs_text(self.pipeline.order, self.pipeline.epochs),
             "quantization": self.quant.method,
             "seed": self.seed,
             "design": self.design,

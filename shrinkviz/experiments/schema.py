@@ -16,6 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def stage_epochs_text(order: str, epochs: object) -> str:
+    """The ``stage_epochs`` value of a run: its stages' epochs joined by '/', '' when there is no pipeline.
+
+    Example:
+        >>> stage_epochs_text("PQD", (2, 4, 4)), stage_epochs_text("", (20, 40, 40))
+        ('2/4/4', '')
+    """
+    return "/".join(str(e) for e in epochs or ()) if order else ""
+
+
 @dataclass(frozen=True)
 class Column:
     """One documented column: its pandas dtype kind, unit and meaning."""

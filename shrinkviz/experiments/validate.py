@@ -19,7 +19,13 @@ from typing import Any
 
 import pandas as pd
 
-from shrinkviz.experiments.schema import FACTOR_COLUMNS, LATENCY_COLUMNS, RUN_COLUMNS, Column
+from shrinkviz.experiments.schema import (
+    FACTOR_COLUMNS,
+    LATENCY_COLUMNS,
+    RUN_COLUMNS,
+    Column,
+    stage_epochs_text,
+)
 
 STATUSES = ("ok", "failed")
 OPTIONAL_RUN_COLUMNS = (
@@ -152,9 +158,7 @@ def _stage_epochs(config_json: Any) -> str:
         pipeline = json.loads(config_json).get("pipeline") or {}
     except (TypeError, ValueError, AttributeError):
         return ""
-    if not pipeline.get("order"):
-        return ""
-    return "/".join(str(e) for e in pipeline.get("epochs") or ())
+    return stage_epochs_text(pipeline.get("order") or "", pipeline.get("epochs"))
 
 
 def _clean_table(table: str, schema: Mapping[str, Column], rows: Any, run_id: str) -> list[dict[str, Any]]:

@@ -87,6 +87,12 @@ def parse_order(order: str) -> tuple[str, ...]:
     return stages
 
 
+def _final_form_start(stages: Sequence[str]) -> int:
+    """Index of the stage that completes compression (the later of P and Q; 0 when neither is there)."""
+    compressing = [i for i, stage in enumerate(stages) if stage in "PQ"]
+    return compressing[-1] if compressing else 0
+
+
 def final_form_epochs(order: str, epochs: Sequence[int]) -> int:
     """Epochs the deployed form trains for: those of the stage that completes compression (the later of P
     and Q) and of every stage after it. Zhou & Shen's 20/40/40 by position gives PQD and QPD 80 of 100 such
@@ -96,10 +102,7 @@ def final_form_epochs(order: str, epochs: Sequence[int]) -> int:
         >>> final_form_epochs("PQD", (2, 4, 4)), final_form_epochs("DPQ", (2, 4, 4))
         (8, 4)
     """
-    stages = parse_order(order)
-    compressing = [i for i, s in enumerate(stages) if s in "PQ"]
-    first = compressing[-1] if compressing else 0
-    return int(sum(tuple(epochs)[first:]))
+    return int(sum(tuple(epochs)[_final_form_start(parse_order(order)) :]))
 
 
 def equal_final_epochs(order: str, total: int, final: int) -> tuple[int, ...]:
@@ -118,8 +121,7 @@ def equal_final_epochs(order: str, total: int, final: int) -> tuple[int, ...]:
         [(4, 3, 3), (4, 3, 3), (2, 2, 6), (2, 2, 6)]
     """
     stages = parse_order(order)
-    compressing = [i for i, s in enumerate(stages) if s in "PQ"]
-    first = compressing[-1] if compressing else 0
+    first = _final_form_start(stages)
     before, after = len(stages[:first]), len(stages[first:])
     if not (isinstance(total, int) and isinstance(final, int)) or final < after or total - final < before:
         raise ValueError(

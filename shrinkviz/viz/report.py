@@ -283,28 +283,26 @@ def write_report(
         >>> "<h1>Nothing yet</h1>" in path.read_text(), "<h2>No runs</h2>" in path.read_text()
         (True, True)
     """
+    from shrinkviz.experiments.claims import ClaimSpec, evaluate_claims, provenance
     from shrinkviz.viz.export import report_html
 
     source = Store() if source is None else source
+    store = Store(source) if isinstance(source, str | os.PathLike) else getattr(source, "store", source)
+    store = store if isinstance(store, Store) else None
     if path is None:
-        store = Store(source) if isinstance(source, str | os.PathLike) else getattr(source, "store", source)
-        if not isinstance(store, Store):
+        if store is None:
             raise ValueError("write_report: give path= when reporting a DataFrame")
         path = store.path / "report.html"
     spec = None
     if claims is not None:  # validate the spec before anything is drawn
-        from shrinkviz.experiments.claims import ClaimSpec
-
-        spec = claims if isinstance(claims, ClaimSpec) else ClaimSpec.load(claims)
-    runs, layers = _tables(source)
-    sections = build_sections(runs, layers)
-    if spec is not None:
-        from shrinkviz.experiments.claims import evaluate_claims, provenance
-
-        store = Store(source) if isinstance(source, str | os.PathLike) else getattr(source, "store", source)
-        if not isinstance(store, Store):
+        if store is None:
             raise ValueError(
                 "write_report: claims= needs a Store or a store folder (the latency table lives there)"
             )
-        sections = claim_sections(evaluate_claims(spec, store), provenance(store), spec.notes) + sections
+        spec = claims if isinstance(claims, ClaimSpec) else ClaimSpec.load(claims)
+    runs, layers = _tables(source)
+    line = provenance(store if store is not None else (runs, pd.DataFrame())) if len(runs) else None
+    sections = build_sections(runs, layers, line)
+    if spec is not None:
+        sections = claim_sections(evaluate_claims(spec, store), line or "", spec.notes) + sections
     return report_html(sections, path, title, plotlyjs=plotlyjs)

@@ -28,8 +28,17 @@ def _check_bounds(where: str, params: Mapping[str, Any]) -> None:
 
 
 def _within(
-    ctx: Context, table: pd.DataFrame, value: str, low: str, high: str, by: list[str], unit: str
+    ctx: Context,
+    table: pd.DataFrame,
+    value: str,
+    low: str,
+    high: str,
+    by: list[str],
+    lead: str,
+    tail: str = "",
 ) -> Any:
+    """The verdict on ``value`` of every ``by`` group lying within the claim's bounds, its text
+    ``lead + <groups> + tail``; the interval shown per group is min(``low``) - max(``high``)."""
     lo, hi = (float(x) for x in ctx.params["bounds"])
     rows = []
     for key, group in table.groupby(by, sort=True) if by else [((), table)]:
@@ -57,11 +66,11 @@ def _within(
     else:
         outcome = "inconclusive"
     parts = "; ".join(
-        f"{', '.join(_fmt_value(c, r[c]) for c in by) or 'all runs'}: {r['median']:.3f}{unit} "
+        f"{', '.join(_fmt_value(c, r[c]) for c in by) or 'all runs'}: {r['median']:.3f}x "
         f"({r['low']:.3f}-{r['high']:.3f})"
         for _, r in details.iterrows()
     )
-    return details, outcome, f"{parts}; claimed within [{lo:g}, {hi:g}]"
+    return ctx.verdict(outcome, f"{lead}{parts}; claimed within [{lo:g}, {hi:g}]{tail}.", details)
 
 
 @register_test("latency_ratio", ("by", "runtimes", "bounds"), _check_bounds)
@@ -74,18 +83,16 @@ def latency_ratio(ctx: Context) -> Any:
     if "runtimes" in p:
         table = table[table["runtime"].isin(_as_list(p["runtimes"]))]
     by = [*_as_list(p.get("by", [])), "runtime"]
-    result = _within(
-        ctx, table, "latency_vs_baseline", "latency_vs_baseline_min", "latency_vs_baseline_max", by, "x"
-    )
-    if not isinstance(result, tuple):
-        return result
-    details, outcome, text = result
     machines = ", ".join(sorted(set(table["cpu_model"].astype(str))))
-    return ctx.verdict(
-        outcome,
-        f"latency vs the dense baseline, timed side by side (median over runs; range over "
-        f"runs and rounds): {text}. Measured on {machines}.",
-        details,
+    return _within(
+        ctx,
+        table,
+        "latency_vs_baseline",
+        "latency_vs_baseline_min",
+        "latency_vs_baseline_max",
+        by,
+        "latency vs the dense baseline, timed side by side (median over runs; range over runs and rounds): ",
+        f". Measured on {machines}",
     )
 
 
@@ -103,8 +110,4 @@ def size_ratio(ctx: Context) -> Any:
     ref = float(baseline[quantity].astype(float).median())
     table["ratio"] = table[quantity].astype(float) / ref
     by = _as_list(p.get("by", []))
-    result = _within(ctx, table, "ratio", "ratio", "ratio", by, "x")
-    if not isinstance(result, tuple):
-        return result
-    details, outcome, text = result
-    return ctx.verdict(outcome, f"{quantity} relative to the baseline's: {text}.", details)
+    return _within(ctx, table, "ratio", "ratio", "ratio", by, f"{quantity} relative to the baseline's: ")
