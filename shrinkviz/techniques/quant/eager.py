@@ -311,6 +311,18 @@ def convert(
     return model
 
 
+def calibrate(prepared: nn.Module, data: Any, calib_batches: int, batch_size: int) -> None:
+    """Run up to ``calib_batches`` batches of ``data`` through a model prepared for PTQ (its observers
+    record ranges); ValueError when the data yields none."""
+    seen = 0
+    with torch.no_grad():
+        for x in _calibration_batches(data, calib_batches, batch_size):
+            run_named(prepared, x.cpu(), "calibration")
+            seen += 1
+    if seen == 0:
+        raise ValueError("calibration data is empty")
+
+
 def _calibration_batches(data: Any, calib_batches: int, batch_size: int) -> Iterator[torch.Tensor]:
     from shrinkviz.data import Dataset, Normalizer, batches
 
@@ -372,13 +384,7 @@ def quantize_ptq(
         _fuse(ptq, qat=False)
         ptq.qconfig = tq.get_default_qconfig(BACKEND)
         tq.prepare(ptq, inplace=True)
-    seen = 0
-    with torch.no_grad():
-        for x in _calibration_batches(data, calib_batches, batch_size):
-            run_named(ptq, x.cpu(), "calibration")
-            seen += 1
-    if seen == 0:
-        raise ValueError("calibration data is empty")
+    calibrate(ptq, data, calib_batches, batch_size)
     int8 = convert(ptq, example_input=_example(model, example_input), inplace=True)
     _check_zeros(int8, masks)
     return int8

@@ -40,13 +40,13 @@ from shrinkviz.loop.masks import get_masks
 from shrinkviz.techniques.quant.eager import (
     BACKEND,
     QuantizationError,
-    _calibration_batches,
     _check_backend,
     _check_zeros,
     _quiet,
     _set_masks,
     _sync_observers,
     _unobserved,
+    calibrate,
     int8_weights,
     is_int8,
     is_qat,
@@ -192,11 +192,5 @@ def calibrate_graph(
     if calib_batches < 1:
         raise ValueError(f"calib_batches={calib_batches}: must be >= 1")
     prepared = _prepare(model, example_input, qat=False)
-    seen = 0
-    with torch.no_grad():
-        for x in _calibration_batches(data, calib_batches, batch_size):
-            run_named(prepared, x.cpu(), "calibration")
-            seen += 1
-    if seen == 0:
-        raise ValueError("calibration data is empty")
+    calibrate(prepared, data, calib_batches, batch_size)
     return convert_graph(prepared, example_input=example_input)
