@@ -122,6 +122,27 @@ def missing_requirement(runtime: str) -> str | None:
     )
 
 
+REFERENCE_RUNTIME: dict[str, str] = {"sparse": "eager"}
+"""runtime -> the runtime its dense reference (the baseline) is timed on, for runtimes that cannot run a dense
+model: ``sparse`` refuses a model without zero weights, and a dense layer it keeps runs as on ``eager``."""
+
+
+def reference_runtime(runtime: str) -> str:
+    """The runtime the dense baseline is timed on beside a run timed on ``runtime``.
+
+    Example:
+        >>> reference_runtime("onnxruntime"), reference_runtime("sparse")
+        ('onnxruntime', 'eager')
+    """
+    return REFERENCE_RUNTIME.get(runtime, runtime)
+
+
+def reference_runtimes() -> list[str]:
+    """The runtimes a dense baseline can be timed on (every concrete runtime but those of
+    :data:`REFERENCE_RUNTIME`)."""
+    return [r for r in concrete_runtimes() if r not in REFERENCE_RUNTIME]
+
+
 def concrete_runtimes(installed_only: bool = False) -> list[str]:
     """The registered runtimes that run a model themselves (not :data:`CHOICES`), optionally only those whose
     packages are installed."""

@@ -5,8 +5,10 @@ between runs of one sweep); a ratio taken within one round, where both models sa
 not. For every runtime of the experiment's :class:`~shrinkviz.experiments.specs.LatencySpec` the run's model
 and the baseline are timed in interleaved rounds (:func:`shrinkviz.metrics.compare.compare_latency`) and
 one row of :data:`~shrinkviz.experiments.schema.LATENCY_COLUMNS` is written per runtime: absolute p50 / p90,
-``latency_vs_baseline`` with its range over rounds, and the machine. The choice ``fastest`` times the
-model on every installed runtime against the baseline on ``eager`` and marks the winner. A runtime that is
+``latency_vs_baseline`` with its range over rounds, and the machine. The baseline runs on the same runtime
+(``sparse``: on ``eager``, :func:`~shrinkviz.deploy.runtimes.reference_runtime`) unless the spec's
+``baseline_runtime`` names one reference for all. The choice ``fastest`` times the model on every installed
+runtime against the baseline on ``eager`` (or ``baseline_runtime``) and marks the winner. A runtime that is
 not installed or cannot run the model gets a row with only its ``error``; the run does not fail.
 
 Example:
@@ -31,7 +33,7 @@ from torch import nn
 
 from shrinkviz.core.machine import MACHINE_FIELDS, machine
 from shrinkviz.deploy.errors import LatencyError
-from shrinkviz.deploy.runtimes import concrete_runtimes, missing_requirement
+from shrinkviz.deploy.runtimes import concrete_runtimes, missing_requirement, reference_runtime
 from shrinkviz.experiments.schema import LATENCY_COLUMNS
 
 MAX_BLOCKS = 25
@@ -140,9 +142,14 @@ def latency_rows(
         if missing:
             row["error"] = f"ImportError: {missing}"
             continue
+        reference = spec.baseline_runtime or reference_runtime(runtime)
+        missing = missing_requirement(reference)
+        if missing:
+            row["error"] = f"ImportError: {missing}"
+            continue
         try:
             base, got = compare_latency(
-                {"baseline": (baseline, runtime), "run": (model, runtime)}, seed=seed, **args
+                {"baseline": (baseline, reference), "run": (model, runtime)}, seed=seed, **args
             )
         except (LatencyError, ValueError) as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"
@@ -171,7 +178,7 @@ def _fastest(
         missing = missing_requirement(runtime)
         if missing:
             row["error"] = f"ImportError: {missing}"
-    entries: dict[str, Any] = {"baseline": (baseline, "eager")}
+    entries: dict[str, Any] = {"baseline": (baseline, spec.baseline_runtime or "eager")}
     entries.update({r: (model, r) for r, row in rows.items() if not row["error"]})
     try:
         got = compare_latency(entries, reference="baseline", seed=seed, on_error="record", **args)

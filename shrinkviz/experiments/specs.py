@@ -310,7 +310,14 @@ class LatencySpec(_Section):
     """How latency is measured (``shrinkviz.metrics.latency.measure_latency``): the runtimes (the first
     fills ``latency_ms_p50`` / ``_p90``, others add ``latency_ms_p50_<runtime>``; ``[]`` skips latency),
     pinned threads, batch size, untimed warm-up calls, and at least ``rounds`` timed calls lasting at least
-    ``min_time_s`` seconds."""
+    ``min_time_s`` seconds.
+
+    ``baseline_runtime`` is the runtime the dense baseline is timed on beside the run: ``''`` (the default)
+    the run's own runtime, so ``latency_vs_baseline`` is what compressing bought on that runtime (the
+    ``sparse`` runtime, which refuses a model without zeros, compares with the baseline on ``eager``);
+    ``'eager'`` (or another runtime) compares every runtime with one reference, so the ratios also rank the
+    runtimes. It is written into the config (and the run id) only when set.
+    """
 
     _path: ClassVar[str] = "Experiment.latency"
     _primary: ClassVar[str] = ""
@@ -320,6 +327,7 @@ class LatencySpec(_Section):
     rounds: int = 50
     warmup: int = 5
     min_time_s: float = 1.0
+    baseline_runtime: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.runtimes, str):
@@ -335,6 +343,16 @@ class LatencySpec(_Section):
         for name, lo in (("threads", 1), ("batch", 1), ("rounds", 1), ("warmup", 0)):
             _set(self, name, _int(f"{self._path}.{name}", getattr(self, name), lo))
         _set(self, "min_time_s", _float(f"{self._path}.min_time_s", self.min_time_s, 0.0))
+        if self.baseline_runtime:
+            from shrinkviz.deploy.runtimes import reference_runtimes
+
+            _choice(f"{self._path}.baseline_runtime", self.baseline_runtime, reference_runtimes())
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if not self.baseline_runtime:
+            del out["baseline_runtime"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -365,6 +383,10 @@ class TechniqueSpec(_Section):
                 f"{self._path}.params", self.params, f"must be JSON (numbers, strings, lists, dicts): {exc}"
             ) from None
         _set(self, "params", json.loads(json.dumps(self.params, sort_keys=True)))
+        if self.name:
+            from shrinkviz.experiments.techniques import check_params
+
+            check_params(self.name, self.params)
 
 
 SECTIONS: dict[str, type[_Section]] = {

@@ -37,22 +37,46 @@ BUILTIN_TECHNIQUES = ("baseline", "prune", "quant", "distill", "pipeline")
 """The techniques an Experiment selects through its prune / quant / distill / pipeline sections."""
 
 
-def register_technique(name: str, handler: TechniqueHandler | None = None, *, overwrite: bool = False) -> Any:
+PARAM_CHECKS: dict[str, Callable[[dict[str, Any]], Any]] = {}
+"""technique -> ``check(params)`` raising ValueError for bad parameters, called when an Experiment is built
+(so a bad grid fails before any run starts)."""
+
+
+def register_technique(
+    name: str,
+    handler: TechniqueHandler | None = None,
+    *,
+    overwrite: bool = False,
+    check: Callable[[dict[str, Any]], Any] | None = None,
+) -> Any:
     """Register a technique handler (usable as a decorator); experiments, sweeps, the CLI and the report
-    then accept its name in ``Experiment.technique.name``.
+    then accept its name in ``Experiment.technique.name``. ``check(params)``, if given, raises ValueError
+    for parameters the handler cannot take; it runs when the Experiment is built.
 
     Raises:
         ValueError: a built-in name, or a taken one without ``overwrite=True``.
     """
     if handler is None:
-        return lambda fn: register_technique(name, fn, overwrite=overwrite)
+        return lambda fn: register_technique(name, fn, overwrite=overwrite, check=check)
     if name in BUILTIN_TECHNIQUES and name in TECHNIQUES and not overwrite:
         raise ValueError(f"technique {name!r} is built in; register yours under another name")
     if not callable(handler):
         raise TypeError(
             f"technique {name!r}: handler must be callable(exp, baseline, data, progress) -> Result"
         )
-    return TECHNIQUES.register(name, handler, overwrite=overwrite)
+    registered = TECHNIQUES.register(name, handler, overwrite=overwrite)
+    if check is None:
+        PARAM_CHECKS.pop(name, None)
+    else:
+        PARAM_CHECKS[name] = check
+    return registered
+
+
+def check_params(name: str, params: dict[str, Any]) -> None:
+    """Raise ValueError when ``params`` do not suit the registered technique ``name`` (no check: accepted)."""
+    check = PARAM_CHECKS.get(name)
+    if check is not None:
+        check(params)
 
 
 def available_techniques() -> list[str]:
@@ -154,3 +178,71 @@ def _pipeline(exp: Any, baseline: nn.Module, data: Any, progress: bool) -> Resul
         progress=progress,
         **kwargs,
     )
+
+
+CHANNEL_PARAMS = {
+    "keep": "fraction of channels kept per group, in (0, 1]",
+    "norm": "'l1' or 'l2'",
+    "quant": "'none', 'ptq' or 'qat' after the channels are removed",
+}
+"""Parameters of the ``prune_channels`` technique."""
+
+
+def channel_params(params: dict[str, Any]) -> tuple[float, str, str]:
+    """``(keep, norm, quant)`` of a ``prune_channels`` technique's params, checked.
+
+    Example:
+        >>> channel_params({"keep": 0.5})
+        (0.5, 'l2', 'none')
+        >>> channel_params({"keep": 0.5, "quant": "int8"})
+        Traceback (most recent call last):
+        ...
+        ValueError: Experiment.technique.params.quant='int8': allowed values: 'none', 'ptq', 'qat'
+    """
+    from shrinkviz.core.registry import did_you_mean
+
+    unknown = sorted(set(params) - set(CHANNEL_PARAMS))
+    if unknown:
+        hint = did_you_mean(unknown[0], list(CHANNEL_PARAMS)).strip()
+        raise ValueError(
+            f"Experiment.technique.params: unknown parameter(s) {', '.join(map(repr, unknown))} of "
+            f"'prune_channels';{' ' + hint if hint else ''} valid: "
+            + "; ".join(f"{k} ({v})" for k, v in CHANNEL_PARAMS.items())
+        )
+    keep, norm, quant = params.get("keep"), params.get("norm", "l2"), params.get("quant", "none")
+    if isinstance(keep, bool) or not isinstance(keep, int | float) or not 0 < keep <= 1:
+        raise ValueError(
+            f"Experiment.technique.params.keep={keep!r}: give the fraction of channels kept, in (0, 1]"
+        )
+    for name, value, allowed in (("norm", norm, ("l1", "l2")), ("quant", quant, ("none", "ptq", "qat"))):
+        if value not in allowed:
+            raise ValueError(
+                f"Experiment.technique.params.{name}={value!r}: allowed values: "
+                + ", ".join(map(repr, allowed))
+            )
+    return float(keep), str(norm), str(quant)
+
+
+@register_technique("prune_channels", check=lambda params: channel_params(params))
+def _prune_channels(exp: Any, baseline: nn.Module, data: Any, progress: bool) -> Result:
+    """Structured pruning (whole channels removed: a smaller dense network), finetuned with the experiment's
+    preset, then optionally INT8 (``params.quant``): ``technique={"name": "prune_channels", "params":
+    {"keep": 0.5, "quant": "ptq"}}``."""
+    from shrinkviz.techniques.prune import prune_channels
+    from shrinkviz.techniques.quant import quantize
+
+    keep, norm, quant = channel_params(exp.technique.params)
+    result = prune_channels(
+        baseline, data, keep=keep, norm=norm, cfg=_train_config(exp), seed=exp.seed, progress=progress
+    )
+    if quant == "none":
+        return result
+    quantized = quantize(
+        result.model,
+        data,
+        method=quant,
+        cfg=_train_config(exp, exp.quant.epochs),
+        seed=exp.seed,
+        progress=progress,
+    )
+    return Result(quantized.model, [*result.history, *quantized.history])

@@ -24,6 +24,7 @@ from shrinkviz.viz.figures import (
     ordering_ablation,
     shrinkbench_views,
 )
+from shrinkviz.viz.machines import speedup_by_runtime
 from shrinkviz.viz.widgets import CompressionExplorer, FrontierExplorer
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "curves",
     "frontier",
     "latency_by_runtime",
+    "speedup_by_runtime",
     "layer_sparsity",
     "ordering_ablation",
     "pareto_mask",

@@ -197,3 +197,112 @@ def latency_by_runtime(
     fig.update_xaxes(title_text=label, categoryorder="array", categoryarray=labels)
     fig.update_yaxes(title_text=axis_title("latency_ms_p50"), rangemode="tozero")
     return finish(fig, title, [note])
+
+
+def speedup_by_runtime(
+    latency: pd.DataFrame,
+    label: str = "design",
+    facet: str | None = None,
+    title: str | None = None,
+    by_machine: bool = False,
+) -> go.Figure:
+    """Measured speedup over the dense baseline per variant and runtime, from stored latency rows
+    (``Store.latency()`` / ``latest_latency``): grouped bars of ``1 / latency_vs_baseline``, whiskers the
+    range over the interleaved rounds; absolute ms, both runtimes and the machine on hover. Rows with an
+    ``error`` (a runtime that could not run the model) are left out and counted in the note.
+
+    Args:
+        latency: long-form latency rows merged with the runs column named by ``label`` (and ``facet``).
+        label: the column naming the bars' groups.
+        facet: optional column of one subplot row each (e.g. ``model``).
+        title: figure title.
+        by_machine: allow rows of several machines (they must then differ in ``facet``).
+
+    Example:
+        >>> rows = pd.DataFrame({"design": ["dense", "int8"], "runtime": ["eager", "eager"],
+        ...                      "latency_vs_baseline": [1.0, 0.25], "latency_ms_p50": [4.0, 1.0]})
+        >>> [round(y, 2) for y in speedup_by_runtime(rows).data[0].y]
+        [1.0, 4.0]
+    """
+    title = (
+        title or "Measured speedup over the dense baseline, timed side by side (whisker: range over rounds)"
+    )
+    require_columns(latency, [label, "runtime", "latency_vs_baseline"], "speedup_by_runtime")
+    check_one_machine(latency, "speedup_by_runtime", by_machine)
+    failed = latency["error"].fillna("").astype(bool) if "error" in latency.columns else False
+    ok = latency[~failed] if "error" in latency.columns else latency
+    ok = ok[pd.to_numeric(ok["latency_vs_baseline"], errors="coerce").notna()]
+    left = int(len(latency) - len(ok))
+    note = (
+        f"{left} measurement(s) left out: the runtime could not run the model (see 'error')" if left else None
+    )
+    if ok.empty:
+        return empty_figure(title, "No stored latency ratio to plot.", note)
+    ratio = numeric(ok, "latency_vs_baseline")
+    frame = pd.DataFrame(
+        {
+            "label": ok[label].map(display_label).to_numpy(),
+            "runtime": ok["runtime"].astype(str).to_numpy(),
+            "facet": ok[facet].astype(str).to_numpy() if facet else "",
+            "speedup": 1 / ratio.to_numpy(),
+            "fast": 1 / numeric(ok, "latency_vs_baseline_min").to_numpy()
+            if "latency_vs_baseline_min" in ok
+            else np.nan,
+            "slow": 1 / numeric(ok, "latency_vs_baseline_max").to_numpy()
+            if "latency_vs_baseline_max" in ok
+            else np.nan,
+            "ms": numeric(ok, "latency_ms_p50").to_numpy() if "latency_ms_p50" in ok else np.nan,
+            "base_ms": numeric(ok, "baseline_ms_p50").to_numpy() if "baseline_ms_p50" in ok else np.nan,
+            "base_rt": ok["baseline_runtime"].astype(str).to_numpy() if "baseline_runtime" in ok else "",
+        }
+    )
+    keys = ["facet", "runtime", "label"]
+    frame = frame.groupby(keys, sort=False).agg(
+        {**{c: "median" for c in ("speedup", "fast", "slow", "ms", "base_ms")}, "base_rt": "first"}
+    )
+    frame = frame.reset_index()
+    from plotly.subplots import make_subplots
+
+    from shrinkviz.deploy.runtimes import available_runtimes
+
+    known = available_runtimes()
+    runtimes = sorted(
+        frame["runtime"].unique(), key=lambda r: (known.index(r) if r in known else len(known), r)
+    )
+    facets = list(dict.fromkeys(frame["facet"]))
+    labels = list(dict.fromkeys(ok[label].map(display_label)))
+    fig = make_subplots(rows=len(facets), cols=1, shared_xaxes=True, subplot_titles=facets if facet else None)
+    for row, fval in enumerate(facets, start=1):
+        for rt in runtimes:
+            sub = frame[(frame["facet"] == fval) & (frame["runtime"] == rt)]
+            if sub.empty:
+                continue
+            fig.add_trace(
+                go.Bar(
+                    x=sub["label"],
+                    y=sub["speedup"],
+                    name=rt,
+                    legendgroup=rt,
+                    showlegend=row == 1,
+                    marker_color=color_for(rt),
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": np.nan_to_num(sub["fast"] - sub["speedup"], nan=0.0),
+                        "arrayminus": np.nan_to_num(sub["speedup"] - sub["slow"], nan=0.0),
+                        "color": "#333",
+                    },
+                    customdata=np.stack([sub["ms"], sub["base_ms"], sub["base_rt"]], axis=-1),
+                    hovertemplate="<b>%{x}</b> on "
+                    + rt
+                    + "<br>%{y:.2f}x the baseline (%{customdata[1]:.3g} ms on %{customdata[2]})"
+                    + "<br>p50: %{customdata[0]:.3g} ms<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
+    fig.update_layout(barmode="group", legend_title_text="runtime", height=max(360, 260 * len(facets)))
+    fig.update_xaxes(categoryorder="array", categoryarray=labels)
+    fig.update_yaxes(title_text="speedup over the dense baseline (x)", rangemode="tozero")
+    fig.add_hline(y=1, line_dash="dot", line_color="#999")
+    return finish(fig, title, [machine_note(ok), note])
