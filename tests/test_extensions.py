@@ -230,3 +230,32 @@ def test_runner_distill_and_ptq_branches(tmp_path):
         or rows["distill"]["macs"] != rows["quant"]["macs"]
     )
     assert rows["quant"]["quantization"] == "ptq" and 0 <= rows["quant"]["top1"] <= 1
+
+
+def test_prune_channels_technique_runs_structured_and_int8_and_checks_its_params(tmp_path):
+    from shrinkviz.experiments.experiment import Experiment
+
+    base = Experiment(
+        model="tiny_cnn",
+        data={"name": "digits", "train": 128, "val": 32, "test": 64},
+        baseline={"epochs": 1},
+        finetune={"epochs": 1, "examples": 32},
+        latency={"runtimes": []},
+    )
+    half = base.replace(technique={"name": "prune_channels", "params": {"keep": 0.5}})
+    int8 = half.replace(quant={"method": "ptq"})  # the technique applies Experiment.quant itself
+    runs = sv.sweep([base, half, int8], store=tmp_path / "s", executor="local", progress=False).runs
+    by = runs.set_index("run_id")
+    assert (by["status"] == "ok").all()
+    assert by.loc[half.run_id, "params"] < 0.5 * by.loc[base.run_id, "params"]  # channels removed, not zeroed
+    assert by.loc[half.run_id, "params_nonzero"] == pytest.approx(by.loc[half.run_id, "params"], rel=0.05)
+    assert by.loc[int8.run_id, "quantization"] != "none" and by.loc[half.run_id, "quantization"] == "none"
+    for params, message in (
+        ({"kep": 0.5}, "did you mean 'keep'"),
+        ({"keep": 0}, r"keep=0: give the fraction of channels kept, in \(0, 1\]"),
+        ({"keep": 0.5, "norm": "l3"}, "norm='l3'"),
+    ):
+        with pytest.raises(ValueError, match=message):  # at construction: before any run trains
+            base.replace(technique={"name": "prune_channels", "params": params})
+    with pytest.raises(ValueError, match="runs alone; leave prune.strategy, distill.enabled, pipeline.order"):
+        half.replace(prune={"strategy": "random", "compression": 2})

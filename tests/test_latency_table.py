@@ -4,6 +4,7 @@ row, OpenVINO and the ``fastest`` choice, and one-line errors for bad input with
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 
@@ -327,3 +328,50 @@ def test_a_runtime_that_cannot_run_the_model_is_recorded_for_that_runtime_only()
 def test_unknown_runtime_in_a_latency_spec_suggests_the_name():
     with pytest.raises(ValueError, match="did you mean 'openvino'"):
         LatencySpec(runtimes=("openvno",))
+
+
+def test_baseline_runtime_sets_one_reference_and_sparse_compares_with_eager():
+    net = create_model("tiny_cnn", input_shape=(1, 8, 8), seed=0).eval()
+    pruned = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in pruned.parameters():
+            if p.dim() > 1:
+                p.mul_((torch.rand(p.shape, generator=torch.Generator().manual_seed(1)) < 0.2).float())
+    own = latency_rows(pruned, net, LatencySpec(runtimes=("eager", "onnxruntime", "sparse"), **FAST))
+    assert [r["baseline_runtime"] for r in own] == ["eager", "onnxruntime", "eager"]
+    assert all(
+        r["error"] == "" and r["latency_vs_baseline"] > 0 for r in own
+    )  # the dense baseline never runs on sparse
+    one = latency_rows(pruned, net, LatencySpec(runtimes=("onnxruntime",), baseline_runtime="eager", **FAST))
+    assert one[0]["baseline_runtime"] == "eager" and one[0]["runtime"] == "onnxruntime"
+    fastest = latency_rows(
+        pruned, net, LatencySpec(runtimes=("fastest",), baseline_runtime="onnxruntime", **FAST)
+    )
+    assert {r["baseline_runtime"] for r in fastest if not r["error"]} == {"onnxruntime"}
+
+
+def test_baseline_runtime_is_checked_and_kept_out_of_run_ids_when_unset():
+    exp = Experiment(model="tiny_cnn", data=DATA)
+    assert "baseline_runtime" not in exp.to_dict()["latency"]  # run ids of earlier stores are unchanged
+    other = exp.replace(**{"latency.baseline_runtime": "eager"})
+    assert other.run_id != exp.run_id and other.to_dict()["latency"]["baseline_runtime"] == "eager"
+    assert Experiment.from_json(other.to_json()).latency.baseline_runtime == "eager"
+    with pytest.raises(ValueError, match=r"baseline_runtime='eagr': did you mean 'eager'"):
+        LatencySpec(baseline_runtime="eagr")
+    with pytest.raises(ValueError, match="baseline_runtime='sparse'"):  # a dense baseline has no sparse layer
+        LatencySpec(baseline_runtime="sparse")
+
+
+def test_int8_runners_time_a_fresh_copy_never_the_model_called_before():
+    # x86 quantized kernels settle their plan at the first call, for that call's thread count: the runner
+    # must make its own first call under the pinned threads, on a re-packed copy
+    net = create_model("tiny_cnn", input_shape=(1, 8, 8), seed=0).eval()
+    q = _int8(net)
+    called = []
+    q.register_forward_hook(lambda module, *_: called.append(module))  # deepcopy copies the hook too
+    out = rt.make_runner(q, "eager", torch.ones(1, 1, 8, 8), 1).call()
+    assert len(called) == 1 and called[0] is not q
+    assert torch.equal(out, q(torch.ones(1, 1, 8, 8)))
+    net.register_forward_hook(lambda module, *_: called.append(module))
+    rt.make_runner(net, "eager", torch.ones(1, 1, 8, 8), 1).call()
+    assert called[-1] is net  # FP32 models are timed as they are

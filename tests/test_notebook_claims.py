@@ -12,7 +12,7 @@ import pytest
 from shrinkviz.experiments.claims import ClaimSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ["02_shrinkbench_confounders", "03_pqd_ordering_ablation"]
+NOTEBOOKS = ["02_shrinkbench_confounders", "03_pqd_ordering_ablation", "05_compression_is_not_speedup"]
 MEASURED = re.compile(r"(?<![\w.])0\.\d{3,}|\b\d+\.\d+x\b")  # 0.9155, 0.780, 1.02x: figures from runs
 
 

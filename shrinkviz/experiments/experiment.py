@@ -157,11 +157,19 @@ class Experiment:
             "D": "distill.enabled=True",
         }
         order = self.pipeline.order
-        if self.technique.name and (any(on.values()) or order):
-            raise ValueError(
-                f"Experiment.technique.name={self.technique.name!r}: a technique of your own runs alone; "
-                "leave prune.strategy, quant.method, distill.enabled and pipeline.order at their defaults"
-            )
+        if self.technique.name:
+            from shrinkviz.experiments.techniques import USES
+
+            applied = {"Q"} if "quant" in USES.get(self.technique.name, ()) else set()
+            if order or any(v for k, v in on.items() if k not in applied):
+                also = ", ".join(
+                    ["prune.strategy", "distill.enabled", "pipeline.order"]
+                    + ([] if applied else ["quant.method"])
+                )
+                raise ValueError(
+                    f"Experiment.technique.name={self.technique.name!r}: a technique of your own runs alone; "
+                    f"leave {also} at their defaults"
+                )
         if not order and sum(on.values()) > 1:
             both = " and ".join(settings[k] for k in on if on[k])
             raise ValueError(

@@ -41,6 +41,10 @@ PARAM_CHECKS: dict[str, Callable[[dict[str, Any]], Any]] = {}
 """technique -> ``check(params)`` raising ValueError for bad parameters, called when an Experiment is built
 (so a bad grid fails before any run starts)."""
 
+USES: dict[str, tuple[str, ...]] = {}
+"""technique -> the built-in sections it reads besides its params (``'quant'``: it applies
+``Experiment.quant`` itself, which may then be set beside it and fills the ``quantization`` column)."""
+
 
 def register_technique(
     name: str,
@@ -48,23 +52,28 @@ def register_technique(
     *,
     overwrite: bool = False,
     check: Callable[[dict[str, Any]], Any] | None = None,
+    uses: tuple[str, ...] = (),
 ) -> Any:
     """Register a technique handler (usable as a decorator); experiments, sweeps, the CLI and the report
     then accept its name in ``Experiment.technique.name``. ``check(params)``, if given, raises ValueError
-    for parameters the handler cannot take; it runs when the Experiment is built.
+    for parameters the handler cannot take; it runs when the Experiment is built. ``uses`` names built-in
+    sections the handler applies itself (only ``'quant'``), which may then be set beside the technique.
 
     Raises:
         ValueError: a built-in name, or a taken one without ``overwrite=True``.
     """
     if handler is None:
-        return lambda fn: register_technique(name, fn, overwrite=overwrite, check=check)
+        return lambda fn: register_technique(name, fn, overwrite=overwrite, check=check, uses=uses)
     if name in BUILTIN_TECHNIQUES and name in TECHNIQUES and not overwrite:
         raise ValueError(f"technique {name!r} is built in; register yours under another name")
     if not callable(handler):
         raise TypeError(
             f"technique {name!r}: handler must be callable(exp, baseline, data, progress) -> Result"
         )
+    if set(uses) - {"quant"}:
+        raise ValueError(f"technique {name!r}: uses={uses!r}; a technique can apply only the 'quant' section")
     registered = TECHNIQUES.register(name, handler, overwrite=overwrite)
+    USES[name] = tuple(uses)
     if check is None:
         PARAM_CHECKS.pop(name, None)
     else:
@@ -180,24 +189,20 @@ def _pipeline(exp: Any, baseline: nn.Module, data: Any, progress: bool) -> Resul
     )
 
 
-CHANNEL_PARAMS = {
-    "keep": "fraction of channels kept per group, in (0, 1]",
-    "norm": "'l1' or 'l2'",
-    "quant": "'none', 'ptq' or 'qat' after the channels are removed",
-}
+CHANNEL_PARAMS = {"keep": "fraction of channels kept per group, in (0, 1]", "norm": "'l1' or 'l2'"}
 """Parameters of the ``prune_channels`` technique."""
 
 
-def channel_params(params: dict[str, Any]) -> tuple[float, str, str]:
-    """``(keep, norm, quant)`` of a ``prune_channels`` technique's params, checked.
+def channel_params(params: dict[str, Any]) -> tuple[float, str]:
+    """``(keep, norm)`` of a ``prune_channels`` technique's params, checked.
 
     Example:
         >>> channel_params({"keep": 0.5})
-        (0.5, 'l2', 'none')
-        >>> channel_params({"keep": 0.5, "quant": "int8"})
+        (0.5, 'l2')
+        >>> channel_params({"keep": 0.5, "norm": "l3"})
         Traceback (most recent call last):
         ...
-        ValueError: Experiment.technique.params.quant='int8': allowed values: 'none', 'ptq', 'qat'
+        ValueError: Experiment.technique.params.norm='l3': allowed values: 'l1', 'l2'
     """
     from shrinkviz.core.registry import did_you_mean
 
@@ -209,38 +214,34 @@ def channel_params(params: dict[str, Any]) -> tuple[float, str, str]:
             f"'prune_channels';{' ' + hint if hint else ''} valid: "
             + "; ".join(f"{k} ({v})" for k, v in CHANNEL_PARAMS.items())
         )
-    keep, norm, quant = params.get("keep"), params.get("norm", "l2"), params.get("quant", "none")
+    keep, norm = params.get("keep"), params.get("norm", "l2")
     if isinstance(keep, bool) or not isinstance(keep, int | float) or not 0 < keep <= 1:
         raise ValueError(
             f"Experiment.technique.params.keep={keep!r}: give the fraction of channels kept, in (0, 1]"
         )
-    for name, value, allowed in (("norm", norm, ("l1", "l2")), ("quant", quant, ("none", "ptq", "qat"))):
-        if value not in allowed:
-            raise ValueError(
-                f"Experiment.technique.params.{name}={value!r}: allowed values: "
-                + ", ".join(map(repr, allowed))
-            )
-    return float(keep), str(norm), str(quant)
+    if norm not in ("l1", "l2"):
+        raise ValueError(f"Experiment.technique.params.norm={norm!r}: allowed values: 'l1', 'l2'")
+    return float(keep), str(norm)
 
 
-@register_technique("prune_channels", check=lambda params: channel_params(params))
+@register_technique("prune_channels", check=channel_params, uses=("quant",))
 def _prune_channels(exp: Any, baseline: nn.Module, data: Any, progress: bool) -> Result:
     """Structured pruning (whole channels removed: a smaller dense network), finetuned with the experiment's
-    preset, then optionally INT8 (``params.quant``): ``technique={"name": "prune_channels", "params":
-    {"keep": 0.5, "quant": "ptq"}}``."""
+    preset, then INT8 when ``Experiment.quant`` asks: ``technique={"name": "prune_channels", "params":
+    {"keep": 0.5}}``, optionally with ``quant={"method": "ptq"}``."""
     from shrinkviz.techniques.prune import prune_channels
     from shrinkviz.techniques.quant import quantize
 
-    keep, norm, quant = channel_params(exp.technique.params)
+    keep, norm = channel_params(exp.technique.params)
     result = prune_channels(
         baseline, data, keep=keep, norm=norm, cfg=_train_config(exp), seed=exp.seed, progress=progress
     )
-    if quant == "none":
+    if exp.quant.method == "none":
         return result
     quantized = quantize(
         result.model,
         data,
-        method=quant,
+        method=exp.quant.method,
         cfg=_train_config(exp, exp.quant.epochs),
         seed=exp.seed,
         progress=progress,

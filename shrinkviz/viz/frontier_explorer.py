@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from shrinkviz.experiments.artefacts import EXPORT_FORMATS, export_artefact
 from shrinkviz.experiments.schema import FACTOR_COLUMNS, METRIC_COLUMNS
 from shrinkviz.viz._source import resolve_source
 from shrinkviz.viz._style import display_label, require_columns, technique
+from shrinkviz.viz.export_control import ExportControl
 from shrinkviz.viz.machines import latency_x
 from shrinkviz.viz.panels import frontier_parts
 
@@ -123,15 +123,9 @@ class FrontierExplorer(widgets.VBox):
         }
         self.pareto = widgets.Checkbox(value=pareto, description="highlight Pareto front", indent=False)
         self.run_picker = widgets.Dropdown(options=[], description="run")
-        self.export_format = widgets.ToggleButtons(options=list(EXPORT_FORMATS), value="state_dict")
-        self.export_folder = widgets.Text(value=".", description="to folder")
-        self.export_button = widgets.Button(
-            description="export selected run",
-            disabled=self.store is None,
-            tooltip="needs a store (FrontierExplorer(store)) holding the runs' artefacts",
-        )
-        self.export_status = widgets.HTML(value="")
-        self.export_button.on_click(lambda _: self.export())
+        self.exporter = ExportControl(self.store, lambda: self.run_picker.value)
+        self.export_format, self.export_folder = self.exporter.format, self.exporter.folder
+        self.export_button, self.export_status = self.exporter.button, self.exporter.status
         # A plain figure until the initial state is drawn, then a FigureWidget: edits sent to a FigureWidget
         # before JupyterLab renders it reach plotly's front end corrupted (see CompressionExplorer).
         self.figure = go.Figure()
@@ -152,7 +146,7 @@ class FrontierExplorer(widgets.VBox):
             widgets.HBox([self.x_picker, self.y_picker, self.color_picker, self.size_picker]),
             widgets.HBox([*self.filters.values(), self.pareto]),
             self.figure,
-            widgets.HBox([self.run_picker, self.export_format, self.export_folder, self.export_button]),
+            widgets.HBox([self.run_picker, *self.exporter.widgets]),
             self.export_status,
         ]
 
@@ -173,20 +167,9 @@ class FrontierExplorer(widgets.VBox):
         self.run_picker.value = run_id
 
     def export(self) -> Any:
-        """Export the selected run's deployed model (:func:`export_artefact`); the file, or None on error
-        (the reason is shown in ``export_status``)."""
-        if self.store is None or not self.run_picker.value:
-            self.export_status.value = "nothing to export: pass a store and select a run"
-            return None
-        try:
-            path = export_artefact(
-                self.store, self.run_picker.value, self.export_folder.value, self.export_format.value
-            )
-        except (KeyError, ValueError, OSError) as exc:
-            self.export_status.value = f"export failed: {exc}"
-            return None
-        self.export_status.value = f"exported {self.run_picker.value} to {path}"
-        return path
+        """Export the selected run's deployed model (:class:`~shrinkviz.viz.export_control.ExportControl`);
+        the file, or None on error (the reason is shown in ``export_status``)."""
+        return self.exporter.export()
 
     def filtered(self) -> pd.DataFrame:
         """The runs that pass the filters."""

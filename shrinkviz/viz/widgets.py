@@ -29,6 +29,7 @@ import plotly.graph_objects as go
 from shrinkviz.metrics.stats import aggregate
 from shrinkviz.viz._source import one_context, py_scalar, resolve_source
 from shrinkviz.viz._style import TEMPLATE, display_label, require_columns, usable
+from shrinkviz.viz.export_control import ExportControl
 from shrinkviz.viz.figures import curves
 from shrinkviz.viz.frontier_explorer import FrontierExplorer
 from shrinkviz.viz.panels import layer_sparsity
@@ -62,6 +63,10 @@ class CompressionExplorer(widgets.VBox):
     stored for that strategy, so it snaps to runs). Views: ``figure`` (FigureWidget of :func:`curves`
     with a last trace named ``"selected"``), ``readout`` (HTML) and ``layer_figure`` (FigureWidget with
     the per-layer sparsity bars). Changes update the figures in place with ``batch_update``.
+
+    Export: ``export_format``, ``export_folder``, ``export_button`` and ``export_status`` take the selected
+    (representative) run's deployed model out of the store as a state_dict or ONNX file; the button is
+    disabled for a bare DataFrame.
 
     Several seeds at one compression: the highlighted point is the mean over seeds (the vertex of the
     curve); the readouts and the layer chart show one representative run, the one with the lowest
@@ -98,6 +103,9 @@ class CompressionExplorer(widgets.VBox):
     ) -> None:
         super().__init__()
         runs, store_layers = resolve_source(runs_or_store, "CompressionExplorer")
+        self.exporter = ExportControl(runs_or_store, lambda: self._state.get("run_id"))
+        self.export_format, self.export_folder = self.exporter.format, self.exporter.folder
+        self.export_button, self.export_status = self.exporter.button, self.exporter.status
         self.layers = layers if layers is not None else store_layers
         if self.layers is not None and len(self.layers):
             require_columns(self.layers, ["run_id", "layer", "sparsity"], "CompressionExplorer")
@@ -163,6 +171,8 @@ class CompressionExplorer(widgets.VBox):
         self.children = [
             widgets.HBox([self.strategy, self.slider]),
             self.readout,
+            widgets.HBox(self.exporter.widgets),
+            self.export_status,
             self.figure,
             self.layer_figure,
         ]
@@ -270,6 +280,10 @@ class CompressionExplorer(widgets.VBox):
             self.layer_figure.layout.shapes = fig.layout.shapes
             self.layer_figure.layout.annotations = fig.layout.annotations
             self.layer_figure.layout.xaxis.visible = bool(fig.data)
+
+    def export(self) -> Any:
+        """Export the selected run's deployed model; the file, or None (the reason is in ``export_status``)."""
+        return self.exporter.export()
 
     @property
     def state(self) -> dict[str, Any]:

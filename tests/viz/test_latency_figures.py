@@ -16,7 +16,7 @@ from shrinkviz.experiments.artefacts import artefact_bytes, export_artefact
 from shrinkviz.experiments.schema import RUN_COLUMNS
 from shrinkviz.experiments.store import Store
 from shrinkviz.models import create_model
-from shrinkviz.viz import FrontierExplorer, frontier
+from shrinkviz.viz import CompressionExplorer, FrontierExplorer, frontier, speedup_by_runtime
 from shrinkviz.viz.report import build_sections
 
 
@@ -155,6 +155,57 @@ def test_frontier_explorer_exports_the_selected_run(artefact_store, tmp_path):
         bare.export_button.disabled and bare.export() is None and "pass a store" in bare.export_status.value
     )
     assert json.dumps(ex.state)  # the state stays plain data
+
+
+def test_compression_explorer_exports_the_run_under_the_slider(artefact_store, tmp_path):
+    store, nets = artefact_store
+    ex = CompressionExplorer(store)
+    assert not ex.export_button.disabled
+    ex.slider.value = 4.0
+    chosen = ex.state["run_id"]
+    ex.export_folder.value = str(tmp_path)
+    ex.export_button.click()
+    path = tmp_path / f"{chosen}.pt"
+    assert path.is_file() and chosen in ex.export_status.value
+    fresh = create_model("tiny_cnn", input_shape=(1, 8, 8), seed=7).eval()
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(fresh(x), nets[chosen](x))  # the run under the slider, not another one
+    (tmp_path / "a-file").write_text("x")
+    ex.export_folder.value = str(tmp_path / "a-file" / "inside")  # a folder below a plain file
+    assert ex.export() is None and ex.export_status.value.startswith("export failed")
+    bare = CompressionExplorer(store.runs())
+    assert (
+        bare.export_button.disabled and bare.export() is None and "pass a store" in bare.export_status.value
+    )
+
+
+def test_speedup_by_runtime_plots_stored_ratios_and_counts_failed_rows():
+    rows = pd.DataFrame(
+        {
+            "design": ["dense", "sparse90", "sparse90", "dense"],
+            "model": "m",
+            "runtime": ["eager", "eager", "sparse", "sparse"],
+            "latency_vs_baseline": [1.0, 0.98, 0.4, None],
+            "latency_vs_baseline_min": [0.95, 0.9, 0.35, None],
+            "latency_vs_baseline_max": [1.05, 1.0, 0.5, None],
+            "latency_ms_p50": [2.0, 1.96, 0.8, None],
+            "baseline_ms_p50": [2.0, 2.0, 2.0, None],
+            "baseline_runtime": "eager",
+            "error": ["", "", "", "SparseConversionError: no sparse layer"],
+            "machine_id": "m1",
+            "cpu_model": "C",
+        }
+    )
+    fig = speedup_by_runtime(rows, label="design", facet="model")
+    bars = {t.name: t for t in fig.data}
+    assert list(bars) == ["eager", "sparse"]
+    assert [round(v, 3) for v in bars["sparse"].y] == [2.5]  # 1 / 0.4
+    assert round(bars["sparse"].error_y.array[0], 3) == round(1 / 0.35 - 2.5, 3)
+    notes = " ".join(a.text for a in fig.layout.annotations)
+    assert "1 measurement(s) left out" in notes and "latency measured on" in notes
+    with pytest.raises(ValueError, match="2 machines"):
+        speedup_by_runtime(rows.assign(machine_id=["m1", "m2", "m1", "m1"]))
 
 
 def test_curves_of_latency_refuse_two_machines_and_name_one():
