@@ -28,6 +28,8 @@ from shrinkviz.core.machine import machine
 from shrinkviz.experiments.remeasure import remeasure
 from shrinkviz.experiments.store import Store
 from shrinkviz.experiments.sweep import sweep
+from shrinkviz.metrics.stats import pareto_mask
+from shrinkviz.viz.machines import LATENCY_TIE
 
 FULL_LATENCY = {"runtimes": ["eager"], "threads": 1, "batch": 1, "rounds": 50, "min_time_s": 1.0}
 
@@ -43,6 +45,26 @@ def _pairs(a, b, column):
 def _stats(diffs):
     values = sorted(diffs.values())
     return {"median": statistics.median(values), "max": max(values), "n": len(values)} if values else {}
+
+
+def _pareto_by_sitting(runs, latency):
+    """The frontier's Pareto set (top-1, eager ``latency_vs_baseline``, gzip size; latency ties within
+    ``LATENCY_TIE``) in each sitting, and whether every sitting gives the same set."""
+    eager = latency[(latency["runtime"] == "eager") & (latency["error"] == "")]
+    sets = {}
+    for sitting, rows in eager.groupby("sitting", sort=True):
+        table = runs.loc[rows["run_id"]].assign(latency_vs_baseline=rows["latency_vs_baseline"].to_numpy())
+        front = pareto_mask(
+            table,
+            maximize=["top1"],
+            minimize=["latency_vs_baseline", "size_bytes_gzip"],
+            tolerance={"latency_vs_baseline": LATENCY_TIE},
+        )
+        sets[sitting] = sorted(
+            f"{r['method']}{r['order'] or ''} {r['strategy'] or ''}x{r['compression']:g}"
+            for _, r in table[front.to_numpy()].iterrows()
+        )
+    return {"by_sitting": sets, "stable": len({tuple(v) for v in sets.values()}) == 1}
 
 
 def main() -> None:
@@ -99,6 +121,7 @@ def main() -> None:
         "max": max(flat) if flat else None,
         "all_within_0.95_1.05": all(0.95 <= v <= 1.05 for v in flat),
     }
+    out["pareto"] = _pareto_by_sitting(runs, store.latency())
     out["int8_vs_baseline_eager"] = {
         f"{runs.loc[r, 'method']}{runs.loc[r, 'order'] or ''}": round(float(v), 4)
         for r, v in zip(b["run_id"], b["latency_vs_baseline"], strict=True)

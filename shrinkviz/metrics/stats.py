@@ -152,17 +152,21 @@ def pareto_mask(
     df: pd.DataFrame,
     maximize: Sequence[str] = ("top1",),
     minimize: Sequence[str] = ("latency_ms_p50", "size_bytes_gzip"),
+    tolerance: Mapping[str, float] | None = None,
 ) -> pd.Series:
     """Which rows are Pareto-optimal (not dominated by any other row).
 
     Row ``j`` dominates row ``i`` when it is at least as good in every objective and strictly better in
     one. Rows with a NaN / inf objective are never optimal and dominate nothing; exact duplicates of an
-    optimal point are all optimal.
+    optimal point are all optimal. ``tolerance`` makes values of a column that differ by less than that
+    fraction of row ``i``'s value a tie (neither better): a measured latency is only known to a few percent,
+    and a front drawn from its noise changes from one sitting to the next.
 
     Args:
         df: the table (e.g. runs, or an :func:`aggregate` result with ``_mean`` columns).
         maximize: columns where larger is better.
         minimize: columns where smaller is better.
+        tolerance: column -> relative tie tolerance (e.g. ``{"latency_vs_baseline": 0.05}``).
 
     Returns:
         Boolean Series named ``pareto`` aligned with ``df.index``.
@@ -182,18 +186,29 @@ def pareto_mask(
     if not maximize and not minimize:
         raise ValueError("pareto_mask() needs at least one column to maximize or minimize")
     _require(df, maximize + minimize, "pareto_mask")
+    tolerance = dict(tolerance or {})
+    unknown = sorted(set(tolerance) - set(maximize) - set(minimize))
+    if unknown or any(not 0 <= float(t) < 1 for t in tolerance.values()):
+        raise ValueError(
+            f"pareto_mask(tolerance={tolerance!r}): give objectives' columns with fractions in [0, 1)"
+            + (f"; {unknown} are not objectives" if unknown else "")
+        )
     cols = [-_numeric(df, c, "pareto_mask").to_numpy() for c in maximize]
     cols += [_numeric(df, c, "pareto_mask").to_numpy() for c in minimize]
     vals = np.column_stack(cols) if len(df) else np.empty((0, len(cols)))
+    rel = np.array([float(tolerance.get(c, 0.0)) for c in [*maximize, *minimize]])
     finite = np.isfinite(vals).all(axis=1)
     idx = np.flatnonzero(finite)
     v = vals[idx]
+    slack = np.abs(v) * rel  # per row i and objective: differences below it are ties
     mask = np.zeros(len(df), dtype=bool)
     chunk = max(1, 4_000_000 // max(1, len(v) * v.shape[1]))
     for start in range(0, len(v), chunk):
         block = v[start : start + chunk, None, :]
-        dominated = ((v[None] <= block).all(-1) & (v[None] < block).any(-1)).any(-1)
-        mask[idx[start : start + chunk]] = ~dominated
+        tie = slack[start : start + chunk, None, :]
+        not_worse = (v[None] <= block + tie).all(-1)
+        better = (v[None] < block - tie).any(-1)
+        mask[idx[start : start + chunk]] = ~(not_worse & better).any(-1)
     return pd.Series(mask, index=df.index, name="pareto")
 
 

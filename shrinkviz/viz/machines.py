@@ -38,6 +38,11 @@ from shrinkviz.viz._style import (
 
 LATENCY_PREFIXES = ("latency_",)
 
+LATENCY_TIE = 0.05
+"""Latencies within 5% of each other are a tie for the frontier's Pareto set (:func:`pareto_mask`'s
+``tolerance``): re-timing a store in two sittings moved a run's side-by-side ratio by a median 1-3%, and up to
+8-15%, so a front drawn from smaller differences would be drawn from the machine's noise."""
+
 
 def is_latency(column: str | None) -> bool:
     """True for a latency column (absolute or ratio)."""

@@ -38,6 +38,7 @@ from shrinkviz.viz._style import (
     usable,
 )
 from shrinkviz.viz.machines import (
+    LATENCY_TIE,
     by_machine_column,
     check_one_machine,
     is_latency,
@@ -94,6 +95,7 @@ def frontier_parts(
             ok.loc[where],
             maximize=[m for m in objectives if m in MAXIMIZE_COLUMNS],
             minimize=[m for m in objectives if m not in MAXIMIZE_COLUMNS],
+            tolerance={m: LATENCY_TIE for m in objectives if is_latency(m)},
         ).to_numpy(dtype=bool)
     ok["pareto"] = front
     if size:
@@ -163,7 +165,8 @@ def frontier(
     """Accuracy-size-latency frontier: one marker per run, Pareto-optimal runs circled.
 
     The Pareto set is computed over x, y and size (when given) with :func:`pareto_mask`: accuracies,
-    compression and speedup are maximised, everything else (latency, size) minimised. Marker area is
+    compression and speedup are maximised, everything else (latency, size) minimised; latencies within 5%
+    of each other are a tie (:data:`~shrinkviz.viz.machines.LATENCY_TIE`: the machine's noise). Marker area is
     proportional to ``size``. Colours are the runs' technique (pipeline order such as ``PQD``, else the
     method) unless ``color`` names a column.
 

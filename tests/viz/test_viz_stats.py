@@ -133,3 +133,19 @@ def test_curve_crossings_linear_and_log() -> None:
     ((x, y),) = curve_crossings([2, 4], [0.9, 0.7], [2, 4], [0.8, 0.8], log_x=True)
     assert x == pytest.approx(2**1.5, abs=1e-12) and y == pytest.approx(0.8, abs=1e-12)
     assert curve_crossings([1, 2], [0, 0], [1, 2], [1, 1]) == []  # parallel
+
+
+def test_pareto_tolerance_makes_noise_sized_latency_differences_ties():
+    runs = pd.DataFrame(
+        {"top1": [0.90, 0.89, 0.80], "latency_vs_baseline": [1.00, 0.98, 0.50], "size": [10, 10, 10]}
+    )
+    exact = pareto_mask(runs, maximize=["top1"], minimize=["latency_vs_baseline"])
+    assert exact.tolist() == [True, True, True]  # 2% faster at 1 point less accuracy: on the exact front
+    tied = pareto_mask(runs, ["top1"], ["latency_vs_baseline"], tolerance={"latency_vs_baseline": 0.05})
+    assert tied.tolist() == [True, False, True]  # 2% is inside the noise: run 0 dominates run 1
+    wide = pareto_mask(runs, ["top1"], ["latency_vs_baseline"], tolerance={"top1": 0.2})
+    assert wide.tolist() == [False, False, True]  # accuracies within 20% count as equal: the fastest wins
+    with pytest.raises(ValueError, match="not objectives"):
+        pareto_mask(runs, ["top1"], ["size"], tolerance={"latency_vs_baseline": 0.05})
+    with pytest.raises(ValueError, match=r"fractions in \[0, 1\)"):
+        pareto_mask(runs, ["top1"], ["size"], tolerance={"size": 1.5})
