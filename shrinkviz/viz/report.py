@@ -151,11 +151,16 @@ def _context_sections(ok: pd.DataFrame, layers: pd.DataFrame | None, prefix: str
 
 def _summary_table(ok: pd.DataFrame) -> pd.DataFrame:
     from shrinkviz.metrics.stats import aggregate, pareto_mask
+    from shrinkviz.viz.machines import LATENCY_TIE
 
     metrics = [m for m in SUMMARY_METRICS if m in ok and ok[m].notna().any()]
     by = [
         "technique",
-        *[c for c in FACTOR_COLUMNS if c not in ("seed", "method", "order") and ok[c].nunique() > 1],
+        *[
+            c
+            for c in FACTOR_COLUMNS
+            if c not in ("seed", "method", "order") and c in ok and ok[c].nunique() > 1
+        ],
     ]
     agg = aggregate(ok, by=by, metrics=metrics)
     cost = "latency_vs_baseline" if "latency_vs_baseline" in metrics else "latency_ms_p50"
@@ -163,7 +168,14 @@ def _summary_table(ok: pd.DataFrame) -> pd.DataFrame:
     if "top1" in objectives and len(objectives) > 1:
         means = agg.rename(columns={f"{m}_mean": m for m in objectives})
         agg.insert(
-            len(by), "pareto", pareto_mask(means, maximize=["top1"], minimize=objectives[1:]).to_numpy()
+            len(by),
+            "pareto",
+            pareto_mask(
+                means,
+                maximize=["top1"],
+                minimize=objectives[1:],
+                tolerance={cost: LATENCY_TIE} if cost in objectives else None,
+            ).to_numpy(),
         )
     out = agg[[*by, *(["pareto"] if "pareto" in agg else []), "n"]].copy()
     for m in metrics:  # mean, then the 95% interval as text (std is its width at n seeds)
