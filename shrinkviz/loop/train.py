@@ -137,12 +137,38 @@ MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 """Layouts :func:`fit` and :func:`evaluate` run in. ``channels_last`` is faster for conv nets on the CPU:
 measured with ``benchmarks/bench_fit.py`` (1 thread, CPU time per epoch, AMD EPYC), MnistNet on
 Fashion-MNIST trains 1.46x faster (3.25 s vs 4.74 s for 12,800 images) and evaluates 2.3x faster,
-ResNet-20 trains 1.30x faster; ``torch.compile`` of the model, foreach and fused SGD gained nothing. But
-torch 2.13's oneDNN backward aborted the process with heap corruption (``free(): invalid next size``) on
-channels-last TinyCNN at 3x64x64 (fine with oneDNN off, or contiguous), so ``auto`` stays contiguous until
-that is understood; ask for ``channels_last`` explicitly where it is known to work. Channels-last sums in
-another order: weights differ from contiguous training in the last float bits (both deterministic per
-seed)."""
+ResNet-20 trains 1.30x faster; ``torch.compile`` of the model, foreach and fused SGD gained nothing.
+``auto`` is channels-last for a conv net on the CPU unless :func:`channels_last_hazard` finds a layer that
+torch 2.13's oneDNN trains wrongly in that layout, and contiguous otherwise (no conv, or CUDA). Channels-last
+sums in another order: weights differ from contiguous training in the last float bits (both deterministic
+per seed)."""
+
+CHANNELS_LAST_MIN_CHANNELS = 16
+"""torch 2.13's oneDNN writes past its buffers in the weight gradient of a 1x1 convolution with stride > 1
+and fewer than 16 input channels in channels-last (seen as ``free(): invalid next size`` on TinyCNN at
+3x64x64). Scanned here with glibc's malloc checker (``libc_malloc_debug``), 1x1 stride-2 convs with 1, 3 and
+8 input channels at 48x48 and 64x64 inputs corrupted the heap, 16, 32 and 64 channels never did, nor 3x3 /
+5x5 convs of strides 1 and 2 on the shapes of the registry's models; oneDNN off or contiguous, none did."""
+
+
+def channels_last_hazard(model: nn.Module) -> str | None:
+    """The first layer that must not train channels-last (see :data:`CHANNELS_LAST_MIN_CHANNELS`), or None.
+
+    Example:
+        >>> channels_last_hazard(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 16, 1, stride=2)))
+        '1: 1x1 conv, stride (2, 2), 8 input channels'
+        >>> channels_last_hazard(nn.Conv2d(16, 32, 1, stride=2)) is None
+        True
+    """
+    for name, module in model.named_modules():
+        if (
+            isinstance(module, nn.Conv2d)
+            and tuple(module.kernel_size) == (1, 1)
+            and max(module.stride) > 1
+            and module.in_channels // module.groups < CHANNELS_LAST_MIN_CHANNELS
+        ):
+            return f"{name}: 1x1 conv, stride {tuple(module.stride)}, {module.in_channels} input channels"
+    return None
 
 
 def model_layout(model: nn.Module) -> torch.memory_format:
@@ -163,14 +189,28 @@ def training_layout(
         >>> from shrinkviz.models import create_model
         >>> cpu = torch.device("cpu")
         >>> mnistnet = create_model("mnistnet", input_shape=(1, 28, 28))
-        >>> training_layout(mnistnet, cpu) == torch.contiguous_format
+        >>> training_layout(mnistnet, cpu) == torch.channels_last
         True
-        >>> training_layout(mnistnet, cpu, "channels_last") == torch.channels_last
+        >>> training_layout(mnistnet, cpu, "contiguous") == torch.contiguous_format
+        True
+        >>> tiny = create_model("tiny_cnn", input_shape=(3, 64, 64))  # a 1x1 stride-2 shortcut from 8 channels
+        >>> training_layout(tiny, cpu) == torch.contiguous_format
         True
     """
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"memory_format={memory_format!r}; valid: {', '.join(MEMORY_FORMATS)}")
+    hazard = channels_last_hazard(model) if device.type == "cpu" else None
     if memory_format == "channels_last":
+        if hazard:
+            raise ValueError(
+                f"memory_format='channels_last': {hazard} — torch's oneDNN corrupts memory training such a "
+                "layer channels-last on the CPU; use memory_format='auto' or 'contiguous'"
+            )
+        return torch.channels_last
+    if memory_format == "contiguous" or device.type != "cpu":
+        return torch.contiguous_format
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if has_conv and hazard is None:
         return torch.channels_last
     return torch.contiguous_format
 
