@@ -14,15 +14,14 @@ Example:
 
 from shrinkviz.metrics.stats import aggregate, curve_crossings, pareto_mask, t_quantile
 from shrinkviz.viz._style import PALETTE, color_for
+from shrinkviz.viz.confounders import baseline_confounder, shrinkbench_views
 from shrinkviz.viz.export import report_html, to_html
 from shrinkviz.viz.figures import (
-    baseline_confounder,
     curves,
     frontier,
     latency_by_runtime,
     layer_sparsity,
     ordering_ablation,
-    shrinkbench_views,
 )
 from shrinkviz.viz.machines import speedup_by_runtime
 from shrinkviz.viz.widgets import CompressionExplorer, FrontierExplorer

@@ -226,7 +226,7 @@ def speedup_by_runtime(
     Example:
         >>> rows = pd.DataFrame({"design": ["dense", "int8"], "runtime": ["eager", "eager"],
         ...                      "latency_vs_baseline": [1.0, 0.25], "latency_ms_p50": [4.0, 1.0]})
-        >>> [round(y, 2) for y in speedup_by_runtime(rows).data[0].y]
+        >>> [round(float(y), 2) for y in speedup_by_runtime(rows).data[0].y]
         [1.0, 4.0]
     """
     title = (
