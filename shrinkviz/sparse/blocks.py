@@ -18,7 +18,9 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import ctypes
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -85,13 +87,25 @@ def b4i8_available() -> bool:
     return bool(build.load().sv_vnni_available())
 
 
+class _Struct(ctypes.Structure):
+    """``sv_b4plan`` of ``kernels/block_int8.c``."""
+
+    _fields_ = (
+        [(name, ctypes.c_int) for name in "C H W pt pl sh sw Hq Wq OC nblk L Lr OH OW nnz zp_filled".split()]
+        + [("total", ctypes.c_long)]
+        + [(name, ctypes.c_void_p) for name in ("rowptr", "off", "wv", "wsum", "xbuf", "acc")]
+    )
+
+
 @dataclass
 class B4Plan:
-    """A packed INT8 1x4-block conv for one input shape, with its buffers."""
+    """A packed INT8 1x4-block conv for one input shape, with its buffers. The C view of it (``struct``)
+    holds raw pointers into these tensors: it is rebuilt, never copied, when the plan is copied."""
 
     rowptr: torch.Tensor
     off: torch.Tensor
     wv: torch.Tensor
+    wsum: torch.Tensor
     nblk: int
     geometry: tuple[int, ...]  # C, H, W, pad_t, pad_l, sh, sw, Hq, Wq
     out_hw: tuple[int, int]
@@ -99,11 +113,39 @@ class B4Plan:
     lr: int
     xbuf: torch.Tensor
     acc: torch.Tensor
-    zp: int | None = None  # the zero point the buffer's padding holds
+    _struct: _Struct | None = field(default=None, repr=False, compare=False)
+
+    def struct(self) -> _Struct:
+        """The ``sv_b4plan`` the kernel reads (built on first use)."""
+        if self._struct is None:
+            ptr = {n: getattr(self, n).data_ptr() for n in ("rowptr", "off", "wv", "wsum", "xbuf", "acc")}
+            self._struct = _Struct(
+                *self.geometry,
+                self.wsum.numel(),
+                self.nblk,
+                self.length,
+                self.lr,
+                *self.out_hw,
+                self.off.numel(),
+                -1,
+                self.xbuf.numel(),
+                **ptr,
+            )
+        return self._struct
+
+    def __deepcopy__(self, memo: dict) -> B4Plan:
+        kept = {
+            f.name: copy.deepcopy(getattr(self, f.name), memo) for f in fields(self) if f.name != "_struct"
+        }
+        return B4Plan(**kept)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_struct": None}
 
 
 def plan_b4i8(
     weight: torch.Tensor,
+    wsum: torch.Tensor,
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],
@@ -111,7 +153,8 @@ def plan_b4i8(
     h: int,
     w: int,
 ) -> B4Plan:
-    """Pack integer-valued ``weight`` (out, c, kh, kw; every value in int8 range) for a c x h x w input."""
+    """Pack integer-valued ``weight`` (out, c, kh, kw; every value in int8 range) for a c x h x w input;
+    ``wsum`` is the int32 sum of each output channel's weights (the zero-point correction)."""
     oc, _, kh, kw = weight.shape
     (sh, sw), (pt, pl), (dh, dw) = stride, padding, dilation
     hp, wp = h + 2 * pt, w + 2 * pl
@@ -137,6 +180,7 @@ def plan_b4i8(
         rowptr,
         off,
         values[order].contiguous().view(torch.int32).reshape(-1).contiguous(),
+        wsum,
         nblk,
         (c, h, w, pt, pl, sh, sw, hq, wq),
         (oh, ow),
@@ -151,58 +195,30 @@ def run_b4i8(
     plan: B4Plan,
     src: torch.Tensor,
     zp: int,
-    wsum: torch.Tensor,
     mult: torch.Tensor,
     bias_q: torch.Tensor,
-    zp_out: int,
+    out_qparams: tuple[float, int],
     relu: bool,
-    out: torch.Tensor,
-) -> None:
-    """One image: ``src`` (quint8 C x H x W, contiguous) -> ``out`` (quint8 OC x OH x OW), in place."""
-    lib = build.load()
-    oc = wsum.numel()
-    if plan.off.numel() == 0:  # no weights: the output is the requantized bias alone
-        lib.sv_finish_i32(
-            plan.acc.data_ptr(),
-            oc,
-            plan.lr,
-            *plan.out_hw,
-            plan.geometry[8],
-            wsum.data_ptr(),
-            0,
-            mult.data_ptr(),
-            bias_q.data_ptr(),
-            zp_out,
-            zp_out if relu else 0,
-            out.data_ptr(),
-        )
-        return
-    lib.sv_phase_u8x4(
-        src.data_ptr(), zp, *plan.geometry, plan.xbuf.numel(), int(plan.zp != zp), plan.xbuf.data_ptr()
+) -> torch.Tensor:
+    """``src`` (quint8 N x C x H x W, contiguous, zero point ``zp``) -> the quint8 N x OC x OH x OW output
+    with ``out_qparams`` (scale, zero point); ``mult`` / ``bias_q`` as ``sv_finish_u8`` takes them."""
+    scale_out, zp_out = out_qparams
+    n, c, h, w = src.shape
+    oc = plan.wsum.numel()
+    out = torch._empty_affine_quantized(
+        (n, oc, *plan.out_hw), scale=scale_out, zero_point=zp_out, dtype=torch.quint8
     )
-    plan.zp = zp
-    lib.sv_spconv_b4i8(
-        plan.xbuf.data_ptr(),
-        oc,
-        plan.nblk,
-        plan.rowptr.data_ptr(),
-        plan.off.data_ptr(),
-        plan.wv.data_ptr(),
-        plan.length,
-        plan.acc.data_ptr(),
-        plan.lr,
-    )
-    lib.sv_finish_i32(
-        plan.acc.data_ptr(),
-        oc,
-        plan.lr,
-        *plan.out_hw,
-        plan.geometry[8],
-        wsum.data_ptr(),
+    build.load().sv_conv_b4i8(
+        ctypes.byref(plan.struct()),
+        src.data_ptr(),
         zp,
         mult.data_ptr(),
         bias_q.data_ptr(),
         zp_out,
         zp_out if relu else 0,
         out.data_ptr(),
+        n,
+        c * h * w,
+        oc * plan.out_hw[0] * plan.out_hw[1],
     )
+    return out

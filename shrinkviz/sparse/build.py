@@ -149,6 +149,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.sv_phase_u8x4.argtypes = [p, i, i, i, i, i, i, i, i, i, i, ctypes.c_long, i, p]
     lib.sv_spconv_b4i8.argtypes = [p, i, i, p, p, p, i, p, i]
     lib.sv_finish_i32.argtypes = [p, i, i, i, i, i, p, i, p, p, i, i, p]
+    lib.sv_conv_b4i8.argtypes = [p, p, i, p, p, i, i, p, i, ctypes.c_long, ctypes.c_long]
     for fn in (
         "sv_phase_f32",
         "sv_phase_u8",
@@ -160,6 +161,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "sv_phase_u8x4",
         "sv_spconv_b4i8",
         "sv_finish_i32",
+        "sv_conv_b4i8",
     ):
         getattr(lib, fn).restype = None
     if lib.sv_abi_version() != ABI_VERSION:

@@ -14,7 +14,12 @@ INT8 follows the x86 (fbgemm) quantized semantic: uint8 activations with scale /
 (sx * sw / so))`` saturated to uint8 (from the zero point up with a fused ReLU). The accumulation is done
 on exact integer-valued floats: it is exact while a partial sum stays below 2**24 in magnitude, which
 :attr:`exact` guarantees from the weights alone (true of every layer in the tests and benchmarks);
-beyond that, float rounding of the accumulator can move an output by one quantization step.
+beyond that, float rounding of the accumulator can move an output by one quantization step. INT8
+convolutions whose weights come in 1x4 blocks along input channels run instead, where the CPU has
+AVX512-VNNI, on the ``b4i8`` kernel (:mod:`shrinkviz.sparse.blocks`): int32 accumulation, always exact,
+the same requantization. Both match torch.ao's fbgemm kernels bit for bit; the x86 engine sends convs to
+oneDNN on VNNI CPUs, whose requantization rounds differently in rare cases (one step, a few outputs per
+million in a 64-channel test here).
 """
 
 from __future__ import annotations
@@ -87,7 +92,8 @@ class _SparseBase(nn.Module):
     def exact(self) -> bool:
         """INT8: whether bit-exactness is guaranteed for every input. The accumulation runs on integer-valued
         floats, exact while every partial sum stays below 2**24; with |q - zp| <= 255 that holds for all
-        inputs when each output channel's sum of |w_int| is below 2**24 / 255. Always True for FP32."""
+        inputs when each output channel's sum of |w_int| is below 2**24 / 255. Always True for FP32 and
+        for the ``b4i8`` kernel (int32 accumulation)."""
         if self.quant is None or getattr(self, "kernel", "lanes") == "b4i8":
             return True  # FP32, or INT8 accumulated in int32
         per_channel = torch.zeros(self.weight_shape[0]).index_add_(
@@ -335,19 +341,16 @@ class SparseConv2d(_SparseBase):
         return out
 
     def _forward_b4i8(self, src: torch.Tensor, zp: int, sx: float) -> torch.Tensor:
-        n, c, h, w = src.shape
-        plan = self._b4plans.get((c, h, w))
+        key = tuple(src.shape[1:])
+        plan = self._b4plans.get(key)
         if plan is None:
-            if c != self.weight_shape[1]:
-                raise ValueError(f"input has {c} channels, the layer expects {self.weight_shape[1]}")
-            plan = self._b4plans[(c, h, w)] = plan_b4i8(
-                self.b4_weight, self.stride, self.padding, self.dilation, c, h, w
+            if key[0] != self.weight_shape[1]:
+                raise ValueError(f"input has {key[0]} channels, the layer expects {self.weight_shape[1]}")
+            plan = self._b4plans[key] = plan_b4i8(
+                self.b4_weight, self.wsum, self.stride, self.padding, self.dilation, *key
             )
-        out = self._empty((n, self.weight_shape[0], *plan.out_hw))
         mult, bias_q = self._requant(sx)
-        for b in range(n):
-            run_b4i8(plan, src[b], zp, self.wsum, mult, bias_q, self.quant["zp"], self.relu, out[b])
-        return out
+        return run_b4i8(plan, src, zp, mult, bias_q, (self.quant["so"], self.quant["zp"]), self.relu)
 
     def extra_repr(self) -> str:
         return (

@@ -179,3 +179,28 @@ void sv_finish_i32(const int32_t *acc, int OC, int Lr, int OH, int OW, int Wq, c
         }
     }
 }
+
+/* One packed layer for one input shape (built once by shrinkviz.sparse.blocks, passed by pointer). */
+typedef struct {
+    int C, H, W, pt, pl, sh, sw, Hq, Wq, OC, nblk, L, Lr, OH, OW, nnz, zp_filled;
+    long total;
+    const int32_t *rowptr, *off, *wv, *wsum;
+    uint8_t *xbuf;
+    int32_t *acc;
+} sv_b4plan;
+
+/* The whole layer on a batch: per image, phase copy (the padding refilled only when zp changes), kernel
+ * and requantization; images are in_stride / out_stride bytes apart. */
+void sv_conv_b4i8(sv_b4plan *p, const uint8_t *src, int zp, const float *mult, const float *bias_q, int zp_out,
+                  int lo, uint8_t *out, int batch, long in_stride, long out_stride) {
+    for (int b = 0; b < batch; ++b) {
+        if (p->nnz > 0) {
+            sv_phase_u8x4(src + b * in_stride, zp, p->C, p->H, p->W, p->pt, p->pl, p->sh, p->sw, p->Hq, p->Wq,
+                          p->total, p->zp_filled != zp, p->xbuf);
+            p->zp_filled = zp;
+            sv_spconv_b4i8(p->xbuf, p->OC, p->nblk, p->rowptr, p->off, p->wv, p->L, p->acc, p->Lr);
+        }
+        sv_finish_i32(p->acc, p->OC, p->Lr, p->OH, p->OW, p->Wq, p->wsum, p->nnz > 0 ? zp : 0, mult, bias_q,
+                      zp_out, lo, out + b * out_stride);
+    }
+}
