@@ -48,7 +48,7 @@ requantize, 64x64 32x32 at 10% took 0.063 vs 0.265 ms dense (4.2x) and 256x256 8
 the kernel itself ~100-110 GMAC/s on the nonzeros and ~45% of the layer's time spent outside it.
 Model: ``block_1x4`` at 90% with the global block ranking leaves the 64-channel layers 85% dense and the
 128-channel ones 56% (random-init weights), where dense INT8 is faster, so only 7 of 21 layers convert and
-the INT8 model ran 0.81x of ONNX Runtime INT8 (3.68 vs 2.99 ms; 1.37x INT8 eager). The 1.3x target is not
+the INT8 model ran 0.81x of ONNX Runtime INT8 (3.68 vs 2.99 ms; 1.37x INT8 eager; first kernel version). The 1.3x target is not
 met; ``int8_block_1x4_layerwise`` (10% of blocks in every layer) is the section that measures what the
 kernel can give a whole model, not yet run on this machine.
 """
