@@ -1,6 +1,6 @@
 """Building and loading the C kernels: compiled at first use with the system C compiler, cached.
 
-The shared library is built from ``kernels/sparse.c`` with ``cc -O3 -march=native -fPIC -shared`` (no
+The shared library is built from ``kernels/sparse.c`` and ``kernels/block_int8.c`` with ``cc -O3 -march=native -fPIC -shared`` (no
 OpenMP: one thread per call) and loaded with :mod:`ctypes`, so no PyTorch headers or build isolation are
 involved and a build takes about a second. The file is cached under :func:`cache_dir` with a name keyed by
 the hash of the source, the compiler's version, the flags and the CPU's model and ISA flags, and is written
@@ -31,10 +31,10 @@ from pathlib import Path
 from shrinkviz.core.machine import cpu_model
 from shrinkviz.deploy.errors import LatencyError
 
-SOURCE = Path(__file__).with_name("kernels") / "sparse.c"
+SOURCES = tuple(Path(__file__).with_name("kernels") / f for f in ("sparse.c", "block_int8.c"))
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno")
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
-ABI_VERSION = 4
+ABI_VERSION = 5
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
 
@@ -83,7 +83,9 @@ def _compiler_version(cc: str) -> str:
 
 def build_key(cc: str) -> str:
     """Hash of source, compiler version, flags and CPU: the cached library's file name stem."""
-    text = "\n".join([SOURCE.read_text(), _compiler_version(cc), " ".join(FLAGS), cpu_model(), *isa_flags()])
+    text = "\n".join(
+        [*(s.read_text() for s in SOURCES), _compiler_version(cc), " ".join(FLAGS), cpu_model(), *isa_flags()]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -98,9 +100,10 @@ def build(cc: str | None = None, out_dir: Path | None = None) -> Path:
         raise SparseUnavailableError(
             "sparse runtime unavailable: no C compiler found (install gcc, or set SHRINKVIZ_SPARSE_CC to one)"
         )
-    if not SOURCE.is_file():
+    missing = [str(s) for s in SOURCES if not s.is_file()]
+    if missing:
         raise SparseUnavailableError(
-            f"sparse runtime unavailable: kernel source {SOURCE} is missing (reinstall shrinkviz)"
+            f"sparse runtime unavailable: kernel source {missing[0]} is missing (reinstall shrinkviz)"
         )
     out_dir = out_dir or cache_dir()
     target = out_dir / f"sparse-{build_key(cc)}.so"
@@ -111,7 +114,7 @@ def build(cc: str | None = None, out_dir: Path | None = None) -> Path:
     os.close(fd)
     try:
         proc = subprocess.run(
-            [cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"],
+            [cc, *FLAGS, "-o", tmp, *map(str, SOURCES), "-lm"],
             capture_output=True,
             text=True,
             timeout=120,
@@ -142,6 +145,11 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.sv_spconv4.argtypes = [p, i, i, p, p, p, i, p, i]
     lib.sv_finish_f32.argtypes = [p, i, i, i, i, i, p, p, p, i, p]
     lib.sv_finish_u8.argtypes = [p, i, i, i, i, i, p, p, i, i, p]
+    lib.sv_vnni_available.restype = i
+    lib.sv_phase_u8x4.argtypes = [p, i, i, i, i, i, i, i, i, i, i, ctypes.c_long, i, p]
+    lib.sv_spconv_b4i8.argtypes = [p, i, i, p, p, p, i, p, i]
+    lib.sv_finish_i32.argtypes = [p, i, i, i, i, i, p, i, p, p, i, i, p]
+    lib.sv_conv_b4i8.argtypes = [p, p, i, p, p, i, i, p, i, ctypes.c_long, ctypes.c_long]
     for fn in (
         "sv_phase_f32",
         "sv_phase_u8",
@@ -150,6 +158,10 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "sv_spmv",
         "sv_finish_f32",
         "sv_finish_u8",
+        "sv_phase_u8x4",
+        "sv_spconv_b4i8",
+        "sv_finish_i32",
+        "sv_conv_b4i8",
     ):
         getattr(lib, fn).restype = None
     if lib.sv_abi_version() != ABI_VERSION:

@@ -5,7 +5,9 @@ folded into the conv weights, as ONNX Runtime does), so a fused ReLU runs inside
 INT8 models (``torch.ao`` eager-converted) have their ``quantized.Conv2d`` / ``ConvReLU2d`` / ``Linear`` /
 ``LinearReLU`` layers considered. Every candidate that has zero weights is timed dense and sparse on its
 real input (:mod:`shrinkviz.sparse.autotune`) and the faster form is kept, so the converted model is not
-slower than dense by more than timing noise. Each layer's outcome is a :class:`LayerNote` in the
+slower than dense by more than timing noise. An INT8 conv whose weights come in 1x4 blocks along input
+channels, on a CPU with AVX512-VNNI, first has its two sparse kernels timed against each other (the
+1x4-block ``b4i8`` and the FP32-lane one) and keeps the faster before facing dense. Each layer's outcome is a :class:`LayerNote` in the
 :class:`SparseReport`.
 
 Example:
@@ -246,6 +248,7 @@ def convert(
             report.notes.append(LayerNote(name, label, density, "dense", "output shape differs; kept dense"))
             continue
         key = autotune.layer_key(kind, dtype, _geometry(module, kind, inp), density)
+        sparse, kernel_note = _pick_kernel(sparse, inp, key, timer, cache_obj)
         with torch.inference_mode():
             decision = autotune.decide(
                 key, partial(module, inp), partial(sparse, inp), timer=timer, cache=cache_obj
@@ -253,7 +256,7 @@ def convert(
         faster = "sparse" if decision.choice == "sparse" else "dense"
         reason = (
             f"{faster} faster: dense {decision.dense_s * 1e3:.3f} ms vs sparse {decision.sparse_s * 1e3:.3f} ms"
-            f"{' (cached)' if decision.cached else ''}"
+            f"{' (cached)' if decision.cached else ''}{kernel_note}"
         )
         if decision.choice == "sparse" and not sparse.exact:
             reason += "; INT8 within one step, not bit-exact: partial sums may exceed 2**24"
@@ -274,6 +277,30 @@ def convert(
         fuse_residuals(unwrap(work))
     work.sparse_report = report
     return work, report
+
+
+def _pick_kernel(
+    sparse: nn.Module,
+    inp: torch.Tensor,
+    key: str,
+    timer: autotune.Timer | None,
+    cache: autotune.DecisionCache | None,
+) -> tuple[nn.Module, str]:
+    """An INT8 conv offered the 1x4-block VNNI kernel is timed against the FP32-lane kernel first (as
+    ``decide``'s "dense" side) and the faster kept; returns it and a note for the reason."""
+    if getattr(sparse, "kernel", "lanes") != "b4i8":
+        return sparse, ""
+    lanes = copy.deepcopy(sparse).use_kernel("lanes")
+    with torch.inference_mode():
+        pick = autotune.decide(
+            key + "|b4i8-vs-lanes", partial(lanes, inp), partial(sparse, inp), timer=timer, cache=cache
+        )
+    chosen = sparse if pick.choice == "sparse" else lanes
+    note = (
+        f"; kernel {chosen.kernel}: b4i8 (VNNI) {pick.sparse_s * 1e3:.3f} ms vs lanes "
+        f"{pick.dense_s * 1e3:.3f} ms"
+    )
+    return chosen, note
 
 
 def _inside(name: str, names: dict) -> bool:

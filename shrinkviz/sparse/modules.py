@@ -14,7 +14,12 @@ INT8 follows the x86 (fbgemm) quantized semantic: uint8 activations with scale /
 (sx * sw / so))`` saturated to uint8 (from the zero point up with a fused ReLU). The accumulation is done
 on exact integer-valued floats: it is exact while a partial sum stays below 2**24 in magnitude, which
 :attr:`exact` guarantees from the weights alone (true of every layer in the tests and benchmarks);
-beyond that, float rounding of the accumulator can move an output by one quantization step.
+beyond that, float rounding of the accumulator can move an output by one quantization step. INT8
+convolutions whose weights come in 1x4 blocks along input channels run instead, where the CPU has
+AVX512-VNNI, on the ``b4i8`` kernel (:mod:`shrinkviz.sparse.blocks`): int32 accumulation, always exact,
+the same requantization. Both match torch.ao's fbgemm kernels bit for bit; the x86 engine sends convs to
+oneDNN on VNNI CPUs, whose requantization rounds differently in rare cases (one step, a few outputs per
+million in a 64-channel test here).
 """
 
 from __future__ import annotations
@@ -26,6 +31,15 @@ import torch
 from torch import nn
 
 from shrinkviz.sparse import build
+from shrinkviz.sparse.blocks import (
+    B4Plan,
+    b4i8_available,
+    blocks4,
+    is_block1x4,
+    is_block4,
+    plan_b4i8,
+    run_b4i8,
+)
 
 _VL = 8  # floats per vector in the kernels
 _L1_BYTES = 16 * 1024  # input slice per tile and channel block: half a typical 32 KiB L1D
@@ -62,7 +76,7 @@ class _SparseBase(nn.Module):
         self.relu = bool(relu)
         self.quant: dict[str, Any] | None = None
         self._plans: dict[tuple[int, ...], _Plan] = {}
-        self.block4 = _is_block4(weight, groups=1)
+        self.block4 = is_block4(weight, groups=1)
         build.load()  # fail at construction, not at the first call, where the kernels are unavailable
 
     @property
@@ -78,9 +92,10 @@ class _SparseBase(nn.Module):
     def exact(self) -> bool:
         """INT8: whether bit-exactness is guaranteed for every input. The accumulation runs on integer-valued
         floats, exact while every partial sum stays below 2**24; with |q - zp| <= 255 that holds for all
-        inputs when each output channel's sum of |w_int| is below 2**24 / 255. Always True for FP32."""
-        if self.quant is None:
-            return True
+        inputs when each output channel's sum of |w_int| is below 2**24 / 255. Always True for FP32 and
+        for the ``b4i8`` kernel (int32 accumulation)."""
+        if self.quant is None or getattr(self, "kernel", "lanes") == "b4i8":
+            return True  # FP32, or INT8 accumulated in int32
         per_channel = torch.zeros(self.weight_shape[0]).index_add_(
             0, self.nnz_index[:, 0], self.nnz_value.abs()
         )
@@ -196,7 +211,7 @@ class _SparseBase(nn.Module):
         acc = torch.zeros(oc * lr)
         group = 1
         if length > 1 and self.block4:
-            rowptr, off, val = _blocks4(segment, off, val, self.nnz_index[order, 0], nblk, oc)
+            rowptr, off, val = blocks4(segment, off, val, self.nnz_index[order, 0], nblk, oc)
             group = 4
         return _Plan(rowptr, off, val, nblk, group, geometry, out_hw, length, xbuf, acc)
 
@@ -234,7 +249,8 @@ class SparseConv2d(_SparseBase):
         relu: bool = False,
     ) -> None:
         super().__init__(weight, bias, relu)
-        self.block4 = _is_block4(weight.detach(), groups)
+        self.block4 = is_block4(weight.detach(), groups)
+        self.kernel = "lanes"
         self.stride, self.padding, self.dilation, self.groups = (
             tuple(stride),
             tuple(padding),
@@ -261,7 +277,25 @@ class SparseConv2d(_SparseBase):
         ints, scale = _int_weight(wq)
         mod = cls(ints, qconv.bias(), qconv.stride, qconv.padding, qconv.dilation, qconv.groups, relu)
         mod._set_int8(scale, qconv.scale, qconv.zero_point)
+        in_range = bool(((ints >= -128) & (ints <= 127)).all())  # not so for an asymmetric weight
+        if in_range and is_block1x4(ints, qconv.groups) and b4i8_available():
+            mod.use_kernel("b4i8")
         return mod
+
+    def use_kernel(self, kernel: str) -> SparseConv2d:
+        """Run on ``"lanes"`` (the CSR kernels, FP32 lanes) or ``"b4i8"`` (INT8 1x4 blocks along input
+        channels, AVX512-VNNI: see :mod:`shrinkviz.sparse.blocks`); returns ``self``."""
+        if kernel == "b4i8" and (self.quant is None or self.groups != 1):
+            raise ValueError("the b4i8 kernel runs INT8 convolutions with groups=1 only")
+        if kernel not in ("lanes", "b4i8"):
+            raise ValueError(f"kernel={kernel!r}: expected 'lanes' or 'b4i8'")
+        self.kernel = kernel
+        if kernel == "b4i8" and not hasattr(self, "wsum"):
+            dense = torch.zeros(self.weight_shape).index_put_(tuple(self.nnz_index.unbind(1)), self.nnz_value)
+            self.b4_weight = dense.to(torch.int8)
+            self.wsum = dense.sum(dim=(1, 2, 3)).to(torch.int32).contiguous()
+            self._b4plans: dict[tuple[int, ...], B4Plan] = {}
+        return self
 
     def _plan(self, c: int, h: int, w: int) -> _Plan:
         key = (c, h, w)
@@ -291,6 +325,8 @@ class SparseConv2d(_SparseBase):
         """The convolution of ``x``; ``residual`` (FP32, output-shaped) is added before the fused ReLU."""
         src, zp, sx = self._source(x)
         n, c, h, w = src.shape
+        if self.kernel == "b4i8" and residual is None:
+            return self._forward_b4i8(src, zp, sx)
         plan = self._plan(c, h, w)
         out = self._empty((n, self.weight_shape[0], *plan.out_hw))
         if residual is not None:
@@ -304,11 +340,23 @@ class SparseConv2d(_SparseBase):
             self._run(plan, src[b], zp, out[b], sx, res)
         return out
 
+    def _forward_b4i8(self, src: torch.Tensor, zp: int, sx: float) -> torch.Tensor:
+        key = tuple(src.shape[1:])
+        plan = self._b4plans.get(key)
+        if plan is None:
+            if key[0] != self.weight_shape[1]:
+                raise ValueError(f"input has {key[0]} channels, the layer expects {self.weight_shape[1]}")
+            plan = self._b4plans[key] = plan_b4i8(
+                self.b4_weight, self.wsum, self.stride, self.padding, self.dilation, *key
+            )
+        mult, bias_q = self._requant(sx)
+        return run_b4i8(plan, src, zp, mult, bias_q, (self.quant["so"], self.quant["zp"]), self.relu)
+
     def extra_repr(self) -> str:
         return (
             f"{self.weight_shape}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
             f"groups={self.groups}, relu={self.relu}, density={self.density:.3f}, "
-            f"{'int8' if self.quant else 'fp32'}"
+            f"{'int8' if self.quant else 'fp32'}, kernel={self.kernel}"
         )
 
 
@@ -351,38 +399,6 @@ class SparseLinear(_SparseBase):
 
     def extra_repr(self) -> str:
         return f"{self.weight_shape}, relu={self.relu}, density={self.density:.3f}, {'int8' if self.quant else 'fp32'}"
-
-
-BLOCK_FILL = 0.9
-"""Use the 4x1-block kernel when the nonzeros fill at least this fraction of the 4x1 blocks they touch
-(exact 4x1 patterns fill 1.0; a few kept weights that quantize to 0 lower it slightly)."""
-
-
-def _is_block4(weight: torch.Tensor, groups: int) -> bool:
-    """Whether ``weight``'s nonzeros come in 4x1 blocks along output channels (within one group)."""
-    out = weight.shape[0]
-    if out % 4 or (out // groups) % 4 or weight.count_nonzero() == 0:
-        return False
-    live = (weight != 0).reshape(out // 4, 4, -1)
-    touched = int(live.any(1).sum())
-    return int(live.sum()) >= BLOCK_FILL * 4 * touched
-
-
-def _blocks4(
-    segment: torch.Tensor, off: torch.Tensor, val: torch.Tensor, oc: torch.Tensor, nblk: int, out: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CSR over (channel block, group of 4 output channels): one offset and 4 values per entry."""
-    blk = segment // out
-    row = blk * (out // 4) + oc // 4
-    key = row.to(torch.int64) * (int(off.max()) + 1 if off.numel() else 1) + off.to(torch.int64)
-    unique, inverse = torch.unique(key, sorted=True, return_inverse=True)
-    values = torch.zeros(unique.numel(), 4)
-    values[inverse, oc % 4] = val
-    span = int(off.max()) + 1 if off.numel() else 1
-    rows = (unique // span).to(torch.int64)
-    rowptr = torch.zeros(nblk * (out // 4) + 1, dtype=torch.int32)
-    rowptr[1:] = torch.bincount(rows, minlength=nblk * (out // 4)).cumsum(0)
-    return rowptr, (unique % span).to(torch.int32).contiguous(), values.reshape(-1).contiguous()
 
 
 def _int_weight(wq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.ao.nn.intrinsic.quantized as nniq
 import torch.ao.nn.quantized as nnq
 from torch import nn
 
+from shrinkviz.sparse.blocks import b4i8_available, is_block1x4
 from shrinkviz.sparse.build import compiler
 from shrinkviz.sparse.modules import SparseConv2d, SparseLinear
 
@@ -146,7 +149,7 @@ def test_exactness_bound_detects_large_weight_sums(x86_engine):
         w, torch.full((8,), 1 / 127).double(), torch.zeros(8, dtype=torch.long), 0, torch.qint8
     )
     mod.set_weight_bias(qw, None)
-    assert not SparseConv2d.from_quantized(mod).exact
+    assert not SparseConv2d.from_quantized(mod).use_kernel("lanes").exact  # dense weights are 1x4 blocks too
     assert SparseConv2d.from_dense(nn.Conv2d(2, 2, 1)).exact
 
 
@@ -219,3 +222,143 @@ def test_linear_int8_bit_exact(x86_engine, cls, relu, batch):
     x = torch.quantize_per_tensor(torch.randn(batch, 40), 0.03, 128, torch.quint8)
     got = SparseLinear.from_quantized(mod, relu=relu)(x)
     assert torch.equal(got.int_repr(), mod(x).int_repr())
+
+
+# The 1x4-block INT8 kernel (b4i8). Forced with use_kernel it runs on any CPU (AVX512-VNNI where the build
+# has it, a scalar int32 loop elsewhere), so its arithmetic is checked everywhere; which kernel a module
+# picks by itself depends on the CPU and is checked where VNNI exists.
+VNNI = pytest.mark.skipif(
+    compiler() is None or not b4i8_available(),
+    reason="this CPU (or build) lacks AVX512-VNNI: the 1x4-block INT8 kernel is not offered here",
+)
+
+
+@pytest.fixture
+def fbgemm_engine():
+    """torch.ao's fbgemm kernels: the arithmetic the sparse INT8 kernels reproduce. (The x86 engine sends
+    convs to oneDNN on VNNI CPUs, which rounds a few outputs per million differently.)"""
+    old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    yield
+    torch.backends.quantized.engine = old
+
+
+def _blocks_1x4(weight: torch.Tensor, density: float, seed: int = 0) -> torch.Tensor:
+    """``weight`` zeroed in 1x4 blocks along input channels (what ``block_1x4`` pruning leaves; a last
+    block is short when the channel count is not a multiple of 4)."""
+    out, cin, kh, kw = weight.shape
+    groups = -(-cin // 4)
+    gen = torch.Generator().manual_seed(seed)
+    keep = torch.rand(out, groups, 1, kh, kw, generator=gen) < density
+    return weight * keep.expand(out, groups, 4, kh, kw).reshape(out, 4 * groups, kh, kw)[:, :cin]
+
+
+def _qconv_1x4(cls, cfg, density, w_scale=0.02):
+    cin, cout, k, s, p, d, g, _, _ = cfg
+    torch.manual_seed(0)
+    w = _blocks_1x4(torch.randn(cout, cin // g, k, k), density)
+    scales = (torch.rand(cout) * w_scale + 0.005).double()
+    qw = torch.quantize_per_channel(w, scales, torch.zeros(cout, dtype=torch.long), 0, torch.qint8)
+    mod = cls(cin, cout, k, stride=s, padding=p, dilation=d, groups=g)
+    mod.set_weight_bias(qw, torch.randn(cout) * 0.1)
+    mod.scale, mod.zero_point = 0.05, 64
+    return mod
+
+
+# every groups=1 geometry of CONVS (ResNet 3x3 s1/s2, 1x1 s2 shortcut, 5x5 with and without padding,
+# dilation 2), channel counts that are not multiples of 4, and a 64-channel 32x32 layer (several tiles of
+# output positions, two input-channel blocks)
+B4_CONVS = [c for c in CONVS if c[6] == 1] + [
+    (10, 12, 3, 2, 1, 1, 1, 7, 11),
+    (5, 8, 3, 1, 1, 1, 1, 20, 20),
+    (64, 64, 3, 1, 1, 1, 1, 32, 32),
+]
+
+
+@pytest.mark.parametrize("cfg", B4_CONVS, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("cls,relu,batch", [(nnq.Conv2d, False, 1), (nniq.ConvReLU2d, True, 3)])
+def test_conv_int8_b4i8_bit_exact(fbgemm_engine, cfg, cls, relu, batch):
+    mod = _qconv_1x4(cls, cfg, 0.4)
+    cin, h, w = cfg[0], cfg[7], cfg[8]
+    x = torch.quantize_per_tensor(torch.randn(batch, cin, h, w), 0.04, 120, torch.quint8)
+    fast = SparseConv2d.from_quantized(mod, relu=relu).use_kernel("b4i8")
+    got = fast(x)
+    assert fast.exact and fast._b4plans and not fast._plans  # ran on b4i8, not on the lane kernel
+    want = mod(x)
+    assert (got.q_scale(), got.q_zero_point(), got.shape) == (want.q_scale(), want.q_zero_point(), want.shape)
+    assert torch.equal(got.int_repr(), want.int_repr().contiguous())
+    assert torch.equal(
+        got.int_repr(), SparseConv2d.from_quantized(mod, relu=relu).use_kernel("lanes")(x).int_repr()
+    )
+
+
+def test_b4i8_exact_where_float_lanes_are_not(fbgemm_engine):
+    """Weight sums beyond 2**24 / 255 per channel: the lane kernel cannot promise exactness, int32 can."""
+    cfg = (512, 8, 3, 1, 1, 1, 1, 4, 4)
+    mod = _qconv_1x4(nnq.Conv2d, cfg, 1.0)
+    w = torch.full((8, 512, 3, 3), 1.0)
+    qw = torch.quantize_per_channel(
+        w, torch.full((8,), 1 / 127).double(), torch.zeros(8, dtype=torch.long), 0, torch.qint8
+    )
+    mod.set_weight_bias(qw, None)
+    mod.scale, mod.zero_point = 2000.0, 3
+    x = torch.quantize_per_tensor(torch.rand(2, 512, 4, 4) * 10, 0.04, 0, torch.quint8)
+    assert not SparseConv2d.from_quantized(mod).use_kernel("lanes").exact
+    fast = SparseConv2d.from_quantized(mod).use_kernel("b4i8")
+    assert fast.exact and torch.equal(fast(x).int_repr(), mod(x).int_repr())
+
+
+def test_b4i8_zero_weights_and_changing_zero_point(fbgemm_engine):
+    mod = _qconv_1x4(nniq.ConvReLU2d, (8, 8, 3, 1, 1, 1, 1, 6, 6), 0.0)  # no weights: bias alone
+    fast = SparseConv2d.from_quantized(mod, relu=True).use_kernel("b4i8")
+    x = torch.quantize_per_tensor(torch.randn(2, 8, 6, 6), 0.04, 120, torch.quint8)
+    assert torch.equal(fast(x).int_repr(), mod(x).int_repr())
+    mod = _qconv_1x4(nnq.Conv2d, (8, 8, 3, 1, 1, 1, 1, 6, 6), 0.5)
+    fast = SparseConv2d.from_quantized(mod).use_kernel("b4i8")
+    for zp in (120, 0, 255, 120):  # the padding (holding the input zero point) is refilled on a change
+        x = torch.quantize_per_tensor(torch.randn(1, 8, 6, 6), 0.04, zp, torch.quint8)
+        assert torch.equal(fast(x).int_repr(), mod(x).int_repr())
+    twin = copy.deepcopy(fast)  # its packed plan points at its own buffers
+    del fast
+    assert torch.equal(twin(x).int_repr(), mod(x).int_repr())
+
+
+def test_b4i8_rejects_what_it_cannot_run():
+    conv = nn.Conv2d(8, 8, 3)
+    with pytest.raises(ValueError, match="INT8 convolutions with groups=1"):
+        SparseConv2d.from_dense(conv).use_kernel("b4i8")
+    with pytest.raises(ValueError, match="kernel='fast'"):
+        SparseConv2d.from_dense(conv).use_kernel("fast")
+
+
+def test_block1x4_detection():
+    w = torch.randn(8, 10, 3, 3)
+    assert is_block1x4(_blocks_1x4(w, 0.3), groups=1)
+    assert is_block1x4(torch.zeros(8, 10, 3, 3), groups=1)  # no blocks at all
+    assert not is_block1x4(_blocks_1x4(w, 0.3), groups=2)
+    unstructured = w * (torch.rand(w.shape, generator=torch.Generator().manual_seed(0)) < 0.3)
+    assert not is_block1x4(unstructured, groups=1)
+    rows = torch.zeros(8, 10, 3, 3)
+    rows[:4] = w[:4]  # 4x1 blocks along output channels are not 1x4 blocks: dense rows are, though
+    assert is_block1x4(rows, groups=1) and not is_block1x4(unstructured[:, :4], groups=1)
+
+
+@VNNI
+def test_module_picks_b4i8_only_for_1x4_blocks():
+    cfg = (16, 32, 3, 2, 1, 1, 1, 9, 9)
+    assert SparseConv2d.from_quantized(_qconv_1x4(nnq.Conv2d, cfg, 0.3)).kernel == "b4i8"
+    unstructured = _qconv(nnq.Conv2d, cfg, 0.3)
+    assert SparseConv2d.from_quantized(unstructured).kernel == "lanes"
+    block4x1 = _qconv(nnq.Conv2d, cfg, 1.0)
+    w = block4x1.weight().dequantize()
+    _blocks_4x1(w, 0.3)
+    scales = block4x1.weight().q_per_channel_scales()
+    zeros = torch.zeros(32, dtype=torch.long)
+    block4x1.set_weight_bias(torch.quantize_per_channel(w, scales, zeros, 0, torch.qint8), None)
+    assert SparseConv2d.from_quantized(block4x1).kernel == "lanes"
+    grouped = _qconv_1x4(nnq.Conv2d, (16, 32, 3, 1, 1, 1, 2, 6, 6), 0.3)
+    assert SparseConv2d.from_quantized(grouped).kernel == "lanes"
+    fp32 = nn.Conv2d(16, 32, 3)
+    with torch.no_grad():
+        fp32.weight.copy_(_blocks_1x4(fp32.weight, 0.3))
+    assert SparseConv2d.from_dense(fp32).kernel == "lanes"

@@ -15,7 +15,7 @@ import shrinkviz.sparse as sp
 from shrinkviz.deploy.runtimes import RUNTIMES, make_runner
 from shrinkviz.metrics.latency import LatencyError, measure_latency
 from shrinkviz.models import create_model
-from shrinkviz.sparse import autotune, build
+from shrinkviz.sparse import autotune, blocks, build
 from shrinkviz.sparse.fuse import SparseResidual
 from shrinkviz.sparse.modules import SparseConv2d, SparseLinear
 from shrinkviz.techniques.prune import prune
@@ -66,13 +66,11 @@ def test_converted_model_matches_masked_model(arch, shape, batch, strategy):
         torch.testing.assert_close(copy.deepcopy(fast)(x), model(x), rtol=RTOL, atol=ATOL)
 
 
-def _int8_model(arch: str, shape: tuple[int, int, int]) -> nn.Module:
+def _int8_model(arch: str, shape: tuple[int, int, int], strategy: str = "global_weight") -> nn.Module:
     from shrinkviz.techniques.quant import convert, prepare_qat
 
     torch.manual_seed(0)
-    model = prune(
-        create_model(arch, input_shape=shape, seed=0), strategy="global_weight", compression=6
-    ).model
+    model = prune(create_model(arch, input_shape=shape, seed=0), strategy=strategy, compression=6).model
     calib = torch.randn(16, *shape)
     model.train()
     with torch.no_grad():
@@ -93,6 +91,32 @@ def test_int8_model_bit_exact(arch, shape):
     assert report.dtype == "int8" and report.sparse_layers
     with torch.inference_mode():
         assert torch.equal(fast(x), q(x))  # dequantized outputs of bit-identical uint8 tensors
+
+
+def _kernel_timer(lanes_s: float):
+    """Sparse always beats dense; between the two sparse kernels, lanes costs ``lanes_s`` against 1.0."""
+
+    def timer(first, second):
+        if isinstance(first.func, SparseConv2d):  # b4i8 (second) against the lane kernel (first)
+            return lanes_s, 1.0
+        return 1.0, 0.0
+
+    return timer
+
+
+@pytest.mark.skipif(not blocks.b4i8_available(), reason="this CPU lacks AVX512-VNNI: no b4i8 kernel here")
+@pytest.mark.parametrize("lanes_s,kernel", [(2.0, "b4i8"), (0.5, "lanes")])
+def test_int8_block_model_picks_the_faster_kernel(lanes_s, kernel):
+    q = _int8_model("resnet20", (3, 16, 16), strategy="block_1x4")
+    x = torch.randn(2, 3, 16, 16)
+    fast, report = sp.convert(q, x, timer=_kernel_timer(lanes_s), cache=False)
+    convs = [m for m in fast.modules() if isinstance(m, SparseConv2d)]
+    assert len(convs) == len(report.sparse_layers) - 1 > 0  # and the classifier, a SparseLinear
+    assert {m.kernel for m in convs} == {kernel}
+    notes = [n for n in report.notes if n.choice == "sparse" and n.kind.startswith("Conv")]
+    assert len(notes) == len(convs) and all(f"; kernel {kernel}: b4i8 (VNNI)" in n.reason for n in notes)
+    with torch.inference_mode():
+        assert torch.equal(fast(x), q(x))
 
 
 def test_autotune_choice_follows_the_timings():

@@ -1,0 +1,224 @@
+"""Block sparsity patterns the kernels exploit: detection and packing.
+
+* 4x1 blocks along output channels (``block_4x1`` pruning): one input load feeds four output channels
+  (``sv_spconv4``, FP32 and INT8-in-FP32-lanes).
+* 1x4 blocks along input channels (``block_1x4`` pruning), INT8 convolutions: 4 consecutive input
+  channels of one output channel at one kernel tap form one block, run by ``sv_spconv_b4i8`` with AVX512-VNNI
+  (``vpdpbusd``: 16 output positions x 4 channels per instruction, exact int32 accumulation); see
+  ``kernels/block_int8.c`` for the layout. :func:`b4i8_available` says whether this build has the VNNI
+  instruction; without it the modules keep the FP32-lane kernel.
+
+Example:
+    >>> import torch
+    >>> w = torch.zeros(2, 8, 1, 1)
+    >>> w[0, 4:8] = 1.0  # one whole block of 4 input channels
+    >>> is_block1x4(w, groups=1), is_block4(w, groups=1)
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from shrinkviz.sparse import build
+
+BLOCK_FILL = 0.9
+"""Use a block kernel when the nonzeros fill at least this fraction of the blocks they touch (exact
+block patterns fill 1.0; a few kept weights that quantize to 0 lower it slightly)."""
+_POS = 16  # output positions per vector of the VNNI kernel
+_TILE = 16 * _POS  # output positions one tile keeps in registers
+_L1_BYTES = 16 * 1024
+
+
+def is_block4(weight: torch.Tensor, groups: int) -> bool:
+    """Whether ``weight``'s nonzeros come in 4x1 blocks along output channels (within one group)."""
+    out = weight.shape[0]
+    if out % 4 or (out // groups) % 4 or weight.count_nonzero() == 0:
+        return False
+    live = (weight != 0).reshape(out // 4, 4, -1)
+    touched = int(live.any(1).sum())
+    return int(live.sum()) >= BLOCK_FILL * 4 * touched
+
+
+def blocks4(
+    segment: torch.Tensor, off: torch.Tensor, val: torch.Tensor, oc: torch.Tensor, nblk: int, out: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CSR over (channel block, group of 4 output channels): one offset and 4 values per entry."""
+    blk = segment // out
+    row = blk * (out // 4) + oc // 4
+    key = row.to(torch.int64) * (int(off.max()) + 1 if off.numel() else 1) + off.to(torch.int64)
+    unique, inverse = torch.unique(key, sorted=True, return_inverse=True)
+    values = torch.zeros(unique.numel(), 4)
+    values[inverse, oc % 4] = val
+    span = int(off.max()) + 1 if off.numel() else 1
+    rows = (unique // span).to(torch.int64)
+    rowptr = torch.zeros(nblk * (out // 4) + 1, dtype=torch.int32)
+    rowptr[1:] = torch.bincount(rows, minlength=nblk * (out // 4)).cumsum(0)
+    return rowptr, (unique % span).to(torch.int32).contiguous(), values.reshape(-1).contiguous()
+
+
+def _input_blocks(weight: torch.Tensor) -> torch.Tensor:
+    """(out, ceil(in / 4), *kernel, 4): the weight with input channels padded to a multiple of 4 (zeros)
+    and split into blocks of 4, the block lane last."""
+    out, cin = weight.shape[:2]
+    pad = -cin % 4
+    if pad:
+        weight = torch.cat([weight, weight.new_zeros(out, pad, *weight.shape[2:])], dim=1)
+    blocks = weight.reshape(out, -1, 4, *weight.shape[2:])
+    return blocks.movedim(2, -1)
+
+
+def is_block1x4(weight: torch.Tensor, groups: int) -> bool:
+    """Whether ``weight``'s nonzeros come in 1x4 blocks along input channels (``groups`` must be 1); an
+    all-zero weight does (no blocks at all)."""
+    if groups != 1 or weight.dim() != 4:
+        return False
+    live = _input_blocks(weight != 0)
+    lanes = _input_blocks(torch.ones_like(weight, dtype=torch.bool))  # a last block may be short
+    return int(live.sum()) >= BLOCK_FILL * int((lanes & live.any(-1, keepdim=True)).sum())
+
+
+def b4i8_available() -> bool:
+    """Whether the 1x4-block INT8 kernel of this build uses AVX512-VNNI (else it is not offered)."""
+    return bool(build.load().sv_vnni_available())
+
+
+class _Struct(ctypes.Structure):
+    """``sv_b4plan`` of ``kernels/block_int8.c``."""
+
+    _fields_ = (
+        [(name, ctypes.c_int) for name in "C H W pt pl sh sw Hq Wq OC nblk L Lr OH OW nnz zp_filled".split()]
+        + [("total", ctypes.c_long)]
+        + [(name, ctypes.c_void_p) for name in ("rowptr", "off", "wv", "wsum", "xbuf", "acc")]
+    )
+
+
+@dataclass
+class B4Plan:
+    """A packed INT8 1x4-block conv for one input shape, with its buffers. The C view of it (``struct``)
+    holds raw pointers into these tensors: it is rebuilt, never copied, when the plan is copied."""
+
+    rowptr: torch.Tensor
+    off: torch.Tensor
+    wv: torch.Tensor
+    wsum: torch.Tensor
+    nblk: int
+    geometry: tuple[int, ...]  # C, H, W, pad_t, pad_l, sh, sw, Hq, Wq
+    out_hw: tuple[int, int]
+    length: int
+    lr: int
+    xbuf: torch.Tensor
+    acc: torch.Tensor
+    _struct: _Struct | None = field(default=None, repr=False, compare=False)
+
+    def struct(self) -> _Struct:
+        """The ``sv_b4plan`` the kernel reads (built on first use)."""
+        if self._struct is None:
+            ptr = {n: getattr(self, n).data_ptr() for n in ("rowptr", "off", "wv", "wsum", "xbuf", "acc")}
+            self._struct = _Struct(
+                *self.geometry,
+                self.wsum.numel(),
+                self.nblk,
+                self.length,
+                self.lr,
+                *self.out_hw,
+                self.off.numel(),
+                -1,
+                self.xbuf.numel(),
+                **ptr,
+            )
+        return self._struct
+
+    def __deepcopy__(self, memo: dict) -> B4Plan:
+        kept = {
+            f.name: copy.deepcopy(getattr(self, f.name), memo) for f in fields(self) if f.name != "_struct"
+        }
+        return B4Plan(**kept)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_struct": None}
+
+
+def plan_b4i8(
+    weight: torch.Tensor,
+    wsum: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    c: int,
+    h: int,
+    w: int,
+) -> B4Plan:
+    """Pack integer-valued ``weight`` (out, c, kh, kw; every value in int8 range) for a c x h x w input;
+    ``wsum`` is the int32 sum of each output channel's weights (the zero-point correction)."""
+    oc, _, kh, kw = weight.shape
+    (sh, sw), (pt, pl), (dh, dw) = stride, padding, dilation
+    hp, wp = h + 2 * pt, w + 2 * pl
+    oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    hq, wq = -(-hp // sh), -(-wp // sw)
+    blocks = _input_blocks(weight).to(torch.int8)
+    o, c4, r, s = (blocks != 0).any(-1).nonzero().unbind(1)
+    values = blocks[o, c4, r, s].contiguous()  # (nnz blocks, 4): lane i = input channel 4 * c4 + i
+    off = ((c4 * sh + (r * dh) % sh) * sw + (s * dw) % sw) * hq * wq + ((r * dh) // sh) * wq + (s * dw) // sw
+    groups4 = blocks.shape[1]
+    length = oh * wq
+    lr = -(-length // _POS) * _POS
+    rows = (kh - 1) * dh // sh + 1
+    per_group = sh * sw * (-(-min(lr, _TILE) // wq) + rows) * wq * 4
+    nblk = max(1, min(groups4, -(-groups4 * per_group // _L1_BYTES)))
+    segment = (c4 // -(-groups4 // nblk)) * oc + o
+    order = torch.sort(segment, stable=True).indices
+    rowptr = torch.zeros(nblk * oc + 1, dtype=torch.int32)
+    rowptr[1:] = torch.bincount(segment, minlength=nblk * oc).cumsum(0)
+    off = off[order].to(torch.int32).contiguous()
+    span = max(groups4 * sh * sw * hq * wq, int(off.max()) + lr if off.numel() else 0)
+    return B4Plan(
+        rowptr,
+        off,
+        values[order].contiguous().view(torch.int32).reshape(-1).contiguous(),
+        wsum,
+        nblk,
+        (c, h, w, pt, pl, sh, sw, hq, wq),
+        (oh, ow),
+        length,
+        lr,
+        torch.empty(4 * span + 64, dtype=torch.uint8),
+        torch.zeros(oc * lr, dtype=torch.int32),  # stays zero where there are no blocks at all
+    )
+
+
+def run_b4i8(
+    plan: B4Plan,
+    src: torch.Tensor,
+    zp: int,
+    mult: torch.Tensor,
+    bias_q: torch.Tensor,
+    out_qparams: tuple[float, int],
+    relu: bool,
+) -> torch.Tensor:
+    """``src`` (quint8 N x C x H x W, contiguous, zero point ``zp``) -> the quint8 N x OC x OH x OW output
+    with ``out_qparams`` (scale, zero point); ``mult`` / ``bias_q`` as ``sv_finish_u8`` takes them."""
+    scale_out, zp_out = out_qparams
+    n, c, h, w = src.shape
+    oc = plan.wsum.numel()
+    out = torch._empty_affine_quantized(
+        (n, oc, *plan.out_hw), scale=scale_out, zero_point=zp_out, dtype=torch.quint8
+    )
+    build.load().sv_conv_b4i8(
+        ctypes.byref(plan.struct()),
+        src.data_ptr(),
+        zp,
+        mult.data_ptr(),
+        bias_q.data_ptr(),
+        zp_out,
+        zp_out if relu else 0,
+        out.data_ptr(),
+        n,
+        c * h * w,
+        oc * plan.out_hw[0] * plan.out_hw[1],
+    )
+    return out
