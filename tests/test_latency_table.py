@@ -375,3 +375,35 @@ def test_int8_runners_time_a_fresh_copy_never_the_model_called_before():
     net.register_forward_hook(lambda module, *_: called.append(module))
     rt.make_runner(net, "eager", torch.ones(1, 1, 8, 8), 1).call()
     assert called[-1] is net  # FP32 models are timed as they are
+
+
+def test_remeasure_needs_no_registration_of_what_the_runs_used(tmp_path):
+    # a notebook registers a dataset, sweeps, and ends; the shell's remeasure does not know the name
+    from shrinkviz.data import from_tensors, register_dataset
+    from shrinkviz.data.datasets import DATASETS
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (96, 1, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (96,), generator=g)
+    register_dataset(
+        "scratch_noise_8",
+        lambda val_fraction=0.1, **_: from_tensors(
+            "scratch_noise_8", images[:64], labels[:64], images[64:], labels[64:], num_classes=10
+        ),
+        overwrite=True,
+    )
+    base = Experiment(
+        model="tiny_cnn",
+        data="scratch_noise_8",
+        baseline={"epochs": 1},
+        finetune={"epochs": 1},
+        latency={"runtimes": ["eager"], **FAST},
+    )
+    pruned = base.replace(prune={"strategy": "global_weight", "compression": 4})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sweep([base, pruned], store=tmp_path / "s", executor="local", progress=False)
+    DATASETS.unregister("scratch_noise_8")
+    result = remeasure(tmp_path / "s", run_ids=[pruned.run_id])  # its baseline run is found in the store
+    assert list(result.latency["run_id"]) == [pruned.run_id] and (result.latency["error"] == "").all()
+    assert len(remeasure(tmp_path / "s").latency) == 2

@@ -34,6 +34,7 @@ from shrinkviz.experiments.artefacts import ArtefactError
 from shrinkviz.experiments.experiment import Experiment
 from shrinkviz.experiments.schema import LATENCY_COLUMNS
 from shrinkviz.experiments.sidebyside import latency_rows, run_columns
+from shrinkviz.experiments.specs import LatencySpec
 from shrinkviz.experiments.store import Store
 
 
@@ -110,16 +111,45 @@ def _open(store: Store | str | os.PathLike[str]) -> Store:
     return opened
 
 
-def _spec(exp: Experiment, runtimes: tuple[str, ...] | None, changes: dict[str, Any]) -> Any:
+@dataclass(frozen=True)
+class _Stored:
+    """What re-timing needs of a stored run, read from its config without rebuilding the Experiment: a
+    run may name datasets, models or techniques registered only in the session that ran it (a notebook)."""
+
+    config: dict[str, Any]
+    latency: LatencySpec
+    method: str
+    seed: int
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> _Stored:
+        config = json.loads(row["config_json"])
+        return cls(
+            config, LatencySpec.from_dict(config.get("latency", {})), str(row["method"]), int(row["seed"])
+        )
+
+    def baseline_key(self) -> str:
+        data, base = self.config.get("data", {}), self.config.get("baseline", {})
+        sizes = [data.get(k) for k in ("train", "val", "test")]
+        return json.dumps(
+            [self.config.get("model"), data.get("name"), sizes, base.get("recipe"), base.get("seed")]
+        )
+
+    def experiment(self) -> Experiment:
+        """The full Experiment (needed only to rebuild a baseline that is not stored as a run)."""
+        try:
+            return Experiment.from_dict(self.config)
+        except ValueError as exc:
+            raise RemeasureError(
+                f"the store has no baseline run for this group and its config does not load here ({exc}); "
+                "register what the runs used (or import the module that does) before remeasuring"
+            ) from None
+
+
+def _spec(run: _Stored, runtimes: tuple[str, ...] | None, changes: dict[str, Any]) -> Any:
     if runtimes is not None:
         changes = {**changes, "runtimes": runtimes}
-    return dataclasses.replace(exp.latency, **changes) if changes else exp.latency
-
-
-def _baseline_key(exp: Experiment) -> str:
-    return json.dumps(
-        [exp.model, exp.data.name, list(exp.data.subset or ()), exp.baseline.recipe, exp.baseline.seed]
-    )
+    return dataclasses.replace(run.latency, **changes) if changes else run.latency
 
 
 def remeasure(
@@ -157,7 +187,7 @@ def remeasure(
     opened = _open(store)
     runs = opened.runs(run_ids)
     skipped: dict[str, str] = {}
-    work: dict[str, list[tuple[Experiment, Any]]] = {}
+    work: dict[str, list[tuple[_Stored, Any]]] = {}
     specs = {}
     for row in runs.to_dict("records"):
         run_id = row["run_id"]
@@ -167,12 +197,12 @@ def remeasure(
         if not opened.get(run_id).artefact:
             skipped[run_id] = "no stored artefact (written before artefacts were kept)"
             continue
-        exp = Experiment.from_json(row["config_json"])
-        specs[run_id] = _spec(exp, chosen, changes)  # validates threads / rounds before anything runs
+        stored = _Stored.of(row)
+        specs[run_id] = _spec(stored, chosen, changes)  # validates threads / rounds before anything runs
         if not specs[run_id].runtimes:
             skipped[run_id] = "its latency spec has no runtimes (pass runtimes=)"
             continue
-        work.setdefault(_baseline_key(exp), []).append((exp, row))
+        work.setdefault(stored.baseline_key(), []).append((stored, row))
     if not work:
         raise RemeasureError(
             f"no run in {opened.path} can be re-timed ({len(skipped)} skipped: "
@@ -183,14 +213,14 @@ def remeasure(
     new_rows: list[dict[str, Any]] = []
     for group in work.values():
         baseline = _group_baseline(opened, group)
-        for exp, row in group:
+        for stored, row in group:
             try:
                 model = opened.artefact(row["run_id"])
             except (ArtefactError, KeyError) as exc:  # this run only: the others are still re-timed
                 skipped[row["run_id"]] = f"artefact not loadable: {exc}"
                 continue
             rows = latency_rows(
-                model, baseline, specs[row["run_id"]], run_id=row["run_id"], seed=exp.seed, sitting=session
+                model, baseline, specs[row["run_id"]], run_id=row["run_id"], seed=stored.seed, sitting=session
             )
             opened.add_latency(row["run_id"], rows, run_columns(rows))
             new_rows += rows
@@ -198,11 +228,15 @@ def remeasure(
     return RemeasureResult(table, session, skipped, time.perf_counter() - started)
 
 
-def _group_baseline(store: Store, group: list[tuple[Experiment, dict[str, Any]]]) -> Any:
+def _group_baseline(store: Store, group: list[tuple[_Stored, dict[str, Any]]]) -> Any:
     """The group's FP32 baseline: a stored baseline run's artefact, else the pretrained zoo's copy."""
-    for exp, row in group:
-        if exp.method == "baseline":
+    for stored, row in group:
+        if stored.method == "baseline":
+            return store.artefact(row["run_id"])
+    key = group[0][0].baseline_key()
+    for row in store.runs().to_dict("records"):  # a baseline run outside the selected run_ids
+        if row["status"] == "ok" and row["method"] == "baseline" and _Stored.of(row).baseline_key() == key:
             return store.artefact(row["run_id"])
     from shrinkviz.experiments.runner import load_baseline
 
-    return load_baseline(group[0][0]).eval()
+    return load_baseline(group[0][0].experiment()).eval()

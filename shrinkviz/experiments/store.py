@@ -360,9 +360,11 @@ class Store(ArtefactAccess):
         return _frame(LATENCY_COLUMNS, [row for r in self._records(run_ids) for row in r.latency])
 
     def latest_latency(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
-        """:meth:`latency` keeping, per (run, runtime, choice), only the rows of the newest sitting."""
+        """:meth:`latency` keeping, per (run, runtime, choice), only the rows of the newest sitting: the last
+        one appended (``measured_at`` has one-second resolution, and a re-timing can follow its run within
+        the same second)."""
         table = self.latency(run_ids)
         if table.empty:
             return table
-        newest = table.groupby(["run_id", "runtime", "choice"])["measured_at"].transform("max")
-        return table[table["measured_at"] == newest].reset_index(drop=True)
+        newest = table.groupby(["run_id", "runtime", "choice"])["sitting"].transform("last")
+        return table[table["sitting"] == newest].reset_index(drop=True)
