@@ -55,7 +55,9 @@ class Split:
 class Dataset:
     """A dataset as tensors: train / val (carved from the official train split) / test.
 
-    The test split is for reporting only; model selection uses ``val``.
+    The test split is for reporting only; model selection uses ``val``. Loaded with ``val_fraction=0``
+    (ShrinkBench's split) ``val`` *is* ``test`` (:attr:`val_is_test`): every validation figure, and any
+    selection on it, is then on the test set.
     """
 
     name: str
@@ -69,6 +71,11 @@ class Dataset:
     augment: str = "none"
     """The standard training augmentation of this dataset (what ``TrainConfig(augment="auto")`` uses):
     pad-and-crop + flip for natural images (CIFAR, image folders), none for digits and clothing."""
+
+    @property
+    def val_is_test(self) -> bool:
+        """True when the validation split is the test split (``val_fraction=0``, ShrinkBench's split)."""
+        return self.val is self.test
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -126,9 +133,13 @@ def _assemble(
     classes: tuple[str, ...] = (),
     augment: str = "none",
 ) -> Dataset:
-    train, val = _carve_validation(train_x, train_y, val_fraction)
+    test = Split(test_x, test_y)
+    if val_fraction == 0:  # ShrinkBench's split: all training images, the test split validates
+        train, val = Split(train_x, train_y), test
+    else:
+        train, val = _carve_validation(train_x, train_y, val_fraction)
     mean, std = _channel_stats(train.images)
-    return Dataset(name, train, val, Split(test_x, test_y), num_classes, mean, std, classes, augment)
+    return Dataset(name, train, val, test, num_classes, mean, std, classes, augment)
 
 
 def _load_idx(name: str, cache: Path | None, download: bool, val_fraction: float, classes) -> Dataset:
@@ -350,14 +361,18 @@ def load_dataset(
         image_size: side of the square images of an ``imagefolder`` dataset.
         cache: cache root (default ``shrinkviz.core.io.cache_root()``).
         download: try official mirrors when files are missing locally.
-        val_fraction: share of the official train split held out (fixed seed) for validation.
+        val_fraction: share of the official train split held out (fixed seed) for validation; 0 is
+            ShrinkBench's split: train on the whole official train split and validate on the test split
+            (``Dataset.val_is_test``; selection on it is selection on the test set, optimistic).
 
     Raises:
         ValueError: unknown name (listing the valid ones) or bad fraction.
         DatasetNotFoundError: files missing offline (naming the three ways to provide them).
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction={val_fraction}: must be strictly between 0 and 1")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(
+            f"val_fraction={val_fraction}: must be in [0, 1) (0: validate on the test split, as ShrinkBench)"
+        )
     if name == "imagefolder":
         if path is None:
             raise ValueError("dataset 'imagefolder' needs path=<folder with train/ and val/ subfolders>")
