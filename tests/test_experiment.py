@@ -195,7 +195,8 @@ def test_dotted_replace_aliases_and_section_updates():
         assert path in Experiment.paths(), alias
     with pytest.raises(
         ValueError,
-        match=r"Experiment has no field 'prune\.sparsity'; valid: prune\.strategy, prune\.compression$",
+        match=r"Experiment has no field 'prune\.sparsity'; valid: prune\.strategy, prune\.compression, "
+        r"prune\.bias, prune\.score_batches$",
     ):
         sub.replace(**{"prune.sparsity": 0.5})
     assert sub.replace(seed=3).seed == 3 and sub.seed == 0  # frozen: a copy

@@ -249,18 +249,22 @@ def test_sweep_waits_for_a_run_claimed_elsewhere_then_runs_it_when_the_lease_lap
 SWEEPER = textwrap.dedent("""
     import json, sys
     from shrinkviz.experiments.sweep import sweep
+    from shrinkviz.experiments.executors import DaskExecutor
     from tests.test_faults import BASE
-    res = sweep(BASE, store=sys.argv[1], progress=False, seed=[0, 1, 2, 3, 4, 5], poll_s=0.1)
+    ex = DaskExecutor(n_workers=1, processes=False) if sys.argv[2] == "dask" else "auto"
+    res = sweep(BASE, ex, store=sys.argv[1], progress=False, seed=[0, 1, 2, 3, 4, 5], poll_s=0.1)
     print(json.dumps({"ran": res.ran_ids, "elsewhere": res.elsewhere, "skipped": res.skipped}))
 """)
 
 
-def test_two_concurrent_sweeps_compute_each_run_once(tmp_path):
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_two_concurrent_sweeps_compute_each_run_once(tmp_path, executor):
+    # on Dask too: the executor takes (and claims) a run only when a task slot frees up
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"}
     sweep(BASE, store=tmp_path / "warm", progress=False)  # trains the shared baseline once, first
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", SWEEPER, str(tmp_path / "store")],
+            [sys.executable, "-c", SWEEPER, str(tmp_path / "store"), executor],
             stdout=subprocess.PIPE,
             text=True,
             env=env,

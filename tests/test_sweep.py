@@ -203,3 +203,21 @@ def test_sweep_on_a_local_dask_cluster_matches_in_process(tmp_path):
     for col in ("params_nonzero", "macs_nonzero", "compression_ratio", "size_bytes_raw"):
         assert a[col].tolist() == b[col].tolist(), col
     assert (b["top1"] - a["top1"]).abs().max() <= 2 / 128  # same seeds; thread counts may flip a prediction
+
+
+def test_dask_executor_takes_items_only_as_slots_free_up():
+    pulled = []
+
+    def items():
+        for i in range(6):
+            pulled.append(i)
+            yield i
+
+    with DaskExecutor(n_workers=1, processes=False) as ex:  # one thread worker: one task slot
+        stream = ex.map_unordered(abs, items())
+        first = next(stream)
+        assert ex.slots() == 1 and pulled == [0, 1]  # the first run, then the next as its slot freed
+        rest = list(stream)
+    assert first == (0, 0, None) and sorted(r for _, r, _ in rest) == [1, 2, 3, 4, 5] and len(pulled) == 6
+    with pytest.raises(ValueError, match=r"DaskExecutor.window=0: must be a whole number >= 1"):
+        DaskExecutor(window=0)

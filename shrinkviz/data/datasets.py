@@ -20,42 +20,16 @@ import torch
 
 from shrinkviz.core.registry import Registry, unknown_name
 from shrinkviz.data import formats, sources, verify
-
-VAL_SPLIT_SEED = 0
-"""The validation split is carved with this seed, independent of any training seed, so every run of
-a dataset sees the same train/val partition."""
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split: uint8 images (N x C x H x W) and int64 labels (N)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(
-                f"images must be uint8 N x C x H x W, got {self.images.dtype} {tuple(self.images.shape)}"
-            )
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(
-                f"labels shape {tuple(self.labels.shape)} does not match {self.images.shape[0]} images"
-            )
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def head(self, n: int | None) -> Split:
-        """The first ``n`` examples (all when ``n`` is None)."""
-        return self if n is None or n >= len(self) else Split(self.images[:n], self.labels[:n])
+from shrinkviz.data.splits import VAL_SPLIT_SEED, Split, carve_validation, channel_stats
 
 
 @dataclass(frozen=True)
 class Dataset:
     """A dataset as tensors: train / val (carved from the official train split) / test.
 
-    The test split is for reporting only; model selection uses ``val``.
+    The test split is for reporting only; model selection uses ``val``. Loaded with ``val_fraction=0``
+    (ShrinkBench's split) ``val`` *is* ``test`` (:attr:`val_is_test`): every validation figure, and any
+    selection on it, is then on the test set.
     """
 
     name: str
@@ -69,6 +43,11 @@ class Dataset:
     augment: str = "none"
     """The standard training augmentation of this dataset (what ``TrainConfig(augment="auto")`` uses):
     pad-and-crop + flip for natural images (CIFAR, image folders), none for digits and clothing."""
+
+    @property
+    def val_is_test(self) -> bool:
+        """True when the validation split is the test split (``val_fraction=0``, ShrinkBench's split)."""
+        return self.val is self.test
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -89,32 +68,6 @@ class Dataset:
         return replace(self, train=self.train.head(train), val=self.val.head(val), test=self.test.head(test))
 
 
-def _carve_validation(images: torch.Tensor, labels: torch.Tensor, val_fraction: float) -> tuple[Split, Split]:
-    n_val = int(round(len(labels) * val_fraction))
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
-    val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
-    return Split(images[train_idx], labels[train_idx]), Split(images[val_idx], labels[val_idx])
-
-
-def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (unbiased) std of uint8 images scaled to [0, 1], rounded to 4 decimals.
-
-    Exact integer sums over chunks of images: a whole split in float64 would take 8 bytes per pixel twice
-    over (690 MB for Fashion-MNIST's training split), the sums a few kB.
-    """
-    total = torch.zeros(images.shape[1], dtype=torch.int64)
-    squares = torch.zeros(images.shape[1], dtype=torch.int64)
-    for start in range(0, images.shape[0], chunk):
-        block = images[start : start + chunk].to(torch.int64)
-        total += block.sum(dim=(0, 2, 3))
-        squares += (block * block).sum(dim=(0, 2, 3))
-    n = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total.double() / (n * 255.0)
-    var = (squares.double() - total.double() ** 2 / n) / max(n - 1, 1) / 255.0**2
-    std = var.clamp(min=0).sqrt()
-    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(max(v, 1e-3), 4) for v in std.tolist())
-
-
 def _assemble(
     name: str,
     train_x,
@@ -125,10 +78,15 @@ def _assemble(
     val_fraction: float,
     classes: tuple[str, ...] = (),
     augment: str = "none",
+    owned: bool = False,
 ) -> Dataset:
-    train, val = _carve_validation(train_x, train_y, val_fraction)
-    mean, std = _channel_stats(train.images)
-    return Dataset(name, train, val, Split(test_x, test_y), num_classes, mean, std, classes, augment)
+    test = Split(test_x, test_y)
+    if val_fraction == 0:  # ShrinkBench's split: all training images, the test split validates
+        train, val = Split(train_x, train_y), test
+    else:
+        train, val = carve_validation(train_x, train_y, val_fraction, owned)
+    mean, std = channel_stats(train.images)
+    return Dataset(name, train, val, test, num_classes, mean, std, classes, augment)
 
 
 def _load_idx(name: str, cache: Path | None, download: bool, val_fraction: float, classes) -> Dataset:
@@ -145,6 +103,7 @@ def _load_idx(name: str, cache: Path | None, download: bool, val_fraction: float
         10,
         val_fraction,
         classes,
+        owned=True,  # read_idx's own tensors
     )
 
 
@@ -160,7 +119,9 @@ def _load_cifar(name: str, cache: Path | None, download: bool, val_fraction: flo
         test_x, test_y = formats.read_cifar_batch(folder / "test", key)
     train_x = torch.cat([p[0] for p in train_parts])
     train_y = torch.cat([p[1] for p in train_parts])
-    return _assemble(name, train_x, train_y, test_x, test_y, n_classes, val_fraction, augment="crop_flip")
+    return _assemble(
+        name, train_x, train_y, test_x, test_y, n_classes, val_fraction, augment="crop_flip", owned=True
+    )
 
 
 def _load_digits(val_fraction: float) -> Dataset:
@@ -350,14 +311,18 @@ def load_dataset(
         image_size: side of the square images of an ``imagefolder`` dataset.
         cache: cache root (default ``shrinkviz.core.io.cache_root()``).
         download: try official mirrors when files are missing locally.
-        val_fraction: share of the official train split held out (fixed seed) for validation.
+        val_fraction: share of the official train split held out (fixed seed) for validation; 0 is
+            ShrinkBench's split: train on the whole official train split and validate on the test split
+            (``Dataset.val_is_test``; selection on it is selection on the test set, optimistic).
 
     Raises:
         ValueError: unknown name (listing the valid ones) or bad fraction.
         DatasetNotFoundError: files missing offline (naming the three ways to provide them).
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction={val_fraction}: must be strictly between 0 and 1")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(
+            f"val_fraction={val_fraction}: must be in [0, 1) (0: validate on the test split, as ShrinkBench)"
+        )
     if name == "imagefolder":
         if path is None:
             raise ValueError("dataset 'imagefolder' needs path=<folder with train/ and val/ subfolders>")

@@ -74,6 +74,9 @@ class DaskExecutor:
         security: a ``distributed.security.Security`` (TLS certificates) for the connection to the
             scheduler, or for the local cluster (which then listens on ``tls://``); see
             :func:`tls_security`.
+        window: runs in flight at once (default: the cluster's task slots, the sum of its workers'
+            threads). Items are taken from the iterator only as slots free up, so a sweep claims a run's
+            lease when the run starts, and a second sweep over the same grid shares the rest.
         **cluster_kwargs: passed to ``distributed.LocalCluster``.
 
     The local cluster listens on 127.0.0.1 only, unless ``host=`` is passed in ``cluster_kwargs``.
@@ -105,6 +108,7 @@ class DaskExecutor:
         connect_timeout: float = 5.0,
         dashboard: bool = False,
         security: Any = None,
+        window: int | None = None,
         **cluster_kwargs: Any,
     ) -> None:
         if address is not None and (not isinstance(address, str) or not address.strip()):
@@ -117,6 +121,11 @@ class DaskExecutor:
             raise ValueError(
                 f"DaskExecutor.threads_per_worker={threads_per_worker!r}: must be a whole number >= 1"
             )
+        if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+            raise ValueError(
+                f"DaskExecutor.window={window!r}: must be a whole number >= 1 or None (task slots)"
+            )
+        self.window = window
         if not connect_timeout > 0:
             raise ValueError(f"DaskExecutor.connect_timeout={connect_timeout!r}: must be > 0 seconds")
         self.n_workers, self.address, self.threads_per_worker = n_workers, address, threads_per_worker
@@ -193,12 +202,26 @@ class DaskExecutor:
         from distributed import as_completed
 
         self.start()
-        futures = {}
-        for item in items:
-            futures[self.client.submit(fn, item, *args, pure=False)] = item
+        source = iter(items)
+        futures: dict[Any, Any] = {}
+
+        def submit_next() -> Any:
+            for item in source:  # one item at most: taken (and so claimed) only when it can start
+                future = self.client.submit(fn, item, *args, pure=False)
+                futures[future] = item
+                return future
+            return None
+
+        window = self.window or self.slots()
+        while len(futures) < window and submit_next() is not None:
+            pass
+        finished = as_completed(list(futures))
         try:
-            for future in as_completed(futures):
-                item = futures[future]
+            for future in finished:
+                item = futures.pop(future)
+                following = submit_next()  # the freed slot takes the next item before this one is stored
+                if following is not None:
+                    finished.add(following)
                 try:
                     yield item, future.result(), None
                 except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: reported with its item
@@ -207,6 +230,11 @@ class DaskExecutor:
             pending = [f for f in futures if not f.done()]
             if pending:
                 self.client.cancel(pending)
+
+    def slots(self) -> int:
+        """Tasks the cluster runs at once: the sum of its workers' threads (at least 1)."""
+        workers = self.client.scheduler_info().get("workers", {})
+        return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
 
     def close(self) -> None:
         """Close the client and stop a cluster this executor started."""

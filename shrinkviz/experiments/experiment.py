@@ -177,6 +177,11 @@ class Experiment:
                 f"pipeline.order, one letter per technique (e.g. "
                 f"{''.join(k for k in on if on[k])!r})"
             )
+        if order and {"bias", "score_batches"} & set(self.prune.to_dict()):
+            raise ValueError(
+                "Experiment.prune.bias / prune.score_batches apply to prune runs only; leave them at "
+                f"their defaults with pipeline.order={order!r}"
+            )
         if order:
             for letter, field_path in (
                 ("P", "prune.strategy"),

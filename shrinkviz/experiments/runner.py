@@ -42,7 +42,7 @@ def load_data(exp: Experiment) -> Any:
     """The experiment's dataset, cut to its subset sizes."""
     from shrinkviz.data import load_dataset
 
-    data = load_dataset(exp.data.name, path=exp.data.path or None)
+    data = load_dataset(exp.data.name, path=exp.data.path or None, val_fraction=exp.data.val_fraction)
     return data.subset(*exp.data.subset) if exp.data.subset else data
 
 
@@ -53,12 +53,15 @@ def load_baseline(exp: Experiment, progress: bool = False) -> Any:
 
     return pretrained(
         exp.model,
-        load_dataset(exp.data.name, path=exp.data.path) if exp.data.path else exp.data.name,
+        load_dataset(exp.data.name, path=exp.data.path, val_fraction=exp.data.val_fraction)
+        if exp.data.path
+        else exp.data.name,
         exp.baseline.recipe,
         exp.baseline.seed,
         epochs=exp.baseline.epochs,
         subset=exp.data.subset,
         progress=progress,
+        val_fraction=exp.data.val_fraction,
     )
 
 

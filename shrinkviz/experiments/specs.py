@@ -23,6 +23,7 @@ from shrinkviz.core.registry import did_you_mean
 from shrinkviz.techniques.distill import ALPHA, TEMPERATURE
 from shrinkviz.techniques.pipeline import DEFAULT_EPOCHS
 from shrinkviz.techniques.pipeline import STAGES as PIPELINE_STAGES
+from shrinkviz.techniques.prune.strategies import SCORE_BATCHES as SCORE_BATCHES_DEFAULT
 
 STAGES = "".join(PIPELINE_STAGES)
 """Pipeline stage letters: P = prune + finetune, Q = INT8 quantization, D = knowledge distillation."""
@@ -110,7 +111,9 @@ class DataSpec(_Section):
     sizes of its first examples per split.
 
     ``path`` is written into the config (and so into the run id) only when set, so runs on registry
-    datasets keep their ids.
+    datasets keep their ids; so is ``val_fraction`` when it is not the default 0.1. ``val_fraction=0`` is
+    ShrinkBench's split: baseline and finetuning train on the whole official train split and validate on
+    the test split (see ``shrinkviz.data.load_dataset``).
     """
 
     _path: ClassVar[str] = "Experiment.data"
@@ -120,11 +123,13 @@ class DataSpec(_Section):
     val: int | None = None
     test: int | None = None
     path: str = ""
+    val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         from shrinkviz.data import available_datasets
 
         _choice(f"{self._path}.name", self.name, available_datasets())
+        _set(self, "val_fraction", _float(f"{self._path}.val_fraction", self.val_fraction, 0.0, 0.99))
         for split in ("train", "val", "test"):
             _set(self, split, _int(f"{self._path}.{split}", getattr(self, split), 1, optional=True))
         if not isinstance(self.path, str):
@@ -144,6 +149,8 @@ class DataSpec(_Section):
         out = super().to_dict()
         if not self.path:
             del out["path"]
+        if self.val_fraction == 0.1:
+            del out["val_fraction"]
         return out
 
     @property
@@ -186,16 +193,32 @@ class PruneSpec(_Section):
     _primary: ClassVar[str] = "strategy"
     strategy: str = ""
     compression: float = 1.0
+    bias: bool = False
+    """Also prune Conv2d / Linear biases (ShrinkBench does); written into the config only when True."""
+    score_batches: int = SCORE_BATCHES_DEFAULT
+    """Training batches (of 128) that gradient and activation scores average over; ShrinkBench uses 1.
+    Written into the config only when not the default."""
 
     def __post_init__(self) -> None:
         _choice(f"{self._path}.strategy", self.strategy, ("", *_strategies()))
         _set(self, "compression", _float(f"{self._path}.compression", self.compression, 1.0))
+        if not isinstance(self.bias, bool):
+            raise _bad(f"{self._path}.bias", self.bias, "must be True or False")
+        _set(self, "score_batches", _int(f"{self._path}.score_batches", self.score_batches, 1))
         if not self.strategy and self.compression != 1.0:
             raise _bad(
                 f"{self._path}.compression",
                 self.compression,
                 "needs Experiment.prune.strategy (no strategy means no pruning, compression 1)",
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()  # the options enter the config (and the run id) only when set
+        if not self.bias:
+            del out["bias"]
+        if self.score_batches == SCORE_BATCHES_DEFAULT:
+            del out["score_batches"]
+        return out
 
 
 @dataclass(frozen=True)

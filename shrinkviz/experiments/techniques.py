@@ -134,6 +134,8 @@ def _prune(exp: Any, baseline: nn.Module, data: Any, progress: bool) -> Result:
         cfg=_train_config(exp),
         seed=exp.seed,
         progress=progress,
+        prune_bias=exp.prune.bias,
+        score_batches=exp.prune.score_batches,
     )
 
 

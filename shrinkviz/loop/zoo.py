@@ -112,13 +112,15 @@ def baseline_spec(
     epochs: int | None = None,
     subset: tuple[int, int, int] | None = None,
     n_train: int | None = None,
+    val_fraction: float = 0.1,
 ) -> dict[str, Any]:
-    """The full config that identifies a baseline (and names its checkpoint)."""
+    """The full config that identifies a baseline (and names its checkpoint); ``val_fraction`` enters it
+    only when not the default 0.1, so existing checkpoints keep their names."""
     cfg = recipe_config(recipe, dataset, n_train)
     if epochs is not None:
         cfg = cfg.replace(epochs=epochs)
     name = recipe if isinstance(recipe, str) else "custom"
-    return {
+    spec = {
         "model": model,
         "dataset": dataset,
         "recipe": name,
@@ -126,6 +128,9 @@ def baseline_spec(
         "seed": seed,
         "subset": list(subset) if subset else None,
     }
+    if val_fraction != 0.1:
+        spec["val_fraction"] = val_fraction
+    return spec
 
 
 def checkpoint_paths(spec: dict[str, Any], cache: Path | None = None) -> tuple[Path, Path]:
@@ -221,6 +226,7 @@ def pretrained(
     retrain: bool = False,
     cache: str | Path | None = None,
     progress: bool = True,
+    val_fraction: float = 0.1,
 ) -> ShrinkNet:
     """Load a pretrained baseline from the cache, or train it with ``recipe`` and cache it.
 
@@ -234,6 +240,8 @@ def pretrained(
         retrain: ignore and overwrite a cached checkpoint (the way out of a CheckpointError).
         cache: cache root (default ``shrinkviz.core.io.cache_root()``).
         progress: show training progress.
+        val_fraction: the validation split of a dataset given by name (``load_dataset``; 0 is ShrinkBench's:
+            train on the whole official train split, validate on the test split).
 
     Returns:
         The model in eval mode on the CPU, with its manifest in ``model.shrinkviz_manifest``.
@@ -246,16 +254,20 @@ def pretrained(
         subset = (len(dataset.train), len(dataset.val), len(dataset.test))
     n_train = None
     if recipe == "default" and dataset_name not in KNOWN_DEFAULTS:  # the default recipe depends on the size
-        full = dataset if isinstance(dataset, Dataset) else load_dataset(dataset_name)
+        full = (
+            dataset if isinstance(dataset, Dataset) else load_dataset(dataset_name, val_fraction=val_fraction)
+        )
         n_train = len((full.subset(*subset) if subset else full).train)
-    spec = baseline_spec(model, dataset_name, recipe, seed, epochs, subset, n_train)
+    spec = baseline_spec(model, dataset_name, recipe, seed, epochs, subset, n_train, val_fraction)
     weights, manifest_path = checkpoint_paths(spec, Path(cache) if cache else None)
     if manifest_path.is_file() and weights.is_file() and not retrain:
         return _load(spec, weights, manifest_path)
     with _locked(weights.with_suffix(".lock")):
         if manifest_path.is_file() and weights.is_file() and not retrain:  # another process finished it
             return _load(spec, weights, manifest_path)
-        data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset_name)
+        data = (
+            dataset if isinstance(dataset, Dataset) else load_dataset(dataset_name, val_fraction=val_fraction)
+        )
         if subset:
             data = data.subset(*subset)
         return _train_and_save(spec, data, weights, manifest_path, progress)

@@ -214,3 +214,20 @@ def test_has_local_files_looks_without_downloading(tmp_path):
     assert not sources.has_local_files("mnist", tmp_path)
     _write_mnist_like(sources.dataset_dir("mnist", tmp_path))
     assert sources.has_local_files("mnist", tmp_path)
+
+
+def test_carving_in_place_gives_the_same_splits_and_leaves_callers_tensors_alone():
+    from shrinkviz.data.datasets import from_tensors
+    from shrinkviz.data.splits import carve_validation
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (1000, 1, 3, 3), generator=g, dtype=torch.uint8)
+    labels = torch.arange(1000)
+    copied = carve_validation(images, labels, 0.1)
+    compacted = carve_validation(images.clone(), labels, 0.1, owned=True, chunk=7)
+    for a, b in zip(copied, compacted, strict=True):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert torch.equal(copied[0].images, images[copied[0].labels])  # labels are the original positions
+    before = images.clone()
+    from_tensors("example", images, labels, images[:10], labels[:10])
+    assert torch.equal(images, before)

@@ -35,6 +35,7 @@ from shrinkviz.loop.config import TrainConfig, resolve_config
 from shrinkviz.loop.masks import MASK_SUFFIX, check_masks, prunable_parameters, set_masks
 from shrinkviz.techniques.finetune import finetune
 from shrinkviz.techniques.prune.strategies import (
+    SCORE_BATCHES,
     ScoreContext,
     Strategy,
     apportion,
@@ -148,6 +149,7 @@ def apply_pruning(
     include_classifier: bool = False,
     prune_bias: bool = False,
     inplace: bool = False,
+    score_batches: int = SCORE_BATCHES,
 ) -> nn.Module:
     """The masking step of :func:`prune`: returns the pruned model itself (no finetuning, no history).
 
@@ -161,6 +163,12 @@ def apply_pruning(
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed={seed!r}: must be an integer")
     seed = int(seed)
+    if (
+        not isinstance(score_batches, numbers.Integral)
+        or isinstance(score_batches, bool)
+        or score_batches < 1
+    ):
+        raise ValueError(f"score_batches={score_batches!r}: must be a whole number >= 1 (ShrinkBench uses 1)")
     check_masks(model, "prune")
     targets = prunable_parameters(model, include_classifier=include_classifier, prune_bias=prune_bias)
     if not targets:
@@ -177,7 +185,7 @@ def apply_pruning(
     keep = keep_budget(model, targets, compression)
     work = model if inplace else copy.deepcopy(model)
     targets = prunable_parameters(work, include_classifier=include_classifier, prune_bias=prune_bias)
-    ctx = ScoreContext(work, data, seed, spec.name)
+    ctx = ScoreContext(work, data, seed, spec.name, n_batches=int(score_batches))
     masks = select_masks(work, spec, targets, keep, ctx)
     return set_masks(work, masks)
 
@@ -195,6 +203,7 @@ def prune(
     inplace: bool = False,
     progress: bool = True,
     device: str | torch.device | None = None,
+    score_batches: int = SCORE_BATCHES,
 ) -> Result:
     """Prune ``model`` one-shot to an exact whole-model compression ratio with masks that stay in training,
     then (with ``cfg``) finetune it.
@@ -211,6 +220,8 @@ def prune(
         inplace: prune ``model`` itself; by default a pruned deep copy is returned and ``model`` is untouched.
         progress: show a progress bar while finetuning.
         device: finetuning device (default: CUDA when present, else CPU).
+        score_batches: seeded training batches of 128 that gradient / activation scores average over
+            (ShrinkBench scores with one batch).
 
     Returns:
         A :class:`Result`: the pruned model, carrying ``weight_mask`` buffers (see
@@ -247,6 +258,7 @@ def prune(
         include_classifier=include_classifier,
         prune_bias=prune_bias,
         inplace=inplace,
+        score_batches=score_batches,
     )
     if cfg is None:
         return Result(pruned, [])
