@@ -321,8 +321,9 @@ class Experiment:
 
         Example:
             >>> exp = Experiment(model="tiny_mlp", data="digits")
-            >>> exp.replace(**{"prune.strategy": "random", "compression": 4}).prune
-            PruneSpec(strategy='random', compression=4.0)
+            >>> pruned = exp.replace(**{"prune.strategy": "random", "compression": 4}).prune
+            >>> pruned.strategy, pruned.compression
+            ('random', 4.0)
         """
         top: dict[str, Any] = {}
         nested: dict[str, dict[str, Any]] = {}
