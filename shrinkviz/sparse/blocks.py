@@ -93,7 +93,11 @@ class _Struct(ctypes.Structure):
     _fields_ = (
         [(name, ctypes.c_int) for name in "C H W pt pl sh sw Hq Wq OC nblk L Lr OH OW nnz zp_filled".split()]
         + [("total", ctypes.c_long)]
-        + [(name, ctypes.c_void_p) for name in ("rowptr", "off", "wv", "wsum", "xbuf", "acc")]
+        + [
+            (name, ctypes.c_void_p)
+            for name in ("rowptr", "off", "wv", "wsum", "xbuf", "acc", "mult", "bias_q")
+        ]
+        + [("zp_out", ctypes.c_int), ("lo", ctypes.c_int), ("add", ctypes.c_void_p)]
     )
 
 
@@ -114,6 +118,8 @@ class B4Plan:
     xbuf: torch.Tensor
     acc: torch.Tensor
     _struct: _Struct | None = field(default=None, repr=False, compare=False)
+    _ref: object = field(default=None, repr=False, compare=False)
+    _requant: tuple | None = field(default=None, repr=False, compare=False)
 
     def struct(self) -> _Struct:
         """The ``sv_b4plan`` the kernel reads (built on first use)."""
@@ -133,14 +139,30 @@ class B4Plan:
             )
         return self._struct
 
+    def bind(
+        self, key: object, mult: torch.Tensor, bias_q: torch.Tensor, zp_out: int, lo: int, add: object
+    ) -> object:
+        """The kernel's argument for this plan with these requantization tensors and fused add (a
+        ``QAddParams`` or None); the caller keeps them alive and changes ``key`` whenever any of them
+        changes (the struct holds their addresses)."""
+        if self._requant != key:
+            st = self.struct()
+            st.mult, st.bias_q, st.zp_out, st.lo = mult.data_ptr(), bias_q.data_ptr(), zp_out, lo
+            st.add = None if add is None else ctypes.addressof(add)
+            self._requant = key
+        if self._ref is None:
+            self._ref = ctypes.byref(self.struct())
+        return self._ref
+
     def __deepcopy__(self, memo: dict) -> B4Plan:
+        skip = ("_struct", "_ref", "_requant")
         kept = {
-            f.name: copy.deepcopy(getattr(self, f.name), memo) for f in fields(self) if f.name != "_struct"
+            f.name: copy.deepcopy(getattr(self, f.name), memo) for f in fields(self) if f.name not in skip
         }
         return B4Plan(**kept)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_struct": None}
+        return {**self.__dict__, "_struct": None, "_ref": None, "_requant": None}
 
 
 def plan_b4i8(
@@ -192,33 +214,16 @@ def plan_b4i8(
 
 
 def run_b4i8(
-    plan: B4Plan,
-    src: torch.Tensor,
-    zp: int,
-    mult: torch.Tensor,
-    bias_q: torch.Tensor,
-    out_qparams: tuple[float, int],
-    relu: bool,
+    plan: B4Plan, bound: object, src: torch.Tensor, zp: int, out: torch.Tensor, residual: torch.Tensor | None
 ) -> torch.Tensor:
-    """``src`` (quint8 N x C x H x W, contiguous, zero point ``zp``) -> the quint8 N x OC x OH x OW output
-    with ``out_qparams`` (scale, zero point); ``mult`` / ``bias_q`` as ``sv_finish_u8`` takes them."""
-    scale_out, zp_out = out_qparams
-    n, c, h, w = src.shape
-    oc = plan.wsum.numel()
-    out = torch._empty_affine_quantized(
-        (n, oc, *plan.out_hw), scale=scale_out, zero_point=zp_out, dtype=torch.quint8
-    )
-    build.load().sv_conv_b4i8(
-        ctypes.byref(plan.struct()),
-        src.data_ptr(),
-        zp,
-        mult.data_ptr(),
-        bias_q.data_ptr(),
-        zp_out,
-        zp_out if relu else 0,
-        out.data_ptr(),
-        n,
-        c * h * w,
-        oc * plan.out_hw[0] * plan.out_hw[1],
+    """``src`` (quint8 N x C x H x W, contiguous, zero point ``zp``) into ``out`` (quint8 N x OC x OH x OW,
+    contiguous) with the requantization ``bound`` (:meth:`B4Plan.bind`); with ``residual`` (quint8, out's
+    shape, contiguous) and a bound fused add, the residual add + ReLU too (``kernels/qadd.c``)."""
+    if residual is None:
+        res, sr, zr = None, 0.0, 0
+    else:
+        res, sr, zr = residual.data_ptr(), residual.q_scale(), residual.q_zero_point()
+    build.lib().sv_conv_b4i8(
+        bound, src.data_ptr(), zp, out.data_ptr(), src.shape[0], res, sr, zr, torch.get_num_threads()
     )
     return out

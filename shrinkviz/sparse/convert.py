@@ -273,8 +273,7 @@ def convert(
             "conv / linear layers has zero weights; prune it first (shrinkviz.techniques.prune)"
         )
     report.notes.sort(key=lambda note: position[note.name])  # module order
-    if dtype == "fp32":
-        fuse_residuals(unwrap(work))
+    fuse_residuals(unwrap(work))
     work.sparse_report = report
     return work, report
 

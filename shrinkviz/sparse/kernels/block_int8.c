@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "qadd.h"
+
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #include <immintrin.h>
 #define SV_VNNI 1
@@ -180,27 +182,39 @@ void sv_finish_i32(const int32_t *acc, int OC, int Lr, int OH, int OW, int Wq, c
     }
 }
 
-/* One packed layer for one input shape (built once by shrinkviz.sparse.blocks, passed by pointer). */
+/* One packed layer for one input shape (built once by shrinkviz.sparse.blocks, passed by pointer), with its
+ * requantization (mult, bias_q, zp_out, lo: as sv_finish_i32 takes them; reset by Python when the input
+ * scale changes) and, where a residual add is fused, its parameters (add; NULL: none). */
 typedef struct {
     int C, H, W, pt, pl, sh, sw, Hq, Wq, OC, nblk, L, Lr, OH, OW, nnz, zp_filled;
     long total;
     const int32_t *rowptr, *off, *wv, *wsum;
     uint8_t *xbuf;
     int32_t *acc;
+    const float *mult, *bias_q;
+    int zp_out, lo;
+    const sv_qaddp *add;
 } sv_b4plan;
 
-/* The whole layer on a batch: per image, phase copy (the padding refilled only when zp changes), kernel
- * and requantization; images are in_stride / out_stride bytes apart. */
-void sv_conv_b4i8(sv_b4plan *p, const uint8_t *src, int zp, const float *mult, const float *bias_q, int zp_out,
-                  int lo, uint8_t *out, int batch, long in_stride, long out_stride) {
+/* The whole layer on a batch of contiguous images: per image, phase copy (the padding refilled only when zp
+ * changes), kernel, requantization and, with p->add and res (the block's shortcut, output-shaped, scale sr,
+ * zero point zr), the quantized residual add + ReLU of qadd.c; threads: torch's, for qadd.c's split. */
+void sv_conv_b4i8(sv_b4plan *p, const uint8_t *src, int zp, uint8_t *out, int batch, const uint8_t *res, float sr,
+                  int zr, int threads) {
+    const long in_stride = (long)p->C * p->H * p->W, out_stride = (long)p->OC * p->OH * p->OW;
+    const int fused = p->add != NULL && res != NULL;
     for (int b = 0; b < batch; ++b) {
+        uint8_t *o = out + b * out_stride;
         if (p->nnz > 0) {
             sv_phase_u8x4(src + b * in_stride, zp, p->C, p->H, p->W, p->pt, p->pl, p->sh, p->sw, p->Hq, p->Wq,
                           p->total, p->zp_filled != zp, p->xbuf);
             p->zp_filled = zp;
             sv_spconv_b4i8(p->xbuf, p->OC, p->nblk, p->rowptr, p->off, p->wv, p->L, p->acc, p->Lr);
         }
-        sv_finish_i32(p->acc, p->OC, p->Lr, p->OH, p->OW, p->Wq, p->wsum, p->nnz > 0 ? zp : 0, mult, bias_q,
-                      zp_out, lo, out + b * out_stride);
+        sv_finish_i32(p->acc, p->OC, p->Lr, p->OH, p->OW, p->Wq, p->wsum, p->nnz > 0 ? zp : 0, p->mult, p->bias_q,
+                      p->zp_out, p->lo, o);
+        if (fused)
+            sv_qadd_u8(p->add, o, res + b * out_stride, sr, zr, o, out_stride, b * out_stride, batch * out_stride,
+                       threads);
     }
 }

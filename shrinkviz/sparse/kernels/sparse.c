@@ -23,7 +23,7 @@ typedef float vf __attribute__((vector_size(32), aligned(4)));
 #endif
 #endif
 
-int sv_abi_version(void) { return 5; }
+int sv_abi_version(void) { return 6; }
 int sv_tile_floats(void) { return SV_MAXV * VL; }
 
 /* Columns k of a phase row that map inside the source row: k in [*k0, *k1). */
