@@ -23,7 +23,9 @@ Sections, every ratio taken side by side in one run (interleaved rounds, median,
   OpenVINO if installed; ``int8_block_1x4_layerwise`` the same with 10% of the blocks kept in every layer.
 * ``layers_int8_block_1x4``: speedup vs density of the INT8 conv on 1x4-block weights (three shapes).
 
-``--int8-block-only`` runs just the last three (about a minute or two).
+``--int8-block-only`` runs just the last three (about a minute or two); ``--section NAME`` (repeatable) runs
+the named ones only (``int8_block`` is the two INT8 ``block_1x4`` model sections, ``layers_int8_block_1x4``
+the last curve, the others as named above).
 
 Weights are random (no CIFAR offline); latency depends on the sparsity pattern, not on the values. The
 machine is shared: absolute milliseconds move with its load (``load_avg_1min``), ratios much less.
@@ -78,6 +80,16 @@ from shrinkviz.techniques.prune import nm_compression, prunable_parameters, prun
 from shrinkviz.techniques.quant import convert, prepare_qat
 
 SHAPE = (3, 32, 32)
+SECTIONS = (
+    "int8_block",
+    "layers_int8_block_1x4",
+    "fp32",
+    "fp32_layerwise",
+    "int8",
+    "layers",
+    "layers_int8",
+    "patterns",
+)
 
 
 def interleaved(calls: dict[str, Callable[[], object]], rounds: int, budget_s: float) -> dict[str, dict]:
@@ -383,6 +395,12 @@ def main() -> None:
     ap.add_argument("--accuracy-only", action="store_true", help="only the accuracy section")
     ap.add_argument("--baseline-epochs", type=int, default=5, help="MnistNet baseline epochs if not cached")
     ap.add_argument("--int8-block-only", action="store_true", help="only the INT8 block_1x4 sections")
+    ap.add_argument(
+        "--section",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable): " + ", ".join(SECTIONS),
+    )
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -418,35 +436,59 @@ def main() -> None:
         [0.02, 0.1, 0.3, 0.6] if args.quick else [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9]
     )
     lr = max(3, rounds // 3)
-    doc.update(int8_block_sections(model, calib, x, c90, rounds, peak))
-    doc["layers_int8_block_1x4"] = {
-        f"conv{c}x{c}_3x3_{hw}x{hw}": layer_curve_int8((c, c, hw), densities, lr, "block_1x4")
-        for c, hw in ((64, 32), (256, 8), (512, 4))
+    shapes3 = ((64, 32), (256, 8), (512, 4))
+    sections: dict[str, Callable[[], dict]] = {
+        "int8_block": lambda: int8_block_sections(model, calib, x, c90, rounds, peak),
+        "layers_int8_block_1x4": lambda: {
+            "layers_int8_block_1x4": {
+                f"conv{c}x{c}_3x3_{hw}x{hw}": layer_curve_int8((c, c, hw), densities, lr, "block_1x4")
+                for c, hw in shapes3
+            }
+        },
+        "fp32": lambda: {"fp32": model_section(pruned, ["sparse", "eager", "onnxruntime"], x, rounds, peak)},
+        "fp32_layerwise": lambda: {
+            "fp32_layerwise": model_section(
+                prune(model, strategy="layer_weight", compression=c90).model,
+                ["sparse", "eager", "onnxruntime"],
+                x,
+                rounds,
+                peak,
+            )
+        },
+        "int8": lambda: {
+            "int8": model_section(
+                int8(pruned, calib), ["sparse", "eager", "compiled", "onnxruntime"], x, rounds, peak
+            )
+        },
+        "layers": lambda: {
+            "layers": {
+                **{
+                    f"conv{c}x{c}_3x3_{hw}x{hw}": layer_curve("conv", (c, c, hw), densities, lr, peak)
+                    for c, hw in shapes3
+                },
+                "linear512x10_classifier": layer_curve("linear", (512, 10), densities, lr, peak),
+            }
+        },
+        "layers_int8": lambda: {
+            "layers_int8": {
+                f"conv{c}x{c}_3x3_{hw}x{hw}": layer_curve_int8((c, c, hw), densities, lr)
+                for c, hw in ((64, 32), (256, 8))
+            }
+        },
+        "patterns": lambda: {"patterns": patterns_section(model, x, rounds, c90)},
     }
-    if args.int8_block_only:
-        doc["load_avg_1min_end"] = os.getloadavg()[0]
-        print(json.dumps(doc, indent=1))
-        return
-    doc["fp32"] = model_section(pruned, ["sparse", "eager", "onnxruntime"], x, rounds, peak)
-    if not args.quick:
-        layerwise = prune(model, strategy="layer_weight", compression=c90).model
-        doc["fp32_layerwise"] = model_section(layerwise, ["sparse", "eager", "onnxruntime"], x, rounds, peak)
-    doc["int8"] = model_section(
-        int8(pruned, calib), ["sparse", "eager", "compiled", "onnxruntime"], x, rounds, peak
-    )
-    doc["layers"] = {
-        "conv64x64_3x3_32x32": layer_curve("conv", (64, 64, 32), densities, lr, peak),
-        "conv256x256_3x3_8x8": layer_curve("conv", (256, 256, 8), densities, lr, peak),
-        "conv512x512_3x3_4x4": layer_curve("conv", (512, 512, 4), densities, lr, peak),
-        "linear512x10_classifier": layer_curve("linear", (512, 10), densities, lr, peak),
-    }
-    doc["layers_int8"] = {
-        f"conv{c}x{c}_3x3_{hw}x{hw}": layer_curve_int8((c, c, hw), densities, lr)
-        for c, hw in ((64, 32), (256, 8))
-    }
-    if not args.quick:
-        doc["patterns"] = patterns_section(model, x, rounds, c90)
-    doc["accuracy"] = accuracy_section(args.baseline_epochs) if args.accuracy else "not run (pass --accuracy)"
+    if args.section:
+        chosen = args.section
+    elif args.int8_block_only:
+        chosen = ["int8_block", "layers_int8_block_1x4"]
+    else:
+        chosen = [n for n in sections if not (args.quick and n in ("fp32_layerwise", "patterns"))]
+    for name in chosen:
+        doc.update(sections[name]())
+    if not args.section and not args.int8_block_only:
+        doc["accuracy"] = (
+            accuracy_section(args.baseline_epochs) if args.accuracy else "not run (pass --accuracy)"
+        )
     doc["load_avg_1min_end"] = os.getloadavg()[0]
     print(json.dumps(doc, indent=1))
 

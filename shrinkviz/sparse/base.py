@@ -54,6 +54,7 @@ class Plan:
     length: int
     xbuf: torch.Tensor
     acc: torch.Tensor
+    shift: bool = False  # the column-shifted layout (sv_shift_*: geometry C, H, W, pt, pl, KW, dw, Hp, OW)
 
 
 class SparseBase(nn.Module):
@@ -123,9 +124,9 @@ class SparseBase(nn.Module):
     ) -> None:
         lib, g = self._lib, plan.geometry
         if zp is None:
-            lib.sv_phase_f32(src.data_ptr(), *g, plan.xbuf.data_ptr())
+            (lib.sv_shift_f32 if plan.shift else lib.sv_phase_f32)(src.data_ptr(), *g, plan.xbuf.data_ptr())
         else:
-            lib.sv_phase_u8(src.data_ptr(), zp, *g, plan.xbuf.data_ptr())
+            (lib.sv_shift_u8 if plan.shift else lib.sv_phase_u8)(src.data_ptr(), zp, *g, plan.xbuf.data_ptr())
         oc = self.weight_shape[0]
         oh, ow = plan.out_hw
         lr = plan.acc.numel() // oc
@@ -188,15 +189,18 @@ class SparseBase(nn.Module):
         out_hw: tuple[int, int],
         length: int,
         rows: int = 1,
+        shift: bool = False,
     ) -> Plan:
-        """``rows``: input rows (of the phase images) one output tile reads per channel and phase."""
+        """``rows``: input rows (of the phase images) one output tile reads per channel and phase (or, with
+        ``shift``, per kernel column of the column-shifted layout)."""
         c, _, _, _, _, sh, sw, hq, wq = geometry
+        copies = sh if shift else sh * sw  # shift: (C, H, W, pt, pl, KW, dw, Hp, OW)
         oc = self.weight_shape[0]
         lr = _ceil8(length) if length > 1 else 1
         nblk = 1
         if length > 1:  # input-channel blocks whose slice read by one tile fits in L1
             tile = min(lr, self._lib.sv_tile_floats())  # output floats one tile keeps in registers
-            per_channel = sh * sw * (-(-tile // wq) + rows) * wq * 4
+            per_channel = copies * (-(-tile // wq) + rows) * wq * 4
             nblk = max(1, min(c, -(-c * per_channel // _L1_BYTES)))
         block = -(-c // nblk)
         order = torch.sort((channel // block) * oc + self.nnz_index[:, 0], stable=True).indices
@@ -205,14 +209,14 @@ class SparseBase(nn.Module):
         rowptr[1:] = torch.bincount(segment, minlength=nblk * oc).cumsum(0)
         off = offsets[order].to(torch.int32).contiguous()
         val = self.nnz_value[order].contiguous()
-        span = max(c * sh * sw * hq * wq, int(off.max()) + lr if off.numel() else 0)
+        span = max(c * copies * hq * wq, int(off.max()) + lr if off.numel() else 0)
         xbuf = torch.zeros(span + _VL)  # zeroed once: the phase copy never writes the padding cells
         acc = torch.zeros(oc * lr)
         group = 1
         if length > 1 and self.block4:
             rowptr, off, val = blocks4(segment, off, val, self.nnz_index[order, 0], nblk, oc)
             group = 4
-        return Plan(rowptr, off, val, nblk, group, geometry, out_hw, length, xbuf, acc)
+        return Plan(rowptr, off, val, nblk, group, geometry, out_hw, length, xbuf, acc, shift)
 
     def _source(self, x: torch.Tensor) -> tuple[torch.Tensor, int | None, float]:
         if self.quant is None:

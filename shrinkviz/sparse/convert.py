@@ -177,9 +177,9 @@ def convert(
             False / None to time every layer and record nothing.
 
     Returns:
-        ``(converted model in eval mode, SparseReport)``; ``model`` itself is not modified. FP32 models
-        also lose the wrappers and residual adds the kernels absorb (:mod:`shrinkviz.sparse.fuse`); the
-        report's layer names are those of ``model``.
+        ``(converted model in eval mode, SparseReport)``; ``model`` itself is not modified. The
+        converted model also loses the wrappers and residual adds the kernels absorb, FP32 and INT8
+        (:mod:`shrinkviz.sparse.fuse`); the report's layer names are those of ``model``.
 
     Raises:
         SparseUnavailableError: the kernels cannot be built here (the reason is the message).

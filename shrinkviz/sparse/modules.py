@@ -42,6 +42,7 @@ class SparseConv2d(SparseBase):
         super().__init__(weight, bias, relu)
         self.block4 = is_block4(weight.detach(), groups)
         self.kernel = "lanes"
+        self.shifted = True  # stride-1 layers with OW % 8 == 0 use the column-shifted layout (base.py)
         self.stride, self.padding, self.dilation, self.groups = (
             tuple(stride),
             tuple(padding),
@@ -101,15 +102,20 @@ class SparseConv2d(SparseBase):
             hq, wq = -(-hp // sh), -(-wp // sw)
             o, i, r, s = self.nnz_index.unbind(1)
             ic = (o // (oc // self.groups)) * cg + i
-            offsets = (
-                ((ic * sh + (r * dh) % sh) * sw + (s * dw) % sw) * hq * wq
-                + ((r * dh) // sh) * wq
-                + (s * dw) // sw
-            )
             rows = (kh - 1) * dh // sh + 1
-            plan = self._plans[key] = self._new_plan(
-                offsets, ic, (c, h, w, pt, pl, sh, sw, hq, wq), (oh, ow), oh * wq, rows
-            )
+            if self.shifted and (sh, sw) == (1, 1) and ow % 8 == 0 and kw > 1:  # aligned loads, no junk
+                offsets = ((ic * kw + s) * hp + r * dh) * ow
+                plan = self._new_plan(
+                    offsets, ic, (c, h, w, pt, pl, kw, dw, hp, ow), (oh, ow), oh * ow, rows, shift=True
+                )
+            else:
+                offsets = (
+                    ((ic * sh + (r * dh) % sh) * sw + (s * dw) % sw) * hq * wq
+                    + ((r * dh) // sh) * wq
+                    + (s * dw) // sw
+                )
+                plan = self._new_plan(offsets, ic, (c, h, w, pt, pl, sh, sw, hq, wq), (oh, ow), oh * wq, rows)
+            self._plans[key] = plan
         return plan
 
     def fuse_add(self, qparams: tuple[float, int], relu: bool) -> SparseConv2d:

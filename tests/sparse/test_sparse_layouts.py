@@ -1,0 +1,95 @@
+"""The column-shifted input layout of stride-1 convolutions (aligned loads, no junk columns) against the dense
+layers and against the phase layout it replaces: FP32 within float32 rounding, INT8 bit-exact."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.ao.nn.quantized as nnq
+from torch import nn
+
+from shrinkviz.sparse.build import compiler
+from shrinkviz.sparse.modules import SparseConv2d
+
+pytestmark = pytest.mark.skipif(
+    compiler() is None, reason="no C compiler: the sparse kernels cannot be built"
+)
+RTOL, ATOL = 1e-4, 1e-5  # see test_sparse_kernels.py
+
+# (cin, cout, kernel, padding, dilation, groups, height, width), stride 1, output widths multiples of 8:
+# ResNet 3x3, 5x5 with and without padding, dilation 2, grouped, and a 64-channel 32x32 layer (several
+# tiles and input-channel blocks)
+SHIFTED = [
+    (8, 8, 3, 1, 1, 1, 16, 16),
+    (4, 8, 5, 2, 1, 1, 8, 8),
+    (6, 16, 5, 0, 1, 1, 12, 12),
+    (8, 8, 3, 2, 2, 1, 8, 16),
+    (8, 16, 3, 1, 1, 2, 8, 8),
+    (64, 64, 3, 1, 1, 1, 32, 32),
+]
+
+
+def _conv(cfg: tuple, density: float, block4: bool = False) -> nn.Conv2d:
+    cin, cout, k, p, d, g, _, _ = cfg
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, k, 1, p, d, g)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        if block4:  # 4 consecutive output channels share their nonzero positions
+            keep = torch.rand(cout // 4, 1, *conv.weight.shape[1:], generator=gen) < density
+            conv.weight.mul_(keep.expand(-1, 4, -1, -1, -1).reshape(conv.weight.shape))
+        else:
+            conv.weight.mul_(torch.rand(conv.weight.shape, generator=gen) < density)
+    return conv
+
+
+@pytest.mark.parametrize("cfg", SHIFTED, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("block4", [False, True])
+def test_shifted_layout_fp32(cfg, block4):
+    conv = _conv(cfg, 0.4, block4)
+    x = torch.randn(2, cfg[0], cfg[6], cfg[7])
+    fast = SparseConv2d.from_dense(conv, relu=True)
+    res = torch.randn(conv(x).shape)
+    got = fast(x, residual=res)
+    plan = next(iter(fast._plans.values()))
+    assert plan.shift and fast.block4 == block4
+    with torch.no_grad():
+        torch.testing.assert_close(got, (conv(x) + res).relu(), rtol=RTOL, atol=ATOL)
+    phase = copy.deepcopy(fast)
+    phase.shifted, phase._plans = False, {}
+    torch.testing.assert_close(got, phase(x, residual=res), rtol=RTOL, atol=ATOL)
+    assert not next(iter(phase._plans.values())).shift
+
+
+def test_phase_layout_where_shifting_does_not_apply():
+    for conv, hw in ((nn.Conv2d(8, 8, 3, 2, 1), 16), (nn.Conv2d(8, 8, 3, 1, 1), 12), (nn.Conv2d(8, 8, 1), 8)):
+        fast = SparseConv2d.from_dense(conv)
+        x = torch.randn(1, 8, hw, hw)
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), conv(x), rtol=RTOL, atol=ATOL)
+        assert not next(iter(fast._plans.values())).shift  # stride 2, OW 12, 1x1
+
+
+@pytest.mark.parametrize("cfg", SHIFTED, ids=lambda c: "x".join(map(str, c)))
+def test_shifted_layout_int8_bit_exact(cfg):
+    old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    try:
+        cin, cout, k, p, d, g, h, w = cfg
+        conv = _conv(cfg, 0.3)
+        scales = (torch.rand(cout) * 0.02 + 0.005).double()
+        qw = torch.quantize_per_channel(
+            conv.weight.detach(), scales, torch.zeros(cout, dtype=torch.long), 0, torch.qint8
+        )
+        mod = nnq.Conv2d(cin, cout, k, padding=p, dilation=d, groups=g)
+        mod.set_weight_bias(qw, torch.randn(cout) * 0.1)
+        mod.scale, mod.zero_point = 0.05, 64
+        x = torch.quantize_per_tensor(torch.randn(2, cin, h, w), 0.04, 120, torch.quint8)
+        fast = SparseConv2d.from_quantized(mod).use_kernel("lanes")
+        got = fast(x)
+        assert next(iter(fast._plans.values())).shift
+        assert torch.equal(got.int_repr(), mod(x).int_repr())
+    finally:
+        torch.backends.quantized.engine = old
