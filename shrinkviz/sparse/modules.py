@@ -43,6 +43,8 @@ class SparseConv2d(SparseBase):
         self.block4 = is_block4(weight.detach(), groups)
         self.kernel = "lanes"
         self.shifted = True  # stride-1 layers with OW % 8 == 0 use the column-shifted layout (base.py)
+        self.add: QAddParams | None = None  # a fused INT8 residual add (fuse_add)
+        self.add_qparams: tuple[float, int] | None = None
         self.stride, self.padding, self.dilation, self.groups = (
             tuple(stride),
             tuple(padding),
@@ -125,9 +127,7 @@ class SparseConv2d(SparseBase):
         if self.quant is None or self.relu:
             raise ValueError("fuse_add takes an INT8 conv without a fused ReLU of its own")
         self.add_qparams = (float(qparams[0]), int(qparams[1]))
-        self.add: QAddParams | None = qadd_params(
-            (self.quant["so"], self.quant["zp"]), self.add_qparams, relu
-        )
+        self.add = qadd_params((self.quant["so"], self.quant["zp"]), self.add_qparams, relu)
         return self
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,7 +135,7 @@ class SparseConv2d(SparseBase):
         INT8 (quint8) after :meth:`fuse_add`, as the quantized add (the output then has the add's qparams)."""
         src, zp, sx = self._source(x)
         n, c, h, w = src.shape
-        if residual is not None and self.quant is not None and getattr(self, "add", None) is None:
+        if residual is not None and self.quant is not None and self.add is None:
             raise ValueError("an INT8 residual needs fuse_add() first (the add's output qparams)")
         if self.kernel == "b4i8":
             return self._forward_b4i8(src, zp, sx, residual)
@@ -167,7 +167,7 @@ class SparseConv2d(SparseBase):
             )
         mult, bias_q = self._requant(sx)
         zp_out = self.quant["zp"]
-        add = getattr(self, "add", None)
+        add = self.add
         bound = plan.bind((sx, id(add)), mult, bias_q, zp_out, zp_out if self.relu else 0, add)
         out = self._empty((src.shape[0], self.weight_shape[0], *plan.out_hw), fused=residual is not None)
         if residual is not None:
