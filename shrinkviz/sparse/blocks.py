@@ -91,7 +91,10 @@ class _Struct(ctypes.Structure):
     """``sv_b4plan`` of ``kernels/block_int8.c``."""
 
     _fields_ = (
-        [(name, ctypes.c_int) for name in "C H W pt pl sh sw Hq Wq OC nblk L Lr OH OW nnz zp_filled".split()]
+        [
+            (name, ctypes.c_int)
+            for name in "C H W pt pl sh sw Hq Wq OC nblk L Lr OH OW nnz zp_filled phases".split()
+        ]
         + [("total", ctypes.c_long)]
         + [
             (name, ctypes.c_void_p)
@@ -117,6 +120,7 @@ class B4Plan:
     lr: int
     xbuf: torch.Tensor
     acc: torch.Tensor
+    phases: int = -1  # bit ph * sw + pw: the stride phase (ph, pw) is read by some block
     _struct: _Struct | None = field(default=None, repr=False, compare=False)
     _ref: object = field(default=None, repr=False, compare=False)
     _requant: tuple | None = field(default=None, repr=False, compare=False)
@@ -134,6 +138,7 @@ class B4Plan:
                 *self.out_hw,
                 self.off.numel(),
                 -1,
+                self.phases,
                 self.xbuf.numel(),
                 **ptr,
             )
@@ -198,6 +203,10 @@ def plan_b4i8(
     rowptr[1:] = torch.bincount(segment, minlength=nblk * oc).cumsum(0)
     off = off[order].to(torch.int32).contiguous()
     span = max(groups4 * sh * sw * hq * wq, int(off.max()) + lr if off.numel() else 0)
+    phase = ((r * dh) % sh) * sw + (s * dw) % sw
+    phases = (
+        int(torch.bitwise_left_shift(torch.ones_like(phase), phase).unique().sum()) if phase.numel() else 0
+    )
     return B4Plan(
         rowptr,
         off,
@@ -210,6 +219,7 @@ def plan_b4i8(
         lr,
         torch.empty(4 * span + 64, dtype=torch.uint8),
         torch.zeros(oc * lr, dtype=torch.int32),  # stays zero where there are no blocks at all
+        phases,
     )
 
 

@@ -155,7 +155,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.sv_finish_f32.argtypes = [p, i, i, i, i, i, p, p, p, i, p]
     lib.sv_finish_u8.argtypes = [p, i, i, i, i, i, p, p, i, i, p]
     lib.sv_vnni_available.restype = i
-    lib.sv_phase_u8x4.argtypes = [p, i, i, i, i, i, i, i, i, i, i, ctypes.c_long, i, p]
+    lib.sv_phase_u8x4.argtypes = [p, i, i, i, i, i, i, i, i, i, i, ctypes.c_long, i, i, p]
     lib.sv_spconv_b4i8.argtypes = [p, i, i, p, p, p, i, p, i]
     lib.sv_finish_i32.argtypes = [p, i, i, i, i, i, p, i, p, p, i, i, p]
     lib.sv_conv_b4i8.argtypes = [p, p, i, p, i, p, ctypes.c_float, i, i]

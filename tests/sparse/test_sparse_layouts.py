@@ -93,3 +93,37 @@ def test_shifted_layout_int8_bit_exact(cfg):
         assert torch.equal(got.int_repr(), mod(x).int_repr())
     finally:
         torch.backends.quantized.engine = old
+
+
+# The b4i8 kernel's interleaved phase copy: stride 2 over rows wide enough for its vector path (32 source
+# bytes per 16 columns), channel counts that are and are not multiples of 4, and 1x1 stride-2 shortcuts,
+# which read one of the four phases (only that one is copied).
+B4_STRIDED = [
+    ((8, 16, 3, 2, 1, 40, 70), 0b1111),
+    ((10, 8, 3, 2, 0, 35, 37), 0b1111),
+    ((8, 16, 1, 2, 0, 40, 67), 0b0001),
+    ((64, 128, 1, 2, 0, 32, 32), 0b0001),
+]
+
+
+@pytest.mark.parametrize("cfg,phases", B4_STRIDED, ids=["s2_3x3", "s2_3x3_10ch", "s2_1x1", "s2_1x1_64ch"])
+def test_b4i8_strided_phase_copy_bit_exact(cfg, phases):
+    old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    try:
+        cin, cout, k, s, p, h, w = cfg
+        torch.manual_seed(0)
+        keep = torch.rand(cout, -(-cin // 4), 1, k, k) < 0.4
+        wt = torch.randn(cout, cin, k, k) * keep.expand(-1, -1, 4, -1, -1).reshape(cout, -1, k, k)[:, :cin]
+        scales = (torch.rand(cout) * 0.02 + 0.005).double()
+        qw = torch.quantize_per_channel(wt, scales, torch.zeros(cout, dtype=torch.long), 0, torch.qint8)
+        mod = nnq.Conv2d(cin, cout, k, stride=s, padding=p)
+        mod.set_weight_bias(qw, torch.randn(cout) * 0.1)
+        mod.scale, mod.zero_point = 0.05, 64
+        fast = SparseConv2d.from_quantized(mod).use_kernel("b4i8")
+        for zp in (120, 3):
+            x = torch.quantize_per_tensor(torch.randn(2, cin, h, w), 0.04, zp, torch.quint8)
+            assert torch.equal(fast(x).int_repr(), mod(x).int_repr())
+        assert next(iter(fast._b4plans.values())).phases == phases
+    finally:
+        torch.backends.quantized.engine = old
