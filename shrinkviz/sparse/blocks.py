@@ -93,7 +93,7 @@ class _Struct(ctypes.Structure):
     _fields_ = (
         [
             (name, ctypes.c_int)
-            for name in "C H W pt pl sh sw Hq Wq OC nblk L Lr OH OW nnz zp_filled phases".split()
+            for name in "C H W pt pl sh sw Hq Wq OC nblk L Lr OH OW nnz zp_filled phases shift".split()
         ]
         + [("total", ctypes.c_long)]
         + [
@@ -114,13 +114,14 @@ class B4Plan:
     wv: torch.Tensor
     wsum: torch.Tensor
     nblk: int
-    geometry: tuple[int, ...]  # C, H, W, pad_t, pad_l, sh, sw, Hq, Wq
+    geometry: tuple[int, ...]  # C, H, W, pad_t, pad_l, sh, sw, Hq, Wq (shift: KW, dw, Hp, OW for the last 4)
     out_hw: tuple[int, int]
     length: int
     lr: int
     xbuf: torch.Tensor
     acc: torch.Tensor
     phases: int = -1  # bit ph * sw + pw: the stride phase (ph, pw) is read by some block
+    shift: int = 0  # 1: the column-shifted layout, geometry (C, H, W, pt, pl, KW, dw, Hp, OW)
     _struct: _Struct | None = field(default=None, repr=False, compare=False)
     _ref: object = field(default=None, repr=False, compare=False)
     _requant: tuple | None = field(default=None, repr=False, compare=False)
@@ -139,6 +140,7 @@ class B4Plan:
                 self.off.numel(),
                 -1,
                 self.phases,
+                self.shift,
                 self.xbuf.numel(),
                 **ptr,
             )
@@ -190,19 +192,36 @@ def plan_b4i8(
     blocks = _input_blocks(weight).to(torch.int8)
     o, c4, r, s = (blocks != 0).any(-1).nonzero().unbind(1)
     values = blocks[o, c4, r, s].contiguous()  # (nnz blocks, 4): lane i = input channel 4 * c4 + i
-    off = ((c4 * sh + (r * dh) % sh) * sw + (s * dw) % sw) * hq * wq + ((r * dh) // sh) * wq + (s * dw) // sw
     groups4 = blocks.shape[1]
-    length = oh * wq
-    lr = -(-length // _POS) * _POS
     rows = (kh - 1) * dh // sh + 1
-    per_group = sh * sw * (-(-min(lr, _TILE) // wq) + rows) * wq * 4
+    # stride 1: the column-shifted layout (one copy per kernel column, rows OW wide) when dropping the
+    # junk columns of the phase layout saves at least a tenth of the work (OW 16, 8, 4; not 32)
+    shift = (sh, sw) == (1, 1) and kw > 1 and _ceil16(oh * ow) <= 0.9 * _ceil16(oh * wq)
+    if shift:
+        off = ((c4 * kw + s) * hp + r * dh) * ow
+        geometry, width, copies, planes = (c, h, w, pt, pl, kw, dw, hp, ow), ow, kw, groups4 * kw * hp * ow
+    else:
+        off = (
+            ((c4 * sh + (r * dh) % sh) * sw + (s * dw) % sw) * hq * wq
+            + ((r * dh) // sh) * wq
+            + (s * dw) // sw
+        )
+        geometry, width, copies, planes = (
+            (c, h, w, pt, pl, sh, sw, hq, wq),
+            wq,
+            sh * sw,
+            groups4 * sh * sw * hq * wq,
+        )
+    length = oh * width
+    lr = _ceil16(length)
+    per_group = copies * (-(-min(lr, _TILE) // width) + rows) * width * 4
     nblk = max(1, min(groups4, -(-groups4 * per_group // _L1_BYTES)))
     segment = (c4 // -(-groups4 // nblk)) * oc + o
     order = torch.sort(segment, stable=True).indices
     rowptr = torch.zeros(nblk * oc + 1, dtype=torch.int32)
     rowptr[1:] = torch.bincount(segment, minlength=nblk * oc).cumsum(0)
     off = off[order].to(torch.int32).contiguous()
-    span = max(groups4 * sh * sw * hq * wq, int(off.max()) + lr if off.numel() else 0)
+    span = max(planes, int(off.max()) + lr if off.numel() else 0)
     phase = ((r * dh) % sh) * sw + (s * dw) % sw
     phases = (
         int(torch.bitwise_left_shift(torch.ones_like(phase), phase).unique().sum()) if phase.numel() else 0
@@ -213,14 +232,19 @@ def plan_b4i8(
         values[order].contiguous().view(torch.int32).reshape(-1).contiguous(),
         wsum,
         nblk,
-        (c, h, w, pt, pl, sh, sw, hq, wq),
+        geometry,
         (oh, ow),
         length,
         lr,
         torch.empty(4 * span + 64, dtype=torch.uint8),
         torch.zeros(oc * lr, dtype=torch.int32),  # stays zero where there are no blocks at all
         phases,
+        int(shift),
     )
+
+
+def _ceil16(n: int) -> int:
+    return -(-n // _POS) * _POS
 
 
 def run_b4i8(

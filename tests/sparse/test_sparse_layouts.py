@@ -127,3 +127,34 @@ def test_b4i8_strided_phase_copy_bit_exact(cfg, phases):
         assert next(iter(fast._b4plans.values())).phases == phases
     finally:
         torch.backends.quantized.engine = old
+
+
+@pytest.mark.parametrize(
+    "cin,cout,k,p,d,h,w,shift",
+    [
+        (8, 8, 3, 1, 1, 4, 4, True),  # OW 4: 16 positions instead of 24 (-> 32)
+        (12, 8, 3, 1, 1, 8, 8, True),
+        (10, 16, 5, 2, 1, 16, 16, True),
+        (8, 8, 3, 2, 2, 8, 8, True),
+        (8, 8, 3, 1, 1, 32, 32, False),  # 1088 -> 1024 positions: not worth three copies
+    ],
+)
+def test_b4i8_shifted_layout_bit_exact(cin, cout, k, p, d, h, w, shift):
+    old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    try:
+        torch.manual_seed(0)
+        keep = torch.rand(cout, -(-cin // 4), 1, k, k) < 0.4
+        wt = torch.randn(cout, cin, k, k) * keep.expand(-1, -1, 4, -1, -1).reshape(cout, -1, k, k)[:, :cin]
+        scales = (torch.rand(cout) * 0.02 + 0.005).double()
+        qw = torch.quantize_per_channel(wt, scales, torch.zeros(cout, dtype=torch.long), 0, torch.qint8)
+        mod = nnq.Conv2d(cin, cout, k, padding=p, dilation=d)
+        mod.set_weight_bias(qw, torch.randn(cout) * 0.1)
+        mod.scale, mod.zero_point = 0.05, 64
+        fast = SparseConv2d.from_quantized(mod).use_kernel("b4i8")
+        for zp in (120, 3, 120):
+            x = torch.quantize_per_tensor(torch.randn(3, cin, h, w), 0.04, zp, torch.quint8)
+            assert torch.equal(fast(x).int_repr(), mod(x).int_repr())
+        assert next(iter(fast._b4plans.values())).shift == int(shift)
+    finally:
+        torch.backends.quantized.engine = old

@@ -90,6 +90,45 @@ void sv_phase_u8x4(const uint8_t *restrict src, int zp, int C, int H, int W, int
             }
 }
 
+/* The column-shifted layout of stride-1 convs (as sv_shift_f32 in sparse.c), 4 channels interleaved: byte
+ * 4 * (((c4 * KW + s) * Hp + i) * OW + k) + c % 4 holds src[c, i - pt, k + s * dw - pl], the zero point
+ * outside the source; output position j = oh * OW + ow reads position off + j with no junk columns. */
+void sv_shift_u8x4(const uint8_t *restrict src, int zp, int C, int H, int W, int pt, int pl, int KW, int dw,
+                   int Hp, int OW, long total, int fill, uint8_t *restrict dst) {
+    if (fill) memset(dst, zp, (size_t)total);
+    for (int c = 0; c < C; c += (SV_VNNI && c % 4 == 0 && c + 3 < C) ? 4 : 1)
+        for (int s = 0; s < KW; ++s) {
+            const int shift = s * dw - pl, k0 = shift < 0 ? -shift : 0, k1 = W - shift < OW ? W - shift : OW;
+            for (int y = 0; y < H; ++y) {
+                uint8_t *drow = dst + 4 * ((((long)(c / 4) * KW + s) * Hp + y + pt) * OW) + c % 4;
+                const uint8_t *srow = src + ((long)c * H + y) * W + shift;
+                int k = k0;
+#if SV_VNNI
+                if (c % 4 == 0 && c + 3 < C) {
+                    const long cs = (long)H * W;
+                    for (; k + 16 <= k1; k += 16) {
+                        __m128i r0 = _mm_loadu_si128((const __m128i *)(srow + k));
+                        __m128i r1 = _mm_loadu_si128((const __m128i *)(srow + cs + k));
+                        __m128i r2 = _mm_loadu_si128((const __m128i *)(srow + 2 * cs + k));
+                        __m128i r3 = _mm_loadu_si128((const __m128i *)(srow + 3 * cs + k));
+                        __m128i lo01 = _mm_unpacklo_epi8(r0, r1), hi01 = _mm_unpackhi_epi8(r0, r1);
+                        __m128i lo23 = _mm_unpacklo_epi8(r2, r3), hi23 = _mm_unpackhi_epi8(r2, r3);
+                        __m128i *q = (__m128i *)(drow + 4 * k);
+                        _mm_storeu_si128(q, _mm_unpacklo_epi16(lo01, lo23));
+                        _mm_storeu_si128(q + 1, _mm_unpackhi_epi16(lo01, lo23));
+                        _mm_storeu_si128(q + 2, _mm_unpacklo_epi16(hi01, hi23));
+                        _mm_storeu_si128(q + 3, _mm_unpackhi_epi16(hi01, hi23));
+                    }
+                    for (; k < k1; ++k)
+                        for (int l = 0; l < 4; ++l) drow[4 * k + l] = srow[l * cs + k];
+                    continue;
+                }
+#endif
+                for (; k < k1; ++k) drow[4 * k] = srow[k];
+            }
+        }
+}
+
 #if SV_VNNI
 #define SV_MAXVB 16 /* 16 accumulators of 16 positions, of 32 vector registers */
 static inline __attribute__((always_inline)) void tile_b(const uint8_t *xb, int OC, int nblk,
@@ -202,7 +241,7 @@ void sv_finish_i32(const int32_t *acc, int OC, int Lr, int OH, int OW, int Wq, c
  * requantization (mult, bias_q, zp_out, lo: as sv_finish_i32 takes them; reset by Python when the input
  * scale changes) and, where a residual add is fused, its parameters (add; NULL: none). */
 typedef struct {
-    int C, H, W, pt, pl, sh, sw, Hq, Wq, OC, nblk, L, Lr, OH, OW, nnz, zp_filled, phases;
+    int C, H, W, pt, pl, sh, sw, Hq, Wq, OC, nblk, L, Lr, OH, OW, nnz, zp_filled, phases, shift;
     long total;
     const int32_t *rowptr, *off, *wv, *wsum;
     uint8_t *xbuf;
@@ -222,8 +261,12 @@ void sv_conv_b4i8(sv_b4plan *p, const uint8_t *src, int zp, uint8_t *out, int ba
     for (int b = 0; b < batch; ++b) {
         uint8_t *o = out + b * out_stride;
         if (p->nnz > 0) {
-            sv_phase_u8x4(src + b * in_stride, zp, p->C, p->H, p->W, p->pt, p->pl, p->sh, p->sw, p->Hq, p->Wq,
-                          p->total, p->zp_filled != zp, p->phases, p->xbuf);
+            if (p->shift) /* sh, sw, Hq, Wq hold KW, dw, Hp, OW */
+                sv_shift_u8x4(src + b * in_stride, zp, p->C, p->H, p->W, p->pt, p->pl, p->sh, p->sw, p->Hq, p->Wq,
+                              p->total, p->zp_filled != zp, p->xbuf);
+            else
+                sv_phase_u8x4(src + b * in_stride, zp, p->C, p->H, p->W, p->pt, p->pl, p->sh, p->sw, p->Hq,
+                              p->Wq, p->total, p->zp_filled != zp, p->phases, p->xbuf);
             p->zp_filled = zp;
             sv_spconv_b4i8(p->xbuf, p->OC, p->nblk, p->rowptr, p->off, p->wv, p->L, p->acc, p->Lr);
         }
