@@ -49,12 +49,12 @@ class Plan:
     val: torch.Tensor
     nblk: int
     group: int  # 4: rows are 4x1 blocks of output channels (sv_spconv4), else 1
-    geometry: tuple[int, ...]  # C, H, W, pad_t, pad_l, sh, sw, Hq, Wq
+    geometry: tuple[int, ...]  # C, H, W, pad_t, pad_l, sh, sw, Hq, Wq (shift: sh, sw, KW, dw, Hq, OW)
     out_hw: tuple[int, int]
     length: int
     xbuf: torch.Tensor
     acc: torch.Tensor
-    shift: bool = False  # the column-shifted layout (sv_shift_*: geometry C, H, W, pt, pl, KW, dw, Hp, OW)
+    shift: bool = False  # the column-shifted layout (sv_shift_*), else the phase layout (sv_phase_*)
 
 
 class SparseBase(nn.Module):
@@ -156,7 +156,7 @@ class SparseBase(nn.Module):
             bias = None if self.bias_f is None else self.bias_f.data_ptr()
             rptr = None if res is None else res.data_ptr()
             lib.sv_finish_f32(
-                plan.acc.data_ptr(), oc, lr, oh, ow, g[8], None, bias, rptr, int(self.relu), out.data_ptr()
+                plan.acc.data_ptr(), oc, lr, oh, ow, g[-1], None, bias, rptr, int(self.relu), out.data_ptr()
             )
         else:
             mult, bias_q = self._requant(sx)
@@ -167,7 +167,7 @@ class SparseBase(nn.Module):
                 lr,
                 oh,
                 ow,
-                g[8],
+                g[-1],
                 mult.data_ptr(),
                 bias_q.data_ptr(),
                 zp_out,
@@ -193,8 +193,12 @@ class SparseBase(nn.Module):
     ) -> Plan:
         """``rows``: input rows (of the phase images) one output tile reads per channel and phase (or, with
         ``shift``, per kernel column of the column-shifted layout)."""
-        c, _, _, _, _, sh, sw, hq, wq = geometry
-        copies = sh if shift else sh * sw  # shift: (C, H, W, pt, pl, KW, dw, Hp, OW)
+        if shift:  # one copy per row phase and kernel column
+            c, sh, kw, hq, wq = geometry[0], geometry[5], geometry[7], geometry[9], geometry[10]
+            copies = sh * kw
+        else:  # one copy per row and column phase
+            c, sh, sw, hq, wq = geometry[0], geometry[5], geometry[6], geometry[7], geometry[8]
+            copies = sh * sw
         oc = self.weight_shape[0]
         lr = _ceil8(length) if length > 1 else 1
         nblk = 1

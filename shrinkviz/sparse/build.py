@@ -147,8 +147,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.sv_tile_floats.restype = i
     lib.sv_phase_f32.argtypes = [p, i, i, i, i, i, i, i, i, i, p]
     lib.sv_phase_u8.argtypes = [p, i, i, i, i, i, i, i, i, i, i, p]
-    lib.sv_shift_f32.argtypes = [p, i, i, i, i, i, i, i, i, i, p]
-    lib.sv_shift_u8.argtypes = [p, i, i, i, i, i, i, i, i, i, i, p]
+    lib.sv_shift_f32.argtypes = [p, *(i,) * 11, p]
+    lib.sv_shift_u8.argtypes = [p, *(i,) * 12, p]
     lib.sv_spconv.argtypes = [p, i, i, p, p, p, i, p, i]
     lib.sv_spmv.argtypes = [p, i, p, p, p, p]
     lib.sv_spconv4.argtypes = [p, i, i, p, p, p, i, p, i]

@@ -42,7 +42,7 @@ class SparseConv2d(SparseBase):
         super().__init__(weight, bias, relu)
         self.block4 = is_block4(weight.detach(), groups)
         self.kernel = "lanes"
-        self.shifted = True  # stride-1 layers with OW % 8 == 0 use the column-shifted layout (base.py)
+        self.shifted = True  # layers with OW % 8 == 0 use the column-shifted layout (kernels/sparse.c)
         self.add: QAddParams | None = None  # a fused INT8 residual add (fuse_add)
         self.add_qparams: tuple[float, int] | None = None
         self.stride, self.padding, self.dilation, self.groups = (
@@ -105,11 +105,10 @@ class SparseConv2d(SparseBase):
             o, i, r, s = self.nnz_index.unbind(1)
             ic = (o // (oc // self.groups)) * cg + i
             rows = (kh - 1) * dh // sh + 1
-            if self.shifted and (sh, sw) == (1, 1) and ow % 8 == 0 and kw > 1:  # aligned loads, no junk
-                offsets = ((ic * kw + s) * hp + r * dh) * ow
-                plan = self._new_plan(
-                    offsets, ic, (c, h, w, pt, pl, kw, dw, hp, ow), (oh, ow), oh * ow, rows, shift=True
-                )
+            if self.shifted and ow % 8 == 0 and (kw > 1 or sw > 1):  # aligned loads, no junk columns
+                offsets = (((ic * sh + (r * dh) % sh) * kw + s) * hq + (r * dh) // sh) * ow
+                geometry = (c, h, w, pt, pl, sh, sw, kw, dw, hq, ow)
+                plan = self._new_plan(offsets, ic, geometry, (oh, ow), oh * ow, rows, shift=True)
             else:
                 offsets = (
                     ((ic * sh + (r * dh) % sh) * sw + (s * dw) % sw) * hq * wq

@@ -18,23 +18,26 @@ pytestmark = pytest.mark.skipif(
 )
 RTOL, ATOL = 1e-4, 1e-5  # see test_sparse_kernels.py
 
-# (cin, cout, kernel, padding, dilation, groups, height, width), stride 1, output widths multiples of 8:
-# ResNet 3x3, 5x5 with and without padding, dilation 2, grouped, and a 64-channel 32x32 layer (several
-# tiles and input-channel blocks)
+# (cin, cout, kernel, stride, padding, dilation, groups, height, width), output widths multiples of 8:
+# ResNet 3x3 s1 and s2 and the 1x1 s2 shortcut, 5x5 with and without padding, dilation 2, grouped, and a
+# 64-channel 32x32 layer (several tiles and input-channel blocks)
 SHIFTED = [
-    (8, 8, 3, 1, 1, 1, 16, 16),
-    (4, 8, 5, 2, 1, 1, 8, 8),
-    (6, 16, 5, 0, 1, 1, 12, 12),
-    (8, 8, 3, 2, 2, 1, 8, 16),
-    (8, 16, 3, 1, 1, 2, 8, 8),
-    (64, 64, 3, 1, 1, 1, 32, 32),
+    (8, 8, 3, 1, 1, 1, 1, 16, 16),
+    (8, 16, 3, 2, 1, 1, 1, 16, 16),
+    (16, 32, 1, 2, 0, 1, 1, 16, 15),
+    (4, 8, 5, 1, 2, 1, 1, 8, 8),
+    (6, 16, 5, 1, 0, 1, 1, 12, 12),
+    (8, 8, 3, 1, 2, 2, 1, 8, 16),
+    (8, 8, 3, 2, 2, 2, 1, 9, 15),
+    (8, 16, 3, 1, 1, 1, 2, 8, 8),
+    (64, 64, 3, 1, 1, 1, 1, 32, 32),
 ]
 
 
 def _conv(cfg: tuple, density: float, block4: bool = False) -> nn.Conv2d:
-    cin, cout, k, p, d, g, _, _ = cfg
+    cin, cout, k, st, p, d, g, _, _ = cfg
     torch.manual_seed(0)
-    conv = nn.Conv2d(cin, cout, k, 1, p, d, g)
+    conv = nn.Conv2d(cin, cout, k, st, p, d, g)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         if block4:  # 4 consecutive output channels share their nonzero positions
@@ -49,7 +52,7 @@ def _conv(cfg: tuple, density: float, block4: bool = False) -> nn.Conv2d:
 @pytest.mark.parametrize("block4", [False, True])
 def test_shifted_layout_fp32(cfg, block4):
     conv = _conv(cfg, 0.4, block4)
-    x = torch.randn(2, cfg[0], cfg[6], cfg[7])
+    x = torch.randn(2, cfg[0], cfg[7], cfg[8])
     fast = SparseConv2d.from_dense(conv, relu=True)
     res = torch.randn(conv(x).shape)
     got = fast(x, residual=res)
@@ -64,12 +67,12 @@ def test_shifted_layout_fp32(cfg, block4):
 
 
 def test_phase_layout_where_shifting_does_not_apply():
-    for conv, hw in ((nn.Conv2d(8, 8, 3, 2, 1), 16), (nn.Conv2d(8, 8, 3, 1, 1), 12), (nn.Conv2d(8, 8, 1), 8)):
+    for conv, hw in ((nn.Conv2d(8, 8, 3, 2, 1), 12), (nn.Conv2d(8, 8, 3, 1, 1), 12), (nn.Conv2d(8, 8, 1), 8)):
         fast = SparseConv2d.from_dense(conv)
         x = torch.randn(1, 8, hw, hw)
         with torch.no_grad():
             torch.testing.assert_close(fast(x), conv(x), rtol=RTOL, atol=ATOL)
-        assert not next(iter(fast._plans.values())).shift  # stride 2, OW 12, 1x1
+        assert not next(iter(fast._plans.values())).shift  # OW 6, OW 12, 1x1 stride 1
 
 
 @pytest.mark.parametrize("cfg", SHIFTED, ids=lambda c: "x".join(map(str, c)))
@@ -77,13 +80,13 @@ def test_shifted_layout_int8_bit_exact(cfg):
     old = torch.backends.quantized.engine
     torch.backends.quantized.engine = "fbgemm"
     try:
-        cin, cout, k, p, d, g, h, w = cfg
+        cin, cout, k, st, p, d, g, h, w = cfg
         conv = _conv(cfg, 0.3)
         scales = (torch.rand(cout) * 0.02 + 0.005).double()
         qw = torch.quantize_per_channel(
             conv.weight.detach(), scales, torch.zeros(cout, dtype=torch.long), 0, torch.qint8
         )
-        mod = nnq.Conv2d(cin, cout, k, padding=p, dilation=d, groups=g)
+        mod = nnq.Conv2d(cin, cout, k, stride=st, padding=p, dilation=d, groups=g)
         mod.set_weight_bias(qw, torch.randn(cout) * 0.1)
         mod.scale, mod.zero_point = 0.05, 64
         x = torch.quantize_per_tensor(torch.randn(2, cin, h, w), 0.04, 120, torch.quint8)
