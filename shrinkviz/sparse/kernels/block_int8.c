@@ -13,6 +13,9 @@
  * with wraparound, and |sum| <= 255 * 128 * taps stays far below 2**31 for any conv of the registry.
  * The finishing pass subtracts zp_x * (sum of the channel's weights), which cancels the zero point of
  * every tap, padding included, and requantizes with sv_finish_u8's float formula (bit-exact with fbgemm).
+ * Stride-1 convs whose phase rows would carry >= 10% junk columns use the column-shifted layout instead
+ * (sv_shift_u8x4: one copy per kernel column, rows OW wide); a fused residual add runs after the
+ * requantization (qadd.c).
  */
 #include <math.h>
 #include <stdint.h>
