@@ -160,7 +160,7 @@ def nonzero_macs(converted: nn.Module) -> int:
     macs = 0
     for m in converted.modules():
         if isinstance(m, SparseConv2d | SparseLinear):
-            for plan in m._plans.values():
+            for plan in [*m._plans.values(), *getattr(m, "_b4plans", {}).values()]:  # b4i8: _b4plans
                 macs += (
                     m.nnz_index.shape[0]
                     * plan.out_hw[0]
