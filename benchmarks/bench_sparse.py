@@ -22,6 +22,8 @@ Sections, every ratio taken side by side in one run (interleaved rounds, median,
   ``sparse`` (where VNNI exists, the 1x4-block ``b4i8`` kernel) vs INT8 eager, TorchScript, ONNX Runtime and
   OpenVINO if installed; ``int8_block_1x4_layerwise`` the same with 10% of the blocks kept in every layer.
 * ``layers_int8_block_1x4``: speedup vs density of the INT8 conv on 1x4-block weights (three shapes).
+* ``layouts``: the FP32 sparse conv on the phase input layout against the column-shifted one (aligned loads)
+  at the densities global magnitude leaves on the 64- and 128-channel layers.
 
 ``--int8-block-only`` runs just the last three (about a minute or two); ``--section NAME`` (repeatable) runs
 the named ones only (``int8_block`` is the two INT8 ``block_1x4`` model sections, ``layers_int8_block_1x4``
@@ -89,6 +91,7 @@ SECTIONS = (
     "layers",
     "layers_int8",
     "patterns",
+    "layouts",
 )
 
 
@@ -227,6 +230,41 @@ def layer_curve(kind: str, shape: tuple, densities: list[float], rounds: int, pe
         "crossover_density": crossover,
         "points": points,
     }
+
+
+def layouts_section(rounds: int) -> dict:
+    """FP32 3x3 convs at the densities global magnitude leaves on random-init ResNet-18 (and one denser): the
+    sparse kernel on the phase layout (rows W + 2 * pad wide, most loads straddling cache lines) against
+    the column-shifted layout (rows OW wide, aligned loads, no junk columns), dense eager beside them."""
+    out = {}
+    for cin, stride, hw, densities in ((64, 1, 32, (0.59, 0.7)), (64, 2, 32, (0.59,)), (128, 1, 16, (0.42,))):
+        for d in densities:
+            torch.manual_seed(0)
+            cout = cin * stride
+            conv = nn.Conv2d(cin, cout, 3, stride, 1)
+            with torch.no_grad():
+                conv.weight.mul_(torch.rand(conv.weight.shape) < d)
+            x = torch.randn(1, cin, hw, hw)
+            shifted, phase = SparseConv2d.from_dense(conv), SparseConv2d.from_dense(conv)
+            phase.shifted = False
+            t = interleaved(
+                {
+                    "dense": lambda c=conv, v=x: c(v),
+                    "phase": lambda m=phase, v=x: m(v),
+                    "shifted": lambda m=shifted, v=x: m(v),
+                },
+                rounds,
+                0.03,
+            )
+            oh = (hw - 1) // stride + 1
+            nonzero = float((conv.weight != 0).sum()) * oh * oh
+            row = {k: v["ms"] for k, v in t.items()}
+            row |= {
+                f"{k}_gmacs_nonzero": round(nonzero / (t[k]["ms"] * 1e6), 1) for k in ("phase", "shifted")
+            }
+            row["shifted_vs_phase"] = round(t["phase"]["ms"] / t["shifted"]["ms"], 3)
+            out[f"conv{cin}x{cout}_3x3_s{stride}_{hw}x{hw}_density{d}"] = row
+    return out
 
 
 def _crossover(points: list[dict]) -> float | str | None:
@@ -476,13 +514,14 @@ def main() -> None:
             }
         },
         "patterns": lambda: {"patterns": patterns_section(model, x, rounds, c90)},
+        "layouts": lambda: {"layouts": layouts_section(lr)},
     }
     if args.section:
         chosen = args.section
     elif args.int8_block_only:
         chosen = ["int8_block", "layers_int8_block_1x4"]
     else:
-        chosen = [n for n in sections if not (args.quick and n in ("fp32_layerwise", "patterns"))]
+        chosen = [n for n in sections if not (args.quick and n in ("fp32_layerwise", "patterns", "layouts"))]
     for name in chosen:
         doc.update(sections[name]())
     if not args.section and not args.int8_block_only:
