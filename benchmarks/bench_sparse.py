@@ -32,29 +32,30 @@ the last curve, the others as named above).
 Weights are random (no CIFAR offline); latency depends on the sparsity pattern, not on the values. The
 machine is shared: absolute milliseconds move with its load (``load_avg_1min``), ratios much less.
 
-Measured (AMD EPYC with AVX-512 + VNNI, 1 thread; three full runs, ``docs/bench_sparse.json`` is the last):
-90% global magnitude FP32 7.8-8.0 ms on ``sparse`` vs 18.1 eager (2.26-2.32x) and 11.3-11.5 ONNX Runtime
-(1.43-1.45x); global magnitude on random-init weights leaves the four 64-channel 32x32 layers 59% dense,
-right at their measured crossover (57-70%), and they hold ~90M of the ~185M nonzero MACs (floor at the
-measured 41-49 GMAC/s: 3.8-4.5 ms). At 90% in every layer: 3.7-4.0 ms, 4.7-5.1x eager, 3.1-3.3x ONNX
-Runtime. The unstructured FP32 kernel runs at 25-31 GMAC/s on the nonzeros, the 4x1-block kernel at 38-46;
-``block_4x1`` at 90% ran 2.48x eager against 2.31x for unstructured. INT8: the dense x86 kernels (VNNI,
-4 MACs per lane and instruction) reach 110-150 GMAC/s, the sparse INT8 conv (exact integer arithmetic in
-FP32 lanes) beats them only below 15-22% density, so 3-4 of 21 layers convert and the model stays slower
-than ONNX Runtime INT8 (0.72-0.80x).
+Measured on an AMD EPYC (Zen 4: AVX-512F/BW, AVX512-VNNI), 1 thread, batch 1, shared 2-core machine.
 
-The 1x4-block INT8 kernel (``b4i8``, AVX512-VNNI ``vpdpbusd``; same AMD EPYC, Zen 4, 1 thread, single
-layers, one run each): first version (scalar layout copy and requantize), at 10% block density 2.0-2.75x
-the dense x86 INT8 conv (64x64 32x32 0.101 vs 0.277 ms, 128x128 16x16 0.109 vs 0.219, 256x256 8x8 0.083 vs
-0.225, 512x512 4x4 0.107 vs 0.262) and 1.7-2.3x the FP32-lane sparse kernel on the same weights, 1.1-1.5x
-at 40%, crossover from ~33% (512x512 4x4) to above 40% (64x64 32x32); with the AVX-512 layout copy and
-requantize, 64x64 32x32 at 10% took 0.063 vs 0.265 ms dense (4.2x) and 256x256 8x8 0.062 vs 0.223 (3.6x),
-the kernel itself ~100-110 GMAC/s on the nonzeros and ~45% of the layer's time spent outside it.
-Model: ``block_1x4`` at 90% with the global block ranking leaves the 64-channel layers 85% dense and the
-128-channel ones 56% (random-init weights), where dense INT8 is faster, so only 7 of 21 layers convert and
-the INT8 model ran 0.81x of ONNX Runtime INT8 (3.68 vs 2.99 ms; 1.37x INT8 eager; first kernel version). The 1.3x target is not
-met; ``int8_block_1x4_layerwise`` (10% of blocks in every layer) is the section that measures what the
-kernel can give a whole model, not yet run on this machine.
+Before the fused INT8 residual add and the column-shifted layout (three full runs; ``docs/bench_sparse.json``
+is the last, from that version): 90% global magnitude FP32 7.8-8.0 ms on ``sparse`` vs 18.1 eager
+(2.26-2.32x) and 11.3-11.5 ONNX Runtime (1.43-1.45x); global magnitude on random-init weights leaves the
+four 64-channel 32x32 layers 59% dense, right at their crossover (57-70%), holding ~90M of the ~186M
+nonzero MACs; the unstructured FP32 kernel ran 25-31 GMAC/s on the nonzeros (most of its 32-byte loads
+straddled two cache lines: phase rows are W + 2 * pad = 34 floats wide), the 4x1-block kernel 38-46. At 90%
+in every layer: 3.7-4.0 ms, 4.7-5.1x eager, 3.1-3.3x ONNX Runtime. INT8 unstructured: the dense x86 VNNI
+kernels reach 110-150 GMAC/s, the sparse INT8 conv in FP32 lanes beats them only below 15-22% density
+(0.72-0.80x of ONNX Runtime INT8). ``--int8-block-only`` on that version (one run): ``block_1x4`` global
+4.86 ms vs ONNX Runtime INT8 3.50 (0.72x, 8/21 layers sparse), layerwise 2.63 vs 3.15 (1.20x, 18/21).
+
+Now (``--section int8_block --section fp32`` in one sitting, commit d70e0e9; the per-layer figures from the
+same code as ``--section layouts`` measures them): the column-shifted layout (rows OW wide, aligned loads,
+no junk columns) runs the 64-channel 32x32 conv at 59% density in 0.594 ms against 0.753 on the phase
+layout (37.5 vs 29.6 GMAC/s on the nonzeros; dense eager 0.81), 128x128 16x16 at 42% 0.548 vs 0.701, 256x256
+8x8 at 18% 0.332 vs 0.392. 90% global magnitude FP32: 6.72 ms vs 19.36 eager (2.88x) and 11.52 ONNX Runtime
+(1.72x), 19/21 layers sparse: target (a) met in this run. INT8 with the residual adds + ReLU fused into the
+sparse convs (bit-exact) and the folded wrappers removed: ``block_1x4`` layerwise (10% of blocks in every
+layer) 1.71 ms vs ONNX Runtime INT8 3.09 (1.81x), TorchScript 3.60, OpenVINO 3.33, eager 4.97; 19/21 layers
+sparse: target (b) met for this pattern. With the global block ranking (64-channel layers left 85% dense,
+where dense INT8 is faster): 3.54 vs 3.16 ms (0.89x), not met. In a separate profile of the layerwise INT8
+model (same sitting), the 19 sparse convs timed alone sum to 1.12 ms of the model's 1.58 ms.
 """
 
 from __future__ import annotations
