@@ -18,8 +18,9 @@ beyond that, float rounding of the accumulator can move an output by one quantiz
 convolutions whose weights come in 1x4 blocks along input channels run instead, where the CPU has
 AVX512-VNNI, on the ``b4i8`` kernel (:mod:`shrinkviz.sparse.blocks`): int32 accumulation, always exact,
 the same requantization. Both match torch.ao's fbgemm kernels bit for bit; the x86 engine sends convs to
-oneDNN on VNNI CPUs, whose requantization rounds differently in rare cases (one step, a few outputs per
-million in a 64-channel test here).
+oneDNN on VNNI CPUs, whose requantization rounds differently in rare cases (one step, 1-2 outputs per 131k
+measured here). Residual adds fused into these convs (:mod:`shrinkviz.sparse.int8`)
+match torch.ao's quantized add bit for bit too.
 """
 
 from __future__ import annotations

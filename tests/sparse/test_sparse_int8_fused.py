@@ -1,6 +1,7 @@
 """The quantized residual add fused into the INT8 sparse conv epilogue: bit-exact with torch.ao's quantized add
 (+ ReLU), element by element, on both INT8 kernels and in converted ResNets (fbgemm engine, as the other INT8
-tests: the x86 engine sends convs to oneDNN on VNNI CPUs, which rounds a few outputs per million differently)."""
+tests: the x86 engine sends convs to oneDNN on VNNI CPUs, which rounds 1-2 outputs per 131k differently, by
+one step)."""
 
 from __future__ import annotations
 
