@@ -32,30 +32,35 @@ the last curve, the others as named above).
 Weights are random (no CIFAR offline); latency depends on the sparsity pattern, not on the values. The
 machine is shared: absolute milliseconds move with its load (``load_avg_1min``), ratios much less.
 
-Measured on an AMD EPYC (Zen 4: AVX-512F/BW, AVX512-VNNI), 1 thread, batch 1, shared 2-core machine.
+Measured on an AMD EPYC (Zen 4: AVX-512F/BW, AVX512-VNNI), 1 thread, batch 1, shared 2-core machine, every
+run under ``flock /tmp/shrinkviz-bench.lock``.
 
-Before the fused INT8 residual add and the column-shifted layout (three full runs; ``docs/bench_sparse.json``
-is the last, from that version): 90% global magnitude FP32 7.8-8.0 ms on ``sparse`` vs 18.1 eager
-(2.26-2.32x) and 11.3-11.5 ONNX Runtime (1.43-1.45x); global magnitude on random-init weights leaves the
-four 64-channel 32x32 layers 59% dense, right at their crossover (57-70%), holding ~90M of the ~186M
-nonzero MACs; the unstructured FP32 kernel ran 25-31 GMAC/s on the nonzeros (most of its 32-byte loads
-straddled two cache lines: phase rows are W + 2 * pad = 34 floats wide), the 4x1-block kernel 38-46. At 90%
-in every layer: 3.7-4.0 ms, 4.7-5.1x eager, 3.1-3.3x ONNX Runtime. INT8 unstructured: the dense x86 VNNI
-kernels reach 110-150 GMAC/s, the sparse INT8 conv in FP32 lanes beats them only below 15-22% density
-(0.72-0.80x of ONNX Runtime INT8). ``--int8-block-only`` on that version (one run): ``block_1x4`` global
-4.86 ms vs ONNX Runtime INT8 3.50 (0.72x, 8/21 layers sparse), layerwise 2.63 vs 3.15 (1.20x, 18/21).
+Before the fused INT8 residual add and the column-shifted input layout (commit dd01e1f; three full runs for
+FP32): 90% global magnitude FP32 7.8-8.0 ms on ``sparse`` vs 18.1 eager (2.26-2.32x) and 11.3-11.5 ONNX
+Runtime (1.43-1.45x); global magnitude on random-init weights leaves the four 64-channel 32x32 layers 59%
+dense, holding ~90M of the ~186M nonzero MACs, and the unstructured FP32 kernel ran 25-31 GMAC/s on the
+nonzeros (most of its 32-byte loads straddled two cache lines: phase rows are W + 2 * pad = 34 floats
+wide); per-layer crossover 68% (64x64 32x32), 65% (256x256 8x8). ``--int8-block-only`` (one run):
+``block_1x4`` global 4.86 ms vs ONNX Runtime INT8 3.50 (0.72x, 8/21 layers sparse), layerwise 2.63 vs 3.15
+(1.20x, 18/21).
 
-Now (``--section int8_block --section fp32`` in one sitting, commit d70e0e9; the per-layer figures from the
-same code as ``--section layouts`` measures them): the column-shifted layout (rows OW wide, aligned loads,
-no junk columns) runs the 64-channel 32x32 conv at 59% density in 0.594 ms against 0.753 on the phase
-layout (37.5 vs 29.6 GMAC/s on the nonzeros; dense eager 0.81), 128x128 16x16 at 42% 0.548 vs 0.701, 256x256
-8x8 at 18% 0.332 vs 0.392. 90% global magnitude FP32: 6.72 ms vs 19.36 eager (2.88x) and 11.52 ONNX Runtime
-(1.72x), 19/21 layers sparse: target (a) met in this run. INT8 with the residual adds + ReLU fused into the
-sparse convs (bit-exact) and the folded wrappers removed: ``block_1x4`` layerwise (10% of blocks in every
-layer) 1.71 ms vs ONNX Runtime INT8 3.09 (1.81x), TorchScript 3.60, OpenVINO 3.33, eager 4.97; 19/21 layers
-sparse: target (b) met for this pattern. With the global block ranking (64-channel layers left 85% dense,
-where dense INT8 is faster): 3.54 vs 3.16 ms (0.89x), not met. In a separate profile of the layerwise INT8
-model (same sitting), the 19 sparse convs timed alone sum to 1.12 ms of the model's 1.58 ms.
+Now (commit 12b19d8, four sittings one after another, merged in ``docs/bench_sparse.json`` with each
+sitting's command; ratios within a sitting): ``--int8-block-only``: with the residual adds + ReLU fused
+into the sparse convs (bit-exact) and the folded wrappers gone, ``block_1x4`` layerwise (10% of the blocks
+in every layer) 1.73 ms vs ONNX Runtime INT8 3.10 (1.79x), TorchScript 3.72, OpenVINO 3.33, eager 5.07
+(19/21 layers sparse): target (b) met for this pattern (a second sitting the same hour: 1.71 vs 3.09,
+1.81x). Global block ranking (64-channel layers left 85% dense, where dense INT8 is faster): 3.89 vs 3.34
+(0.86x; 0.89x in the other sitting), not met. ``--section layouts``: the column-shifted layout (rows OW
+wide, aligned loads, no junk columns) against the phase layout, same weights: 64x64 32x32 at 59% 0.570 vs
+0.736 ms (39.1 vs 30.3 GMAC/s on the nonzeros; dense eager 0.758), at 70% 0.647 vs 0.867, 64x128 stride 2
+at 59% 0.311 vs 0.422, 128x128 16x16 at 42% 0.416 vs 0.596 (1.29-1.43x). ``--section fp32 --section
+fp32_layerwise --section int8``: 90% global magnitude FP32 6.96 ms vs 20.31 eager (2.92x) and 11.83 ONNX
+Runtime (1.70x), 19/21 layers sparse: target (a) met (2.88x / 1.72x in the other sitting); compute floor of
+its sparse layers 4.2 ms at the measured 44.5 GMAC/s dense peak. 90% in every layer: 3.87 ms, 4.88x eager,
+3.17x ONNX Runtime. Unstructured 90% INT8 (FP32-lane kernel, 4/21 layers sparse): 0.73x ONNX Runtime INT8.
+``--section layers --section layers_int8 --section patterns``: FP32 crossover 87% density (64x64 32x32),
+above 90% (256x256 8x8), 61% (512x512 4x4: output width 4, phase layout); at 90%, unstructured 2.84x eager,
+``block_4x1`` 2.75x, ``block_1x4`` 2.38x; at 2:4's compression ``nm_2_4`` 1.78x.
 """
 
 from __future__ import annotations
