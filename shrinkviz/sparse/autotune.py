@@ -29,6 +29,9 @@ from shrinkviz.sparse.build import cache_dir, isa_flags, kernel_id
 Timer = Callable[[Callable[[], object], Callable[[], object]], tuple[float, float]]
 BUCKETS = 100
 """Density buckets of the cache key (1% wide)."""
+TIMING = "t2"
+"""Version of how a layer is timed, part of the cache key: t2 = fastest round, the sparse side on a contiguous
+input (decisions timed otherwise are not reused)."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,11 @@ def interleaved_timer(
 
 
 def layer_key(kind: str, dtype: str, geometry: str, density: float) -> str:
-    """Cache key: layer kind and geometry, dtype, density bucket, the CPU's model and ISA flags and the
-    kernel build (a changed kernel source or compiler re-times every layer)."""
+    """Cache key: layer kind and geometry, dtype, density bucket, the CPU's model and ISA flags, the kernel
+    build (a changed kernel source or compiler re-times every layer) and :data:`TIMING`."""
     bucket = min(BUCKETS, round(density * BUCKETS))
     cpu = f"{cpu_model()}|{'+'.join(isa_flags())}"
-    return f"{kind}|{dtype}|{geometry}|density~{bucket}/{BUCKETS}|{cpu}|{kernel_id()}"
+    return f"{kind}|{dtype}|{geometry}|density~{bucket}/{BUCKETS}|{cpu}|{kernel_id()}|{TIMING}"
 
 
 class DecisionCache:

@@ -292,3 +292,19 @@ def test_failing_build_reports_unavailable(no_kernels, tmp_path):
     ok, reason = sp.availability()
     assert not ok and "building the kernels with" in reason and "simulated failure" in reason
     assert not list(tmp_path.glob("sparse/*.so"))  # nothing half-written left in the cache
+
+
+def test_int8_sides_timed_on_their_producers_layouts(fbgemm_engine):
+    """torch.ao's INT8 convs emit channels-last tensors, the sparse kernels contiguous ones: each side of a
+    layer's decision is timed on the layout its own kind of producer hands it."""
+    q = _int8_model("resnet20", (3, 16, 16))
+    seen = []
+
+    def recording(dense, sparse):
+        seen.append((dense.args[0], sparse.args[0]))
+        return 1.0, 0.0
+
+    sp.convert(q, torch.randn(1, 3, 16, 16), timer=recording, cache=False)
+    assert seen and all(s.is_contiguous() for _, s in seen)
+    assert any(not d.is_contiguous() and d.is_contiguous(memory_format=torch.channels_last) for d, _ in seen)
+    assert all(torch.equal(d.int_repr(), s.int_repr()) for d, s in seen)  # the same values
