@@ -124,8 +124,10 @@ class SparseBase(nn.Module):
         zp: int | None,
         out: torch.Tensor,
         sx: float = 0.0,
-        res: torch.Tensor | None = None,
+        res: torch.Tensor | tuple[torch.Tensor, int] | None = None,
     ) -> None:
+        """One image through the plan into ``out``; ``res``: the residual, FP32 (this image's) or INT8
+        (the whole batch and the image's index, for the fused add's split of the tensor)."""
         lib, g = self._lib, plan.geometry
         if zp is None:
             (lib.sv_shift_f32 if plan.shift else lib.sv_phase_f32)(src.data_ptr(), *g, plan.xbuf.data_ptr())
