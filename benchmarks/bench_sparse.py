@@ -44,23 +44,26 @@ wide); per-layer crossover 68% (64x64 32x32), 65% (256x256 8x8). ``--int8-block-
 ``block_1x4`` global 4.86 ms vs ONNX Runtime INT8 3.50 (0.72x, 8/21 layers sparse), layerwise 2.63 vs 3.15
 (1.20x, 18/21).
 
-Now (commit 12b19d8, four sittings one after another, merged in ``docs/bench_sparse.json`` with each
-sitting's command; ratios within a sitting): ``--int8-block-only``: with the residual adds + ReLU fused
-into the sparse convs (bit-exact) and the folded wrappers gone, ``block_1x4`` layerwise (10% of the blocks
-in every layer) 1.73 ms vs ONNX Runtime INT8 3.10 (1.79x), TorchScript 3.72, OpenVINO 3.33, eager 5.07
-(19/21 layers sparse): target (b) met for this pattern (a second sitting the same hour: 1.71 vs 3.09,
-1.81x). Global block ranking (64-channel layers left 85% dense, where dense INT8 is faster): 3.89 vs 3.34
-(0.86x; 0.89x in the other sitting), not met. ``--section layouts``: the column-shifted layout (rows OW
-wide, aligned loads, no junk columns) against the phase layout, same weights: 64x64 32x32 at 59% 0.570 vs
-0.736 ms (39.1 vs 30.3 GMAC/s on the nonzeros; dense eager 0.758), at 70% 0.647 vs 0.867, 64x128 stride 2
-at 59% 0.311 vs 0.422, 128x128 16x16 at 42% 0.416 vs 0.596 (1.29-1.43x). ``--section fp32 --section
-fp32_layerwise --section int8``: 90% global magnitude FP32 6.96 ms vs 20.31 eager (2.92x) and 11.83 ONNX
-Runtime (1.70x), 19/21 layers sparse: target (a) met (2.88x / 1.72x in the other sitting); compute floor of
-its sparse layers 4.2 ms at the measured 44.5 GMAC/s dense peak. 90% in every layer: 3.87 ms, 4.88x eager,
-3.17x ONNX Runtime. Unstructured 90% INT8 (FP32-lane kernel, 4/21 layers sparse): 0.73x ONNX Runtime INT8.
-``--section layers --section layers_int8 --section patterns``: FP32 crossover 87% density (64x64 32x32),
-above 90% (256x256 8x8), 61% (512x512 4x4: output width 4, phase layout); at 90%, unstructured 2.84x eager,
-``block_4x1`` 2.75x, ``block_1x4`` 2.38x; at 2:4's compression ``nm_2_4`` 1.78x.
+Now (``docs/bench_sparse.json`` merges the sittings, each with its command and commit; ratios within a
+sitting). ``--int8-block-only`` at commit ff24a89: with the residual adds + ReLU fused into the sparse convs
+(bit-exact), the folded wrappers gone and each side of the autotune timed on its producers' layout,
+``block_1x4`` layerwise (10% of the blocks in every layer) 1.68 ms vs ONNX Runtime INT8 3.30 (1.96x),
+TorchScript 3.99, OpenVINO 3.60, eager 5.52 (20/21 layers sparse): target (b) met for this pattern (1.79x
+and 1.81x in two earlier sittings at 12b19d8 / d70e0e9, where a 1x1 stride-2 shortcut timed on a
+channels-last input stayed dense). Global block ranking (64-channel layers left 85% dense, where dense INT8
+is faster): 3.74 vs 3.34 (0.89x; 0.86x, 0.89x before), not met. Per layer at 10% block density, 3.7-4.9x
+the dense x86 INT8 conv. ``--section layouts`` (12b19d8): the column-shifted layout (rows OW wide, aligned
+loads, no junk columns) against the phase layout, same weights: 64x64 32x32 at 59% 0.570 vs 0.736 ms (39.1
+vs 30.3 GMAC/s on the nonzeros; dense eager 0.758), at 70% 0.647 vs 0.867, 64x128 stride 2 at 59% 0.311 vs
+0.422, 128x128 16x16 at 42% 0.416 vs 0.596 (1.29-1.43x). 90% global magnitude FP32, three sittings: 6.72 /
+6.96 / 8.53 ms on ``sparse``, 2.88x / 2.92x / 2.76x eager and 1.72x / 1.70x / 1.53x ONNX Runtime (the last
+sitting under more load: dense peak 40.4 GMAC/s against 44.3-45.5), 19/21 layers sparse: target (a) met in
+each; compute floor of its sparse layers 4.2-4.6 ms. 90% in every layer (12b19d8): 3.87 ms, 4.88x eager,
+3.17x ONNX Runtime. Unstructured 90% INT8 (FP32-lane kernel, 4/21 layers sparse): 0.64-0.73x ONNX Runtime
+INT8. ``--section layers --section layers_int8 --section patterns`` (12b19d8): FP32 crossover 87% density
+(64x64 32x32, was 68%), above 90% (256x256 8x8, was 65%), 61% (512x512 4x4: output width 4, phase layout);
+at 90%, unstructured 2.84x eager, ``block_4x1`` 2.75x, ``block_1x4`` 2.38x; at 2:4's compression
+``nm_2_4`` 1.78x.
 """
 
 from __future__ import annotations
