@@ -22,35 +22,48 @@ Sections, every ratio taken side by side in one run (interleaved rounds, median,
   ``sparse`` (where VNNI exists, the 1x4-block ``b4i8`` kernel) vs INT8 eager, TorchScript, ONNX Runtime and
   OpenVINO if installed; ``int8_block_1x4_layerwise`` the same with 10% of the blocks kept in every layer.
 * ``layers_int8_block_1x4``: speedup vs density of the INT8 conv on 1x4-block weights (three shapes).
+* ``layouts``: the FP32 sparse conv on the phase input layout against the column-shifted one (aligned loads)
+  at the densities global magnitude leaves on the 64- and 128-channel layers.
 
-``--int8-block-only`` runs just the last three (about a minute or two).
+``--int8-block-only`` runs just the last three (about a minute or two); ``--section NAME`` (repeatable) runs
+the named ones only (``int8_block`` is the two INT8 ``block_1x4`` model sections, ``layers_int8_block_1x4``
+the last curve, the others as named above).
 
 Weights are random (no CIFAR offline); latency depends on the sparsity pattern, not on the values. The
 machine is shared: absolute milliseconds move with its load (``load_avg_1min``), ratios much less.
 
-Measured (AMD EPYC with AVX-512 + VNNI, 1 thread; three full runs, ``docs/bench_sparse.json`` is the last):
-90% global magnitude FP32 7.8-8.0 ms on ``sparse`` vs 18.1 eager (2.26-2.32x) and 11.3-11.5 ONNX Runtime
-(1.43-1.45x); global magnitude on random-init weights leaves the four 64-channel 32x32 layers 59% dense,
-right at their measured crossover (57-70%), and they hold ~90M of the ~185M nonzero MACs (floor at the
-measured 41-49 GMAC/s: 3.8-4.5 ms). At 90% in every layer: 3.7-4.0 ms, 4.7-5.1x eager, 3.1-3.3x ONNX
-Runtime. The unstructured FP32 kernel runs at 25-31 GMAC/s on the nonzeros, the 4x1-block kernel at 38-46;
-``block_4x1`` at 90% ran 2.48x eager against 2.31x for unstructured. INT8: the dense x86 kernels (VNNI,
-4 MACs per lane and instruction) reach 110-150 GMAC/s, the sparse INT8 conv (exact integer arithmetic in
-FP32 lanes) beats them only below 15-22% density, so 3-4 of 21 layers convert and the model stays slower
-than ONNX Runtime INT8 (0.72-0.80x).
+Measured on an AMD EPYC (Zen 4: AVX-512F/BW, AVX512-VNNI), 1 thread, batch 1, shared 2-core machine, every
+run under ``flock /tmp/shrinkviz-bench.lock``.
 
-The 1x4-block INT8 kernel (``b4i8``, AVX512-VNNI ``vpdpbusd``; same AMD EPYC, Zen 4, 1 thread, single
-layers, one run each): first version (scalar layout copy and requantize), at 10% block density 2.0-2.75x
-the dense x86 INT8 conv (64x64 32x32 0.101 vs 0.277 ms, 128x128 16x16 0.109 vs 0.219, 256x256 8x8 0.083 vs
-0.225, 512x512 4x4 0.107 vs 0.262) and 1.7-2.3x the FP32-lane sparse kernel on the same weights, 1.1-1.5x
-at 40%, crossover from ~33% (512x512 4x4) to above 40% (64x64 32x32); with the AVX-512 layout copy and
-requantize, 64x64 32x32 at 10% took 0.063 vs 0.265 ms dense (4.2x) and 256x256 8x8 0.062 vs 0.223 (3.6x),
-the kernel itself ~100-110 GMAC/s on the nonzeros and ~45% of the layer's time spent outside it.
-Model: ``block_1x4`` at 90% with the global block ranking leaves the 64-channel layers 85% dense and the
-128-channel ones 56% (random-init weights), where dense INT8 is faster, so only 7 of 21 layers convert and
-the INT8 model ran 0.81x of ONNX Runtime INT8 (3.68 vs 2.99 ms; 1.37x INT8 eager; first kernel version). The 1.3x target is not
-met; ``int8_block_1x4_layerwise`` (10% of blocks in every layer) is the section that measures what the
-kernel can give a whole model, not yet run on this machine.
+Before the fused INT8 residual add and the column-shifted input layout (commit dd01e1f; three full runs for
+FP32): 90% global magnitude FP32 7.8-8.0 ms on ``sparse`` vs 18.1 eager (2.26-2.32x) and 11.3-11.5 ONNX
+Runtime (1.43-1.45x); global magnitude on random-init weights leaves the four 64-channel 32x32 layers 59%
+dense, holding ~90M of the ~186M nonzero MACs, and the unstructured FP32 kernel ran 25-31 GMAC/s on the
+nonzeros (most of its 32-byte loads straddled two cache lines: phase rows are W + 2 * pad = 34 floats
+wide); per-layer crossover 68% (64x64 32x32), 65% (256x256 8x8). ``--int8-block-only`` (one run):
+``block_1x4`` global 4.86 ms vs ONNX Runtime INT8 3.50 (0.72x, 8/21 layers sparse), layerwise 2.63 vs 3.15
+(1.20x, 18/21).
+
+Now (``docs/bench_sparse.json`` merges the sittings, each with its command and commit; ratios within a
+sitting). ``--int8-block-only`` at commit ff24a89: with the residual adds + ReLU fused into the sparse convs
+(bit-exact), the folded wrappers gone and each side of the autotune timed on its producers' layout,
+``block_1x4`` layerwise (10% of the blocks in every layer) 1.68 ms vs ONNX Runtime INT8 3.30 (1.96x),
+TorchScript 3.99, OpenVINO 3.60, eager 5.52 (20/21 layers sparse): target (b) met for this pattern (1.79x
+and 1.81x in two earlier sittings at 12b19d8 / d70e0e9, where a 1x1 stride-2 shortcut timed on a
+channels-last input stayed dense). Global block ranking (64-channel layers left 85% dense, where dense INT8
+is faster): 3.74 vs 3.34 (0.89x; 0.86x, 0.89x before), not met. Per layer at 10% block density, 3.7-4.9x
+the dense x86 INT8 conv. ``--section layouts`` (12b19d8): the column-shifted layout (rows OW wide, aligned
+loads, no junk columns) against the phase layout, same weights: 64x64 32x32 at 59% 0.570 vs 0.736 ms (39.1
+vs 30.3 GMAC/s on the nonzeros; dense eager 0.758), at 70% 0.647 vs 0.867, 64x128 stride 2 at 59% 0.311 vs
+0.422, 128x128 16x16 at 42% 0.416 vs 0.596 (1.29-1.43x). 90% global magnitude FP32, three sittings: 6.72 /
+6.96 / 8.53 ms on ``sparse``, 2.88x / 2.92x / 2.76x eager and 1.72x / 1.70x / 1.53x ONNX Runtime (the last
+sitting under more load: dense peak 40.4 GMAC/s against 44.3-45.5), 19/21 layers sparse: target (a) met in
+each; compute floor of its sparse layers 4.2-4.6 ms. 90% in every layer (12b19d8): 3.87 ms, 4.88x eager,
+3.17x ONNX Runtime. Unstructured 90% INT8 (FP32-lane kernel, 4/21 layers sparse): 0.64-0.73x ONNX Runtime
+INT8. ``--section layers --section layers_int8 --section patterns`` (12b19d8): FP32 crossover 87% density
+(64x64 32x32, was 68%), above 90% (256x256 8x8, was 65%), 61% (512x512 4x4: output width 4, phase layout);
+at 90%, unstructured 2.84x eager, ``block_4x1`` 2.75x, ``block_1x4`` 2.38x; at 2:4's compression
+``nm_2_4`` 1.78x.
 """
 
 from __future__ import annotations
@@ -59,124 +72,42 @@ import argparse
 import copy
 import json
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from sparse_common import (
+    block_1x4_mask,
+    compression_for_density,
+    int8,
+    interleaved,
+    layerwise_block_1x4,
+    model_section,
+    nonzero_macs,
+    peak_gmacs,
+    settle_bn,
+)
 from torch import nn
-from torch.ao.nn.intrinsic.qat import freeze_bn_stats
 
 import shrinkviz.sparse as sp
 from shrinkviz.deploy.runtimes import make_runner
-from shrinkviz.metrics.counts import count_parameters
 from shrinkviz.metrics.latency import cpu_model
 from shrinkviz.models import create_model
 from shrinkviz.sparse.build import isa_flags
 from shrinkviz.sparse.modules import SparseConv2d, SparseLinear
-from shrinkviz.techniques.prune import nm_compression, prunable_parameters, prune
-from shrinkviz.techniques.quant import convert, prepare_qat
+from shrinkviz.techniques.prune import nm_compression, prune
 
 SHAPE = (3, 32, 32)
-
-
-def interleaved(calls: dict[str, Callable[[], object]], rounds: int, budget_s: float) -> dict[str, dict]:
-    """Per call ms of each callable: ``rounds`` rounds, each timing every callable for about ``budget_s``
-    (order rotated per round); median and p10 / p90 over rounds."""
-    reps = {}
-    with torch.inference_mode():
-        for name, fn in calls.items():
-            fn()
-            t0 = time.perf_counter()
-            fn()
-            reps[name] = max(1, int(budget_s / max(time.perf_counter() - t0, 1e-7)))
-        times: dict[str, list[float]] = {n: [] for n in calls}
-        names = list(calls)
-        for r in range(rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                fn, n = calls[name], reps[name]
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                times[name].append((time.perf_counter() - t0) / n * 1e3)
-    out = {}
-    for name, ts in times.items():
-        q = statistics.quantiles(ts, n=10) if len(ts) >= 2 else [ts[0]] * 9
-        out[name] = {
-            "ms": round(statistics.median(ts), 4),
-            "p10_ms": round(q[0], 4),
-            "p90_ms": round(q[-1], 4),
-        }
-    return out
-
-
-def peak_gmacs(n: int) -> float:
-    """Dense FP32 MAC rate of one core: the median of timed n x n matmuls."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    t = interleaved({"mm": lambda: a @ b}, 7, 0.05)["mm"]["ms"]
-    return n**3 / (t * 1e-3) / 1e9
-
-
-def settle_bn(model: nn.Module, calib: torch.Tensor) -> nn.Module:
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            for x in calib.split(16):
-                model(x)
-    return model.eval()
-
-
-def int8(model: nn.Module, calib: torch.Tensor) -> nn.Module:
-    qat = prepare_qat(model, check=False)
-    qat.apply(freeze_bn_stats)
-    qat.train()
-    with torch.no_grad():
-        for x in calib.split(16):
-            qat(x)
-    return convert(qat)
-
-
-def compression_for_density(model: nn.Module, density: float) -> float:
-    """The whole-model compression that leaves ``density`` of the prunable weights."""
-    total, nonzero = count_parameters(model)
-    prunable = sum(module._parameters[attr].numel() for _, module, attr in prunable_parameters(model))
-    return total / (nonzero - prunable + density * prunable)
-
-
-def nonzero_macs(converted: nn.Module) -> int:
-    """Nonzero multiply-accumulates of the layers that run on the sparse kernels, per image."""
-    macs = 0
-    for m in converted.modules():
-        if isinstance(m, SparseConv2d | SparseLinear):
-            for plan in m._plans.values():
-                macs += (
-                    m.nnz_index.shape[0]
-                    * plan.out_hw[0]
-                    * (plan.out_hw[1] if isinstance(m, SparseConv2d) else 1)
-                )
-                break
-    return macs
-
-
-def model_section(model: nn.Module, runtimes: list[str], x: torch.Tensor, rounds: int, peak: float) -> dict:
-    runners = {rt: make_runner(model, rt, x, 1) for rt in runtimes}
-    timed = interleaved({rt: r.call for rt, r in runners.items()}, rounds, 0.1)
-    sparse = runners["sparse"]
-    report = sp.report_of(sparse)
-    dense = {rt: timed[rt]["ms"] for rt in runtimes if rt != "sparse"}
-    macs = nonzero_macs(sparse.keep[0])
-    return {
-        "detail": {rt: r.detail for rt, r in runners.items()},
-        "latency": timed,
-        "speedup_vs": {rt: round(ms / timed["sparse"]["ms"], 3) for rt, ms in dense.items()},
-        "speedup_vs_fastest_dense": round(min(dense.values()) / timed["sparse"]["ms"], 3),
-        "sparse_layers_nonzero_mmac": round(macs / 1e6, 2),
-        "sparse_layers_floor_ms": round(macs / peak / 1e6, 3),
-        "layers": [
-            {"name": n.name, "density": round(n.density, 4), "choice": n.choice, "reason": n.reason}
-            for n in report.notes
-        ],
-    }
+SECTIONS = (
+    "int8_block",
+    "layers_int8_block_1x4",
+    "fp32",
+    "fp32_layerwise",
+    "int8",
+    "layers",
+    "layers_int8",
+    "patterns",
+    "layouts",
+)
 
 
 def layer_curve(kind: str, shape: tuple, densities: list[float], rounds: int, peak: float) -> dict:
@@ -217,6 +148,41 @@ def layer_curve(kind: str, shape: tuple, densities: list[float], rounds: int, pe
     }
 
 
+def layouts_section(rounds: int) -> dict:
+    """FP32 3x3 convs at the densities global magnitude leaves on random-init ResNet-18 (and one denser): the
+    sparse kernel on the phase layout (rows W + 2 * pad wide, most loads straddling cache lines) against
+    the column-shifted layout (rows OW wide, aligned loads, no junk columns), dense eager beside them."""
+    out = {}
+    for cin, stride, hw, densities in ((64, 1, 32, (0.59, 0.7)), (64, 2, 32, (0.59,)), (128, 1, 16, (0.42,))):
+        for d in densities:
+            torch.manual_seed(0)
+            cout = cin * stride
+            conv = nn.Conv2d(cin, cout, 3, stride, 1)
+            with torch.no_grad():
+                conv.weight.mul_(torch.rand(conv.weight.shape) < d)
+            x = torch.randn(1, cin, hw, hw)
+            shifted, phase = SparseConv2d.from_dense(conv), SparseConv2d.from_dense(conv)
+            phase.shifted = False
+            t = interleaved(
+                {
+                    "dense": lambda c=conv, v=x: c(v),
+                    "phase": lambda m=phase, v=x: m(v),
+                    "shifted": lambda m=shifted, v=x: m(v),
+                },
+                rounds,
+                0.03,
+            )
+            oh = (hw - 1) // stride + 1
+            nonzero = float((conv.weight != 0).sum()) * oh * oh
+            row = {k: v["ms"] for k, v in t.items()}
+            row |= {
+                f"{k}_gmacs_nonzero": round(nonzero / (t[k]["ms"] * 1e6), 1) for k in ("phase", "shifted")
+            }
+            row["shifted_vs_phase"] = round(t["phase"]["ms"] / t["shifted"]["ms"], 3)
+            out[f"conv{cin}x{cout}_3x3_s{stride}_{hw}x{hw}_density{d}"] = row
+    return out
+
+
 def _crossover(points: list[dict]) -> float | str | None:
     """Density where the speedup falls through 1 (linear interpolation); ``>last`` if it never does,
     None if sparse is slower at every density."""
@@ -227,31 +193,6 @@ def _crossover(points: list[dict]) -> float | str | None:
     if points and points[-1]["speedup"] >= 1:
         return f">{points[-1]['density']}"
     return None
-
-
-def layerwise_block_1x4(model: nn.Module, density: float) -> nn.Module:
-    """A copy with every prunable conv / linear keeping the ``density`` fraction of its 1x4 input-channel
-    blocks of largest mean |w| (``block_1x4``'s pattern, one budget per layer instead of one global)."""
-    model = copy.deepcopy(model)
-    with torch.no_grad():
-        for _, module, attr in prunable_parameters(model):
-            w = module._parameters[attr]
-            keep = block_1x4_mask(w.abs(), density)
-            w.mul_(keep)
-    return model
-
-
-def block_1x4_mask(score: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the ``density`` fraction of 1x4 blocks (along dim 1, zero-padded) with the largest mean score."""
-    moved = score.movedim(1, -1)
-    pad = -moved.shape[-1] % 4
-    padded = torch.cat([moved, moved.new_zeros(*moved.shape[:-1], pad)], -1) if pad else moved
-    blocks = padded.reshape(*padded.shape[:-1], -1, 4).sum(-1)
-    k = max(1, round(density * blocks.numel()))
-    keep = torch.zeros(blocks.numel(), dtype=torch.bool)
-    keep[blocks.reshape(-1).topk(k).indices] = True
-    lanes = keep.reshape(blocks.shape).unsqueeze(-1).expand(*blocks.shape, 4).reshape(padded.shape)
-    return lanes[..., : moved.shape[-1]].movedim(-1, 1).to(score.dtype)
 
 
 def layer_curve_int8(
@@ -383,6 +324,12 @@ def main() -> None:
     ap.add_argument("--accuracy-only", action="store_true", help="only the accuracy section")
     ap.add_argument("--baseline-epochs", type=int, default=5, help="MnistNet baseline epochs if not cached")
     ap.add_argument("--int8-block-only", action="store_true", help="only the INT8 block_1x4 sections")
+    ap.add_argument(
+        "--section",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable): " + ", ".join(SECTIONS),
+    )
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -418,35 +365,60 @@ def main() -> None:
         [0.02, 0.1, 0.3, 0.6] if args.quick else [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9]
     )
     lr = max(3, rounds // 3)
-    doc.update(int8_block_sections(model, calib, x, c90, rounds, peak))
-    doc["layers_int8_block_1x4"] = {
-        f"conv{c}x{c}_3x3_{hw}x{hw}": layer_curve_int8((c, c, hw), densities, lr, "block_1x4")
-        for c, hw in ((64, 32), (256, 8), (512, 4))
+    shapes3 = ((64, 32), (256, 8), (512, 4))
+    sections: dict[str, Callable[[], dict]] = {
+        "int8_block": lambda: int8_block_sections(model, calib, x, c90, rounds, peak),
+        "layers_int8_block_1x4": lambda: {
+            "layers_int8_block_1x4": {
+                f"conv{c}x{c}_3x3_{hw}x{hw}": layer_curve_int8((c, c, hw), densities, lr, "block_1x4")
+                for c, hw in shapes3
+            }
+        },
+        "fp32": lambda: {"fp32": model_section(pruned, ["sparse", "eager", "onnxruntime"], x, rounds, peak)},
+        "fp32_layerwise": lambda: {
+            "fp32_layerwise": model_section(
+                prune(model, strategy="layer_weight", compression=c90).model,
+                ["sparse", "eager", "onnxruntime"],
+                x,
+                rounds,
+                peak,
+            )
+        },
+        "int8": lambda: {
+            "int8": model_section(
+                int8(pruned, calib), ["sparse", "eager", "compiled", "onnxruntime"], x, rounds, peak
+            )
+        },
+        "layers": lambda: {
+            "layers": {
+                **{
+                    f"conv{c}x{c}_3x3_{hw}x{hw}": layer_curve("conv", (c, c, hw), densities, lr, peak)
+                    for c, hw in shapes3
+                },
+                "linear512x10_classifier": layer_curve("linear", (512, 10), densities, lr, peak),
+            }
+        },
+        "layers_int8": lambda: {
+            "layers_int8": {
+                f"conv{c}x{c}_3x3_{hw}x{hw}": layer_curve_int8((c, c, hw), densities, lr)
+                for c, hw in ((64, 32), (256, 8))
+            }
+        },
+        "patterns": lambda: {"patterns": patterns_section(model, x, rounds, c90)},
+        "layouts": lambda: {"layouts": layouts_section(lr)},
     }
-    if args.int8_block_only:
-        doc["load_avg_1min_end"] = os.getloadavg()[0]
-        print(json.dumps(doc, indent=1))
-        return
-    doc["fp32"] = model_section(pruned, ["sparse", "eager", "onnxruntime"], x, rounds, peak)
-    if not args.quick:
-        layerwise = prune(model, strategy="layer_weight", compression=c90).model
-        doc["fp32_layerwise"] = model_section(layerwise, ["sparse", "eager", "onnxruntime"], x, rounds, peak)
-    doc["int8"] = model_section(
-        int8(pruned, calib), ["sparse", "eager", "compiled", "onnxruntime"], x, rounds, peak
-    )
-    doc["layers"] = {
-        "conv64x64_3x3_32x32": layer_curve("conv", (64, 64, 32), densities, lr, peak),
-        "conv256x256_3x3_8x8": layer_curve("conv", (256, 256, 8), densities, lr, peak),
-        "conv512x512_3x3_4x4": layer_curve("conv", (512, 512, 4), densities, lr, peak),
-        "linear512x10_classifier": layer_curve("linear", (512, 10), densities, lr, peak),
-    }
-    doc["layers_int8"] = {
-        f"conv{c}x{c}_3x3_{hw}x{hw}": layer_curve_int8((c, c, hw), densities, lr)
-        for c, hw in ((64, 32), (256, 8))
-    }
-    if not args.quick:
-        doc["patterns"] = patterns_section(model, x, rounds, c90)
-    doc["accuracy"] = accuracy_section(args.baseline_epochs) if args.accuracy else "not run (pass --accuracy)"
+    if args.section:
+        chosen = args.section
+    elif args.int8_block_only:
+        chosen = ["int8_block", "layers_int8_block_1x4"]
+    else:
+        chosen = [n for n in sections if not (args.quick and n in ("fp32_layerwise", "patterns", "layouts"))]
+    for name in chosen:
+        doc.update(sections[name]())
+    if not args.section and not args.int8_block_only:
+        doc["accuracy"] = (
+            accuracy_section(args.baseline_epochs) if args.accuracy else "not run (pass --accuracy)"
+        )
     doc["load_avg_1min_end"] = os.getloadavg()[0]
     print(json.dumps(doc, indent=1))
 

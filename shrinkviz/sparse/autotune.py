@@ -1,7 +1,9 @@
 """Per-layer choice between the dense module and its sparse replacement, timed on this machine, cached.
 
 Each candidate layer is timed both ways on its real input: rounds of a few calls, alternating dense and
-sparse, median per side; the faster one is kept. The decision is cached in ``autotune.json`` in
+sparse, the fastest round per side (on a shared machine other processes only ever add time, so the
+minimum is the steadier estimate of each form's own cost; medians of these short rounds let a burst of
+load decide); the faster one is kept. The decision is cached in ``autotune.json`` in
 :func:`shrinkviz.sparse.build.cache_dir` keyed by the layer's geometry, density bucket, dtype and the CPU
 (model and ISA flags), written atomically (temporary file, then rename).
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,11 +29,14 @@ from shrinkviz.sparse.build import cache_dir, isa_flags, kernel_id
 Timer = Callable[[Callable[[], object], Callable[[], object]], tuple[float, float]]
 BUCKETS = 100
 """Density buckets of the cache key (1% wide)."""
+TIMING = "t2"
+"""Version of how a layer is timed, part of the cache key: t2 = fastest round, the sparse side on a contiguous
+input (decisions timed otherwise are not reused)."""
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The kept form and the median seconds per call of each (from the cache when ``cached``)."""
+    """The kept form and the seconds per call of each, fastest round (from the cache when ``cached``)."""
 
     choice: str
     dense_s: float
@@ -43,7 +47,7 @@ class Decision:
 def interleaved_timer(
     dense: Callable[[], object], sparse: Callable[[], object], *, rounds: int = 7, budget_s: float = 0.004
 ) -> tuple[float, float]:
-    """Median seconds per call of ``dense`` and ``sparse``, timed in alternating rounds.
+    """Seconds per call of ``dense`` and ``sparse`` in their fastest round, timed in alternating rounds.
 
     Each round runs a batch of calls sized so a round costs about ``budget_s / rounds`` per side.
     """
@@ -63,15 +67,15 @@ def interleaved_timer(
             for _ in range(reps):
                 fn()
             times[side].append((time.perf_counter() - t0) / reps)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return min(times[0]), min(times[1])
 
 
 def layer_key(kind: str, dtype: str, geometry: str, density: float) -> str:
-    """Cache key: layer kind and geometry, dtype, density bucket, the CPU's model and ISA flags and the
-    kernel build (a changed kernel source or compiler re-times every layer)."""
+    """Cache key: layer kind and geometry, dtype, density bucket, the CPU's model and ISA flags, the kernel
+    build (a changed kernel source or compiler re-times every layer) and :data:`TIMING`."""
     bucket = min(BUCKETS, round(density * BUCKETS))
     cpu = f"{cpu_model()}|{'+'.join(isa_flags())}"
-    return f"{kind}|{dtype}|{geometry}|density~{bucket}/{BUCKETS}|{cpu}|{kernel_id()}"
+    return f"{kind}|{dtype}|{geometry}|density~{bucket}/{BUCKETS}|{cpu}|{kernel_id()}|{TIMING}"
 
 
 class DecisionCache:

@@ -91,9 +91,16 @@ class _Struct(ctypes.Structure):
     """``sv_b4plan`` of ``kernels/block_int8.c``."""
 
     _fields_ = (
-        [(name, ctypes.c_int) for name in "C H W pt pl sh sw Hq Wq OC nblk L Lr OH OW nnz zp_filled".split()]
+        [
+            (name, ctypes.c_int)
+            for name in "C H W pt pl sh sw Hq Wq OC nblk L Lr OH OW nnz zp_filled phases shift".split()
+        ]
         + [("total", ctypes.c_long)]
-        + [(name, ctypes.c_void_p) for name in ("rowptr", "off", "wv", "wsum", "xbuf", "acc")]
+        + [
+            (name, ctypes.c_void_p)
+            for name in ("rowptr", "off", "wv", "wsum", "xbuf", "acc", "mult", "bias_q")
+        ]
+        + [("zp_out", ctypes.c_int), ("lo", ctypes.c_int), ("add", ctypes.c_void_p)]
     )
 
 
@@ -107,13 +114,17 @@ class B4Plan:
     wv: torch.Tensor
     wsum: torch.Tensor
     nblk: int
-    geometry: tuple[int, ...]  # C, H, W, pad_t, pad_l, sh, sw, Hq, Wq
+    geometry: tuple[int, ...]  # C, H, W, pad_t, pad_l, sh, sw, Hq, Wq (shift: KW, dw, Hp, OW for the last 4)
     out_hw: tuple[int, int]
     length: int
     lr: int
     xbuf: torch.Tensor
     acc: torch.Tensor
+    phases: int = -1  # bit ph * sw + pw: the stride phase (ph, pw) is read by some block
+    shift: int = 0  # 1: the column-shifted layout, geometry (C, H, W, pt, pl, KW, dw, Hp, OW)
     _struct: _Struct | None = field(default=None, repr=False, compare=False)
+    _ref: object = field(default=None, repr=False, compare=False)
+    _requant: tuple | None = field(default=None, repr=False, compare=False)
 
     def struct(self) -> _Struct:
         """The ``sv_b4plan`` the kernel reads (built on first use)."""
@@ -128,19 +139,37 @@ class B4Plan:
                 *self.out_hw,
                 self.off.numel(),
                 -1,
+                self.phases,
+                self.shift,
                 self.xbuf.numel(),
                 **ptr,
             )
         return self._struct
 
+    def bind(
+        self, key: object, mult: torch.Tensor, bias_q: torch.Tensor, zp_out: int, lo: int, add: object
+    ) -> object:
+        """The kernel's argument for this plan with these requantization tensors and fused add (a
+        ``QAddParams`` or None); the caller keeps them alive and changes ``key`` whenever any of them
+        changes (the struct holds their addresses)."""
+        if self._requant != key:
+            st = self.struct()
+            st.mult, st.bias_q, st.zp_out, st.lo = mult.data_ptr(), bias_q.data_ptr(), zp_out, lo
+            st.add = None if add is None else ctypes.addressof(add)
+            self._requant = key
+        if self._ref is None:
+            self._ref = ctypes.byref(self.struct())
+        return self._ref
+
     def __deepcopy__(self, memo: dict) -> B4Plan:
+        skip = ("_struct", "_ref", "_requant")
         kept = {
-            f.name: copy.deepcopy(getattr(self, f.name), memo) for f in fields(self) if f.name != "_struct"
+            f.name: copy.deepcopy(getattr(self, f.name), memo) for f in fields(self) if f.name not in skip
         }
         return B4Plan(**kept)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_struct": None}
+        return {**self.__dict__, "_struct": None, "_ref": None, "_requant": None}
 
 
 def plan_b4i8(
@@ -163,62 +192,72 @@ def plan_b4i8(
     blocks = _input_blocks(weight).to(torch.int8)
     o, c4, r, s = (blocks != 0).any(-1).nonzero().unbind(1)
     values = blocks[o, c4, r, s].contiguous()  # (nnz blocks, 4): lane i = input channel 4 * c4 + i
-    off = ((c4 * sh + (r * dh) % sh) * sw + (s * dw) % sw) * hq * wq + ((r * dh) // sh) * wq + (s * dw) // sw
     groups4 = blocks.shape[1]
-    length = oh * wq
-    lr = -(-length // _POS) * _POS
     rows = (kh - 1) * dh // sh + 1
-    per_group = sh * sw * (-(-min(lr, _TILE) // wq) + rows) * wq * 4
+    # stride 1: the column-shifted layout (one copy per kernel column, rows OW wide) when dropping the
+    # junk columns of the phase layout saves at least a tenth of the work (OW 16, 8, 4; not 32)
+    shift = (sh, sw) == (1, 1) and kw > 1 and _ceil16(oh * ow) <= 0.9 * _ceil16(oh * wq)
+    if shift:
+        off = ((c4 * kw + s) * hp + r * dh) * ow
+        geometry, width, copies, planes = (c, h, w, pt, pl, kw, dw, hp, ow), ow, kw, groups4 * kw * hp * ow
+    else:
+        off = (
+            ((c4 * sh + (r * dh) % sh) * sw + (s * dw) % sw) * hq * wq
+            + ((r * dh) // sh) * wq
+            + (s * dw) // sw
+        )
+        geometry, width, copies, planes = (
+            (c, h, w, pt, pl, sh, sw, hq, wq),
+            wq,
+            sh * sw,
+            groups4 * sh * sw * hq * wq,
+        )
+    length = oh * width
+    lr = _ceil16(length)
+    per_group = copies * (-(-min(lr, _TILE) // width) + rows) * width * 4
     nblk = max(1, min(groups4, -(-groups4 * per_group // _L1_BYTES)))
     segment = (c4 // -(-groups4 // nblk)) * oc + o
     order = torch.sort(segment, stable=True).indices
     rowptr = torch.zeros(nblk * oc + 1, dtype=torch.int32)
     rowptr[1:] = torch.bincount(segment, minlength=nblk * oc).cumsum(0)
     off = off[order].to(torch.int32).contiguous()
-    span = max(groups4 * sh * sw * hq * wq, int(off.max()) + lr if off.numel() else 0)
+    span = max(planes, int(off.max()) + lr if off.numel() else 0)
+    phase = ((r * dh) % sh) * sw + (s * dw) % sw
+    phases = (
+        int(torch.bitwise_left_shift(torch.ones_like(phase), phase).unique().sum()) if phase.numel() else 0
+    )
     return B4Plan(
         rowptr,
         off,
         values[order].contiguous().view(torch.int32).reshape(-1).contiguous(),
         wsum,
         nblk,
-        (c, h, w, pt, pl, sh, sw, hq, wq),
+        geometry,
         (oh, ow),
         length,
         lr,
         torch.empty(4 * span + 64, dtype=torch.uint8),
         torch.zeros(oc * lr, dtype=torch.int32),  # stays zero where there are no blocks at all
+        phases,
+        int(shift),
     )
+
+
+def _ceil16(n: int) -> int:
+    return -(-n // _POS) * _POS
 
 
 def run_b4i8(
-    plan: B4Plan,
-    src: torch.Tensor,
-    zp: int,
-    mult: torch.Tensor,
-    bias_q: torch.Tensor,
-    out_qparams: tuple[float, int],
-    relu: bool,
+    plan: B4Plan, bound: object, src: torch.Tensor, zp: int, out: torch.Tensor, residual: torch.Tensor | None
 ) -> torch.Tensor:
-    """``src`` (quint8 N x C x H x W, contiguous, zero point ``zp``) -> the quint8 N x OC x OH x OW output
-    with ``out_qparams`` (scale, zero point); ``mult`` / ``bias_q`` as ``sv_finish_u8`` takes them."""
-    scale_out, zp_out = out_qparams
-    n, c, h, w = src.shape
-    oc = plan.wsum.numel()
-    out = torch._empty_affine_quantized(
-        (n, oc, *plan.out_hw), scale=scale_out, zero_point=zp_out, dtype=torch.quint8
-    )
-    build.load().sv_conv_b4i8(
-        ctypes.byref(plan.struct()),
-        src.data_ptr(),
-        zp,
-        mult.data_ptr(),
-        bias_q.data_ptr(),
-        zp_out,
-        zp_out if relu else 0,
-        out.data_ptr(),
-        n,
-        c * h * w,
-        oc * plan.out_hw[0] * plan.out_hw[1],
+    """``src`` (quint8 N x C x H x W, contiguous, zero point ``zp``) into ``out`` (quint8 N x OC x OH x OW,
+    contiguous) with the requantization ``bound`` (:meth:`B4Plan.bind`); with ``residual`` (quint8, out's
+    shape, contiguous) and a bound fused add, the residual add + ReLU too (``kernels/qadd.c``)."""
+    if residual is None:
+        res, sr, zr = None, 0.0, 0
+    else:
+        res, sr, zr = residual.data_ptr(), residual.q_scale(), residual.q_zero_point()
+    build.lib().sv_conv_b4i8(
+        bound, src.data_ptr(), zp, out.data_ptr(), src.shape[0], res, sr, zr, torch.get_num_threads()
     )
     return out

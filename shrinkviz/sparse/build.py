@@ -1,6 +1,6 @@
 """Building and loading the C kernels: compiled at first use with the system C compiler, cached.
 
-The shared library is built from ``kernels/sparse.c`` and ``kernels/block_int8.c`` with ``cc -O3 -march=native -fPIC -shared`` (no
+The shared library is built from ``kernels/sparse.c``, ``kernels/block_int8.c`` and ``kernels/qadd.c`` with ``cc -O3 -march=native -fPIC -shared`` (no
 OpenMP: one thread per call) and loaded with :mod:`ctypes`, so no PyTorch headers or build isolation are
 involved and a build takes about a second. The file is cached under :func:`cache_dir` with a name keyed by
 the hash of the source, the compiler's version, the flags and the CPU's model and ISA flags, and is written
@@ -31,10 +31,11 @@ from pathlib import Path
 from shrinkviz.core.machine import cpu_model
 from shrinkviz.deploy.errors import LatencyError
 
-SOURCES = tuple(Path(__file__).with_name("kernels") / f for f in ("sparse.c", "block_int8.c"))
+SOURCES = tuple(Path(__file__).with_name("kernels") / f for f in ("sparse.c", "block_int8.c", "qadd.c"))
+HEADERS = (Path(__file__).with_name("kernels") / "qadd.h",)
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno")
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
-ABI_VERSION = 5
+ABI_VERSION = 6
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
 
@@ -84,7 +85,13 @@ def _compiler_version(cc: str) -> str:
 def build_key(cc: str) -> str:
     """Hash of source, compiler version, flags and CPU: the cached library's file name stem."""
     text = "\n".join(
-        [*(s.read_text() for s in SOURCES), _compiler_version(cc), " ".join(FLAGS), cpu_model(), *isa_flags()]
+        [
+            *(s.read_text() for s in SOURCES + HEADERS),
+            _compiler_version(cc),
+            " ".join(FLAGS),
+            cpu_model(),
+            *isa_flags(),
+        ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -100,7 +107,7 @@ def build(cc: str | None = None, out_dir: Path | None = None) -> Path:
         raise SparseUnavailableError(
             "sparse runtime unavailable: no C compiler found (install gcc, or set SHRINKVIZ_SPARSE_CC to one)"
         )
-    missing = [str(s) for s in SOURCES if not s.is_file()]
+    missing = [str(s) for s in SOURCES + HEADERS if not s.is_file()]
     if missing:
         raise SparseUnavailableError(
             f"sparse runtime unavailable: kernel source {missing[0]} is missing (reinstall shrinkviz)"
@@ -140,19 +147,24 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.sv_tile_floats.restype = i
     lib.sv_phase_f32.argtypes = [p, i, i, i, i, i, i, i, i, i, p]
     lib.sv_phase_u8.argtypes = [p, i, i, i, i, i, i, i, i, i, i, p]
+    lib.sv_shift_f32.argtypes = [p, *(i,) * 11, p]
+    lib.sv_shift_u8.argtypes = [p, *(i,) * 12, p]
     lib.sv_spconv.argtypes = [p, i, i, p, p, p, i, p, i]
     lib.sv_spmv.argtypes = [p, i, p, p, p, p]
     lib.sv_spconv4.argtypes = [p, i, i, p, p, p, i, p, i]
     lib.sv_finish_f32.argtypes = [p, i, i, i, i, i, p, p, p, i, p]
     lib.sv_finish_u8.argtypes = [p, i, i, i, i, i, p, p, i, i, p]
     lib.sv_vnni_available.restype = i
-    lib.sv_phase_u8x4.argtypes = [p, i, i, i, i, i, i, i, i, i, i, ctypes.c_long, i, p]
+    lib.sv_phase_u8x4.argtypes = [p, i, i, i, i, i, i, i, i, i, i, ctypes.c_long, i, i, p]
     lib.sv_spconv_b4i8.argtypes = [p, i, i, p, p, p, i, p, i]
     lib.sv_finish_i32.argtypes = [p, i, i, i, i, i, p, i, p, p, i, i, p]
-    lib.sv_conv_b4i8.argtypes = [p, p, i, p, p, i, i, p, i, ctypes.c_long, ctypes.c_long]
+    lib.sv_conv_b4i8.argtypes = [p, p, i, p, i, p, ctypes.c_float, i, i]
+    lib.sv_qadd_u8.argtypes = [p, p, p, ctypes.c_float, i, p, *(ctypes.c_long,) * 3, i]
     for fn in (
         "sv_phase_f32",
         "sv_phase_u8",
+        "sv_shift_f32",
+        "sv_shift_u8",
         "sv_spconv",
         "sv_spconv4",
         "sv_spmv",
@@ -162,6 +174,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "sv_spconv_b4i8",
         "sv_finish_i32",
         "sv_conv_b4i8",
+        "sv_qadd_u8",
     ):
         getattr(lib, fn).restype = None
     if lib.sv_abi_version() != ABI_VERSION:
@@ -195,6 +208,12 @@ def load() -> ctypes.CDLL:
         _STATE["id"] = path.stem
         _STATE["info"] = f"C kernels built with {_compiler_version(compiler() or 'cc')} {' '.join(FLAGS[:2])}"
         return lib
+
+
+def lib() -> ctypes.CDLL:
+    """:func:`load` without the lock once the library is loaded (the per-call path of the modules)."""
+    loaded = _STATE.get("lib")
+    return loaded if loaded is not None else load()  # type: ignore[return-value]
 
 
 def kernel_id() -> str:

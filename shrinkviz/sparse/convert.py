@@ -177,9 +177,9 @@ def convert(
             False / None to time every layer and record nothing.
 
     Returns:
-        ``(converted model in eval mode, SparseReport)``; ``model`` itself is not modified. FP32 models
-        also lose the wrappers and residual adds the kernels absorb (:mod:`shrinkviz.sparse.fuse`); the
-        report's layer names are those of ``model``.
+        ``(converted model in eval mode, SparseReport)``; ``model`` itself is not modified. The
+        converted model also loses the wrappers and residual adds the kernels absorb, FP32 and INT8
+        (:mod:`shrinkviz.sparse.fuse`); the report's layer names are those of ``model``.
 
     Raises:
         SparseUnavailableError: the kernels cannot be built here (the reason is the message).
@@ -242,16 +242,19 @@ def convert(
             report.notes.append(LayerNote(name, label, density, "dense", f"not convertible: {exc}"))
             continue
         inp = inputs[name]
+        # each form timed on the input layout its own kind of producer hands it: torch.ao's INT8 convs emit
+        # channels-last tensors, the sparse kernels contiguous ones (a copy the dense model never makes)
+        sparse_inp = inp.contiguous()
         with torch.inference_mode():
-            got, want = sparse(inp), module(inp)
+            got, want = sparse(sparse_inp), module(inp)
         if got.shape != want.shape:
             report.notes.append(LayerNote(name, label, density, "dense", "output shape differs; kept dense"))
             continue
         key = autotune.layer_key(kind, dtype, _geometry(module, kind, inp), density)
-        sparse, kernel_note = _pick_kernel(sparse, inp, key, timer, cache_obj)
+        sparse, kernel_note = _pick_kernel(sparse, sparse_inp, key, timer, cache_obj)
         with torch.inference_mode():
             decision = autotune.decide(
-                key, partial(module, inp), partial(sparse, inp), timer=timer, cache=cache_obj
+                key, partial(module, inp), partial(sparse, sparse_inp), timer=timer, cache=cache_obj
             )
         faster = "sparse" if decision.choice == "sparse" else "dense"
         reason = (
@@ -273,8 +276,7 @@ def convert(
             "conv / linear layers has zero weights; prune it first (shrinkviz.techniques.prune)"
         )
     report.notes.sort(key=lambda note: position[note.name])  # module order
-    if dtype == "fp32":
-        fuse_residuals(unwrap(work))
+    fuse_residuals(unwrap(work))
     work.sparse_report = report
     return work, report
 

@@ -236,7 +236,7 @@ VNNI = pytest.mark.skipif(
 @pytest.fixture
 def fbgemm_engine():
     """torch.ao's fbgemm kernels: the arithmetic the sparse INT8 kernels reproduce. (The x86 engine sends
-    convs to oneDNN on VNNI CPUs, which rounds a few outputs per million differently.)"""
+    convs to oneDNN on VNNI CPUs, which rounds 1-2 outputs per 131k differently, by one step.)"""
     old = torch.backends.quantized.engine
     torch.backends.quantized.engine = "fbgemm"
     yield

@@ -17,6 +17,7 @@ from shrinkviz.metrics.latency import LatencyError, measure_latency
 from shrinkviz.models import create_model
 from shrinkviz.sparse import autotune, blocks, build
 from shrinkviz.sparse.fuse import SparseResidual
+from shrinkviz.sparse.int8 import vector_step
 from shrinkviz.sparse.modules import SparseConv2d, SparseLinear
 from shrinkviz.techniques.prune import prune
 
@@ -24,6 +25,16 @@ pytestmark = pytest.mark.skipif(
     build.compiler() is None, reason="no C compiler: the sparse kernels cannot be built"
 )
 RTOL, ATOL = 1e-4, 1e-5  # see test_sparse_kernels.py
+
+
+@pytest.fixture
+def fbgemm_engine():
+    """torch.ao's fbgemm kernels, whose arithmetic the INT8 kernels reproduce bit for bit (see
+    test_sparse_kernels.py)."""
+    old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    yield
+    torch.backends.quantized.engine = old
 
 
 def cost_timer(dense, sparse):
@@ -84,13 +95,18 @@ def _int8_model(arch: str, shape: tuple[int, int, int], strategy: str = "global_
 
 
 @pytest.mark.parametrize("arch,shape", [("resnet20", (3, 16, 16)), ("mnistnet", (1, 28, 28))])
-def test_int8_model_bit_exact(arch, shape):
+def test_int8_model_bit_exact(fbgemm_engine, arch, shape):
     q = _int8_model(arch, shape)
     x = torch.randn(2, *shape)
     fast, report = sp.convert(q, x, timer=lambda d, s: (1.0, 0.0), cache=False)
     assert report.dtype == "int8" and report.sparse_layers
+    assert not any(type(m).__name__ == "ConvBNAct" for m in fast.modules())  # folded wrappers are gone
+    if arch.startswith("resnet") and vector_step():  # each block's quantized add + ReLU: in its last conv
+        blocks = sum(type(m).__name__ == "Residual" for m in q.modules())
+        assert sum(isinstance(m, SparseResidual) for m in fast.modules()) == blocks > 0
     with torch.inference_mode():
         assert torch.equal(fast(x), q(x))  # dequantized outputs of bit-identical uint8 tensors
+        assert torch.equal(copy.deepcopy(fast)(x), q(x))
 
 
 def _kernel_timer(lanes_s: float):
@@ -106,7 +122,7 @@ def _kernel_timer(lanes_s: float):
 
 @pytest.mark.skipif(not blocks.b4i8_available(), reason="this CPU lacks AVX512-VNNI: no b4i8 kernel here")
 @pytest.mark.parametrize("lanes_s,kernel", [(2.0, "b4i8"), (0.5, "lanes")])
-def test_int8_block_model_picks_the_faster_kernel(lanes_s, kernel):
+def test_int8_block_model_picks_the_faster_kernel(fbgemm_engine, lanes_s, kernel):
     q = _int8_model("resnet20", (3, 16, 16), strategy="block_1x4")
     x = torch.randn(2, 3, 16, 16)
     fast, report = sp.convert(q, x, timer=_kernel_timer(lanes_s), cache=False)
@@ -115,6 +131,8 @@ def test_int8_block_model_picks_the_faster_kernel(lanes_s, kernel):
     assert {m.kernel for m in convs} == {kernel}
     notes = [n for n in report.notes if n.choice == "sparse" and n.kind.startswith("Conv")]
     assert len(notes) == len(convs) and all(f"; kernel {kernel}: b4i8 (VNNI)" in n.reason for n in notes)
+    fused = sum(isinstance(m, SparseResidual) for m in fast.modules())
+    assert fused == (9 if vector_step() else 0)  # resnet20's blocks
     with torch.inference_mode():
         assert torch.equal(fast(x), q(x))
 
@@ -274,3 +292,19 @@ def test_failing_build_reports_unavailable(no_kernels, tmp_path):
     ok, reason = sp.availability()
     assert not ok and "building the kernels with" in reason and "simulated failure" in reason
     assert not list(tmp_path.glob("sparse/*.so"))  # nothing half-written left in the cache
+
+
+def test_int8_sides_timed_on_their_producers_layouts(fbgemm_engine):
+    """torch.ao's INT8 convs emit channels-last tensors, the sparse kernels contiguous ones: each side of a
+    layer's decision is timed on the layout its own kind of producer hands it."""
+    q = _int8_model("resnet20", (3, 16, 16))
+    seen = []
+
+    def recording(dense, sparse):
+        seen.append((dense.args[0], sparse.args[0]))
+        return 1.0, 0.0
+
+    sp.convert(q, torch.randn(1, 3, 16, 16), timer=recording, cache=False)
+    assert seen and all(s.is_contiguous() for _, s in seen)
+    assert any(not d.is_contiguous() and d.is_contiguous(memory_format=torch.channels_last) for d, _ in seen)
+    assert all(torch.equal(d.int_repr(), s.int_repr()) for d, s in seen)  # the same values

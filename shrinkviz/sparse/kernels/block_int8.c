@@ -13,10 +13,15 @@
  * with wraparound, and |sum| <= 255 * 128 * taps stays far below 2**31 for any conv of the registry.
  * The finishing pass subtracts zp_x * (sum of the channel's weights), which cancels the zero point of
  * every tap, padding included, and requantizes with sv_finish_u8's float formula (bit-exact with fbgemm).
+ * Stride-1 convs whose phase rows would carry >= 10% junk columns use the column-shifted layout instead
+ * (sv_shift_u8x4: one copy per kernel column, rows OW wide); a fused residual add runs after the
+ * requantization (qadd.c).
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "qadd.h"
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #include <immintrin.h>
@@ -27,14 +32,16 @@
 
 int sv_vnni_available(void) { return SV_VNNI; }
 
-/* Fill dst (total bytes) with zp, then write the interleaved phase images of src (C x H x W bytes). */
+/* Fill dst (total bytes) with zp, then write the interleaved phase images of src (C x H x W bytes); only the
+ * phases (ph, pw) whose bit ph * sw + pw is set in mask are written (a 1x1 stride-2 conv reads one of four). */
 void sv_phase_u8x4(const uint8_t *restrict src, int zp, int C, int H, int W, int pt, int pl, int sh, int sw,
-                   int Hq, int Wq, long total, int fill, uint8_t *restrict dst) {
+                   int Hq, int Wq, long total, int fill, int mask, uint8_t *restrict dst) {
     if (fill) memset(dst, zp, (size_t)total);
     const long plane = (long)Hq * Wq;
-    for (int c = 0; c < C; c += (SV_VNNI && sw == 1 && c % 4 == 0 && c + 3 < C) ? 4 : 1)
+    for (int c = 0; c < C; c += (SV_VNNI && sw <= 2 && c % 4 == 0 && c + 3 < C) ? 4 : 1)
         for (int ph = 0; ph < sh; ++ph)
             for (int pw = 0; pw < sw; ++pw) {
+                if (!((mask >> (ph * sw + pw)) & 1)) continue;
                 uint8_t *d = dst + 4 * (((long)(c / 4) * sh + ph) * sw + pw) * plane + c % 4;
                 const uint8_t *s = src + (long)c * H * W;
                 int lo = pl - pw, hi = W - 1 + pl - pw; /* columns k with sw * k in [lo, hi] */
@@ -47,13 +54,27 @@ void sv_phase_u8x4(const uint8_t *restrict src, int zp, int C, int H, int W, int
                     const uint8_t *srow = s + (long)y * W + pw - pl;
                     int k = k0;
 #if SV_VNNI /* four channels at once: interleave 16 columns of each into 64 bytes */
-                    if (sw == 1 && c % 4 == 0 && c + 3 < C) {
+                    if (sw <= 2 && c % 4 == 0 && c + 3 < C) {
                         const long cs = (long)H * W;
-                        for (; k + 16 <= k1; k += 16) {
-                            __m128i r0 = _mm_loadu_si128((const __m128i *)(srow + k));
-                            __m128i r1 = _mm_loadu_si128((const __m128i *)(srow + cs + k));
-                            __m128i r2 = _mm_loadu_si128((const __m128i *)(srow + 2 * cs + k));
-                            __m128i r3 = _mm_loadu_si128((const __m128i *)(srow + 3 * cs + k));
+                        __m128i r0, r1, r2, r3;
+                        const __m128i even = _mm_set1_epi16(0x00FF);
+                        /* stride 2: columns 2k .. 2k + 30 of 32 bytes read, the last read byte inside the row */
+                        for (; k + 16 <= k1 && (sw == 1 || 2 * k + 31 <= hi); k += 16) {
+                            if (sw == 1) {
+                                r0 = _mm_loadu_si128((const __m128i *)(srow + k));
+                                r1 = _mm_loadu_si128((const __m128i *)(srow + cs + k));
+                                r2 = _mm_loadu_si128((const __m128i *)(srow + 2 * cs + k));
+                                r3 = _mm_loadu_si128((const __m128i *)(srow + 3 * cs + k));
+                            } else {
+#define SV_EVEN(P)                                                                                            \
+    _mm_packus_epi16(_mm_and_si128(_mm_loadu_si128((const __m128i *)(P)), even),                             \
+                     _mm_and_si128(_mm_loadu_si128((const __m128i *)((P) + 16)), even))
+                                r0 = SV_EVEN(srow + 2 * k);
+                                r1 = SV_EVEN(srow + cs + 2 * k);
+                                r2 = SV_EVEN(srow + 2 * cs + 2 * k);
+                                r3 = SV_EVEN(srow + 3 * cs + 2 * k);
+#undef SV_EVEN
+                            }
                             __m128i lo01 = _mm_unpacklo_epi8(r0, r1), hi01 = _mm_unpackhi_epi8(r0, r1);
                             __m128i lo23 = _mm_unpacklo_epi8(r2, r3), hi23 = _mm_unpackhi_epi8(r2, r3);
                             __m128i *q = (__m128i *)(drow + 4 * k);
@@ -63,13 +84,52 @@ void sv_phase_u8x4(const uint8_t *restrict src, int zp, int C, int H, int W, int
                             _mm_storeu_si128(q + 3, _mm_unpackhi_epi16(hi01, hi23));
                         }
                         for (; k < k1; ++k)
-                            for (int l = 0; l < 4; ++l) drow[4 * k + l] = srow[l * cs + k];
+                            for (int l = 0; l < 4; ++l) drow[4 * k + l] = srow[l * cs + sw * k];
                         continue;
                     }
 #endif
                     for (; k < k1; ++k) drow[4 * k] = srow[sw * k];
                 }
             }
+}
+
+/* The column-shifted layout of stride-1 convs (as sv_shift_f32 in sparse.c), 4 channels interleaved: byte
+ * 4 * (((c4 * KW + s) * Hp + i) * OW + k) + c % 4 holds src[c, i - pt, k + s * dw - pl], the zero point
+ * outside the source; output position j = oh * OW + ow reads position off + j with no junk columns. */
+void sv_shift_u8x4(const uint8_t *restrict src, int zp, int C, int H, int W, int pt, int pl, int KW, int dw,
+                   int Hp, int OW, long total, int fill, uint8_t *restrict dst) {
+    if (fill) memset(dst, zp, (size_t)total);
+    for (int c = 0; c < C; c += (SV_VNNI && c % 4 == 0 && c + 3 < C) ? 4 : 1)
+        for (int s = 0; s < KW; ++s) {
+            const int shift = s * dw - pl, k0 = shift < 0 ? -shift : 0, k1 = W - shift < OW ? W - shift : OW;
+            for (int y = 0; y < H; ++y) {
+                uint8_t *drow = dst + 4 * ((((long)(c / 4) * KW + s) * Hp + y + pt) * OW) + c % 4;
+                const uint8_t *srow = src + ((long)c * H + y) * W + shift;
+                int k = k0;
+#if SV_VNNI
+                if (c % 4 == 0 && c + 3 < C) {
+                    const long cs = (long)H * W;
+                    for (; k + 16 <= k1; k += 16) {
+                        __m128i r0 = _mm_loadu_si128((const __m128i *)(srow + k));
+                        __m128i r1 = _mm_loadu_si128((const __m128i *)(srow + cs + k));
+                        __m128i r2 = _mm_loadu_si128((const __m128i *)(srow + 2 * cs + k));
+                        __m128i r3 = _mm_loadu_si128((const __m128i *)(srow + 3 * cs + k));
+                        __m128i lo01 = _mm_unpacklo_epi8(r0, r1), hi01 = _mm_unpackhi_epi8(r0, r1);
+                        __m128i lo23 = _mm_unpacklo_epi8(r2, r3), hi23 = _mm_unpackhi_epi8(r2, r3);
+                        __m128i *q = (__m128i *)(drow + 4 * k);
+                        _mm_storeu_si128(q, _mm_unpacklo_epi16(lo01, lo23));
+                        _mm_storeu_si128(q + 1, _mm_unpackhi_epi16(lo01, lo23));
+                        _mm_storeu_si128(q + 2, _mm_unpacklo_epi16(hi01, hi23));
+                        _mm_storeu_si128(q + 3, _mm_unpackhi_epi16(hi01, hi23));
+                    }
+                    for (; k < k1; ++k)
+                        for (int l = 0; l < 4; ++l) drow[4 * k + l] = srow[l * cs + k];
+                    continue;
+                }
+#endif
+                for (; k < k1; ++k) drow[4 * k] = srow[k];
+            }
+        }
 }
 
 #if SV_VNNI
@@ -180,27 +240,43 @@ void sv_finish_i32(const int32_t *acc, int OC, int Lr, int OH, int OW, int Wq, c
     }
 }
 
-/* One packed layer for one input shape (built once by shrinkviz.sparse.blocks, passed by pointer). */
+/* One packed layer for one input shape (built once by shrinkviz.sparse.blocks, passed by pointer), with its
+ * requantization (mult, bias_q, zp_out, lo: as sv_finish_i32 takes them; reset by Python when the input
+ * scale changes) and, where a residual add is fused, its parameters (add; NULL: none). */
 typedef struct {
-    int C, H, W, pt, pl, sh, sw, Hq, Wq, OC, nblk, L, Lr, OH, OW, nnz, zp_filled;
+    int C, H, W, pt, pl, sh, sw, Hq, Wq, OC, nblk, L, Lr, OH, OW, nnz, zp_filled, phases, shift;
     long total;
     const int32_t *rowptr, *off, *wv, *wsum;
     uint8_t *xbuf;
     int32_t *acc;
+    const float *mult, *bias_q;
+    int zp_out, lo;
+    const sv_qaddp *add;
 } sv_b4plan;
 
-/* The whole layer on a batch: per image, phase copy (the padding refilled only when zp changes), kernel
- * and requantization; images are in_stride / out_stride bytes apart. */
-void sv_conv_b4i8(sv_b4plan *p, const uint8_t *src, int zp, const float *mult, const float *bias_q, int zp_out,
-                  int lo, uint8_t *out, int batch, long in_stride, long out_stride) {
+/* The whole layer on a batch of contiguous images: per image, phase copy (the padding refilled only when zp
+ * changes), kernel, requantization and, with p->add and res (the block's shortcut, output-shaped, scale sr,
+ * zero point zr), the quantized residual add + ReLU of qadd.c; threads: torch's, for qadd.c's split. */
+void sv_conv_b4i8(sv_b4plan *p, const uint8_t *src, int zp, uint8_t *out, int batch, const uint8_t *res, float sr,
+                  int zr, int threads) {
+    const long in_stride = (long)p->C * p->H * p->W, out_stride = (long)p->OC * p->OH * p->OW;
+    const int fused = p->add != NULL && res != NULL;
     for (int b = 0; b < batch; ++b) {
+        uint8_t *o = out + b * out_stride;
         if (p->nnz > 0) {
-            sv_phase_u8x4(src + b * in_stride, zp, p->C, p->H, p->W, p->pt, p->pl, p->sh, p->sw, p->Hq, p->Wq,
-                          p->total, p->zp_filled != zp, p->xbuf);
+            if (p->shift) /* sh, sw, Hq, Wq hold KW, dw, Hp, OW */
+                sv_shift_u8x4(src + b * in_stride, zp, p->C, p->H, p->W, p->pt, p->pl, p->sh, p->sw, p->Hq, p->Wq,
+                              p->total, p->zp_filled != zp, p->xbuf);
+            else
+                sv_phase_u8x4(src + b * in_stride, zp, p->C, p->H, p->W, p->pt, p->pl, p->sh, p->sw, p->Hq,
+                              p->Wq, p->total, p->zp_filled != zp, p->phases, p->xbuf);
             p->zp_filled = zp;
             sv_spconv_b4i8(p->xbuf, p->OC, p->nblk, p->rowptr, p->off, p->wv, p->L, p->acc, p->Lr);
         }
-        sv_finish_i32(p->acc, p->OC, p->Lr, p->OH, p->OW, p->Wq, p->wsum, p->nnz > 0 ? zp : 0, mult, bias_q,
-                      zp_out, lo, out + b * out_stride);
+        sv_finish_i32(p->acc, p->OC, p->Lr, p->OH, p->OW, p->Wq, p->wsum, p->nnz > 0 ? zp : 0, p->mult, p->bias_q,
+                      p->zp_out, p->lo, o);
+        if (fused)
+            sv_qadd_u8(p->add, o, res + b * out_stride, sr, zr, o, out_stride, b * out_stride, batch * out_stride,
+                       threads);
     }
 }

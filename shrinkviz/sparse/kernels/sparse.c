@@ -23,7 +23,7 @@ typedef float vf __attribute__((vector_size(32), aligned(4)));
 #endif
 #endif
 
-int sv_abi_version(void) { return 5; }
+int sv_abi_version(void) { return 6; }
 int sv_tile_floats(void) { return SV_MAXV * VL; }
 
 /* Columns k of a phase row that map inside the source row: k in [*k0, *k1). */
@@ -82,6 +82,50 @@ void sv_phase_u8(const uint8_t *restrict src, int zp, int C, int H, int W, int p
                 }
             }
 }
+
+/* The column-shifted layout, for convolutions with an output width OW that is a multiple of 8: one copy of the
+ * zero-padded input per row phase ph (< sh) and kernel column s, rows OW wide,
+ *     dst[((c * sh + ph) * KW + s) * Hq * OW + i * OW + k] = src[c, ph + sh * i - pt, sw * k + s * dw - pl]
+ * (0 outside the source), so output position j = oh * OW + ow reads dst at the offset of (c, (r * dh) % sh, s)
+ * plus ((r * dh) / sh) * OW, plus j: every offset is a multiple of OW and every vector load of the kernels is
+ * aligned (in the phase layout rows are Wq = (W + 2 * pl) / sw wide and most loads straddle two cache lines),
+ * and no junk columns are computed. As sv_phase_f32, only cells inside the source are written: dst must start
+ * zeroed. The uint8 variant subtracts zp. */
+#define SHIFT_BODY(T, CONVERT)                                                                              \
+    for (int c = 0; c < C; ++c)                                                                             \
+        for (int ph = 0; ph < sh; ++ph)                                                                     \
+            for (int s = 0; s < KW; ++s) {                                                                  \
+                float *d = dst + ((long)(c * sh + ph) * KW + s) * Hq * OW;                                  \
+                const T *src_c = src + (long)c * H * W;                                                     \
+                const int shift = s * dw - pl; /* column sw * k + shift of the source */                    \
+                int k0 = shift < 0 ? (-shift + sw - 1) / sw : 0, k1 = (W - 1 - shift) / sw + 1;             \
+                if (W - 1 - shift < 0) k1 = 0;                                                              \
+                if (k1 > OW) k1 = OW;                                                                       \
+                for (int i = 0; i < Hq; ++i) {                                                              \
+                    const int y = ph + sh * i - pt;                                                         \
+                    if (y < 0 || y >= H) continue;                                                          \
+                    float *drow = d + (long)i * OW;                                                         \
+                    const T *srow = src_c + (long)y * W + shift;                                            \
+                    if (sw == 1)                                                                            \
+                        for (int k = k0; k < k1; ++k) drow[k] = CONVERT(srow[k]);                          \
+                    else                                                                                    \
+                        for (int k = k0; k < k1; ++k) drow[k] = CONVERT(srow[sw * k]);                     \
+                }                                                                                           \
+            }
+
+#define SV_AS_FLOAT(v) (v)
+#define SV_MINUS_ZP(v) ((float)(v) - fz)
+void sv_shift_f32(const float *restrict src, int C, int H, int W, int pt, int pl, int sh, int sw, int KW, int dw,
+                  int Hq, int OW, float *restrict dst) {
+    SHIFT_BODY(float, SV_AS_FLOAT)
+}
+
+void sv_shift_u8(const uint8_t *restrict src, int zp, int C, int H, int W, int pt, int pl, int sh, int sw, int KW,
+                 int dw, int Hq, int OW, float *restrict dst) {
+    const float fz = (float)zp;
+    SHIFT_BODY(uint8_t, SV_MINUS_ZP)
+}
+#undef SHIFT_BODY
 
 static inline __attribute__((always_inline)) void tile(const float *xb, int OC, int nblk, const int32_t *rowptr,
                                                        const int32_t *off, const float *val, float *acc,
