@@ -32,6 +32,19 @@
 
 int sv_vnni_available(void) { return SV_VNNI; }
 
+#if SV_VNNI
+/* 16 columns of 4 channels (one row each) interleaved into 64 bytes: column k's 4 channels side by side. */
+static inline void sv_interleave4(__m128i r0, __m128i r1, __m128i r2, __m128i r3, uint8_t *dst) {
+    __m128i lo01 = _mm_unpacklo_epi8(r0, r1), hi01 = _mm_unpackhi_epi8(r0, r1);
+    __m128i lo23 = _mm_unpacklo_epi8(r2, r3), hi23 = _mm_unpackhi_epi8(r2, r3);
+    __m128i *q = (__m128i *)dst;
+    _mm_storeu_si128(q, _mm_unpacklo_epi16(lo01, lo23));
+    _mm_storeu_si128(q + 1, _mm_unpackhi_epi16(lo01, lo23));
+    _mm_storeu_si128(q + 2, _mm_unpacklo_epi16(hi01, hi23));
+    _mm_storeu_si128(q + 3, _mm_unpackhi_epi16(hi01, hi23));
+}
+#endif
+
 /* Fill dst (total bytes) with zp, then write the interleaved phase images of src (C x H x W bytes); only the
  * phases (ph, pw) whose bit ph * sw + pw is set in mask are written (a 1x1 stride-2 conv reads one of four). */
 void sv_phase_u8x4(const uint8_t *restrict src, int zp, int C, int H, int W, int pt, int pl, int sh, int sw,
@@ -75,13 +88,7 @@ void sv_phase_u8x4(const uint8_t *restrict src, int zp, int C, int H, int W, int
                                 r3 = SV_EVEN(srow + 3 * cs + 2 * k);
 #undef SV_EVEN
                             }
-                            __m128i lo01 = _mm_unpacklo_epi8(r0, r1), hi01 = _mm_unpackhi_epi8(r0, r1);
-                            __m128i lo23 = _mm_unpacklo_epi8(r2, r3), hi23 = _mm_unpackhi_epi8(r2, r3);
-                            __m128i *q = (__m128i *)(drow + 4 * k);
-                            _mm_storeu_si128(q, _mm_unpacklo_epi16(lo01, lo23));
-                            _mm_storeu_si128(q + 1, _mm_unpackhi_epi16(lo01, lo23));
-                            _mm_storeu_si128(q + 2, _mm_unpacklo_epi16(hi01, hi23));
-                            _mm_storeu_si128(q + 3, _mm_unpackhi_epi16(hi01, hi23));
+                            sv_interleave4(r0, r1, r2, r3, drow + 4 * k);
                         }
                         for (; k < k1; ++k)
                             for (int l = 0; l < 4; ++l) drow[4 * k + l] = srow[l * cs + sw * k];
@@ -114,13 +121,7 @@ void sv_shift_u8x4(const uint8_t *restrict src, int zp, int C, int H, int W, int
                         __m128i r1 = _mm_loadu_si128((const __m128i *)(srow + cs + k));
                         __m128i r2 = _mm_loadu_si128((const __m128i *)(srow + 2 * cs + k));
                         __m128i r3 = _mm_loadu_si128((const __m128i *)(srow + 3 * cs + k));
-                        __m128i lo01 = _mm_unpacklo_epi8(r0, r1), hi01 = _mm_unpackhi_epi8(r0, r1);
-                        __m128i lo23 = _mm_unpacklo_epi8(r2, r3), hi23 = _mm_unpackhi_epi8(r2, r3);
-                        __m128i *q = (__m128i *)(drow + 4 * k);
-                        _mm_storeu_si128(q, _mm_unpacklo_epi16(lo01, lo23));
-                        _mm_storeu_si128(q + 1, _mm_unpackhi_epi16(lo01, lo23));
-                        _mm_storeu_si128(q + 2, _mm_unpacklo_epi16(hi01, hi23));
-                        _mm_storeu_si128(q + 3, _mm_unpackhi_epi16(hi01, hi23));
+                        sv_interleave4(r0, r1, r2, r3, drow + 4 * k);
                     }
                     for (; k < k1; ++k)
                         for (int l = 0; l < 4; ++l) drow[4 * k + l] = srow[l * cs + k];
