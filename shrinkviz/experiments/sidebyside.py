@@ -138,12 +138,8 @@ def latency_rows(
             continue
         row = _blank(run_id, runtime, spec, sitting, at, here)
         rows.append(row)
-        missing = missing_requirement(runtime)
-        if missing:
-            row["error"] = f"ImportError: {missing}"
-            continue
         reference = spec.baseline_runtime or reference_runtime(runtime)
-        missing = missing_requirement(reference)
+        missing = missing_requirement(runtime) or missing_requirement(reference)
         if missing:
             row["error"] = f"ImportError: {missing}"
             continue

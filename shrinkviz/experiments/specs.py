@@ -83,12 +83,16 @@ class _Section:
 
     _path: ClassVar[str] = ""
     _primary: ClassVar[str] = ""  # the field a plain string sets (Experiment(data="digits"))
+    _when_set: ClassVar[tuple[str, ...]] = ()
+    """Fields added after runs were stored: written into the config (and so the run id) only when they
+    differ from their default, so earlier runs keep their ids."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-            for f in dataclasses.fields(self)
-        }  # type: ignore[arg-type]
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if f.name not in self._when_set or getattr(self, f.name) != f.default
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
@@ -117,6 +121,7 @@ class DataSpec(_Section):
     """
 
     _path: ClassVar[str] = "Experiment.data"
+    _when_set: ClassVar[tuple[str, ...]] = ("path", "val_fraction")
     _primary: ClassVar[str] = "name"
     name: str = "fashion_mnist"
     train: int | None = None
@@ -144,14 +149,6 @@ class DataSpec(_Section):
             raise _bad(
                 f"{self._path}.path", self.path, f"only name='imagefolder' takes a path, not {self.name!r}"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if not self.path:
-            del out["path"]
-        if self.val_fraction == 0.1:
-            del out["val_fraction"]
-        return out
 
     @property
     def subset(self) -> tuple[int | None, int | None, int | None] | None:
@@ -190,6 +187,7 @@ class PruneSpec(_Section):
     """Unstructured pruning: a ``shrinkviz.techniques.prune`` strategy and a target compression (``''`` / 1 = off)."""
 
     _path: ClassVar[str] = "Experiment.prune"
+    _when_set: ClassVar[tuple[str, ...]] = ("bias", "score_batches")
     _primary: ClassVar[str] = "strategy"
     strategy: str = ""
     compression: float = 1.0
@@ -211,14 +209,6 @@ class PruneSpec(_Section):
                 self.compression,
                 "needs Experiment.prune.strategy (no strategy means no pruning, compression 1)",
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()  # the options enter the config (and the run id) only when set
-        if not self.bias:
-            del out["bias"]
-        if self.score_batches == SCORE_BATCHES_DEFAULT:
-            del out["score_batches"]
-        return out
 
 
 @dataclass(frozen=True)
@@ -343,6 +333,7 @@ class LatencySpec(_Section):
     """
 
     _path: ClassVar[str] = "Experiment.latency"
+    _when_set: ClassVar[tuple[str, ...]] = ("baseline_runtime",)
     _primary: ClassVar[str] = ""
     runtimes: tuple[str, ...] = ("eager",)
     threads: int = 1
@@ -370,12 +361,6 @@ class LatencySpec(_Section):
             from shrinkviz.deploy.runtimes import reference_runtimes
 
             _choice(f"{self._path}.baseline_runtime", self.baseline_runtime, reference_runtimes())
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if not self.baseline_runtime:
-            del out["baseline_runtime"]
-        return out
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,6 @@ def _prune_channels(exp: Any, baseline: nn.Module, data: Any, progress: bool) ->
     preset, then INT8 when ``Experiment.quant`` asks: ``technique={"name": "prune_channels", "params":
     {"keep": 0.5}}``, optionally with ``quant={"method": "ptq"}``."""
     from shrinkviz.techniques.prune import prune_channels
-    from shrinkviz.techniques.quant import quantize
 
     keep, norm = channel_params(exp.technique.params)
     result = prune_channels(
@@ -240,12 +239,5 @@ def _prune_channels(exp: Any, baseline: nn.Module, data: Any, progress: bool) ->
     )
     if exp.quant.method == "none":
         return result
-    quantized = quantize(
-        result.model,
-        data,
-        method=exp.quant.method,
-        cfg=_train_config(exp, exp.quant.epochs),
-        seed=exp.seed,
-        progress=progress,
-    )
+    quantized = _quant(exp, result.model, data, progress)  # the quant technique, on the smaller model
     return Result(quantized.model, [*result.history, *quantized.history])

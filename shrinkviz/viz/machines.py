@@ -49,6 +49,16 @@ def is_latency(column: str | None) -> bool:
     return bool(column) and str(column).startswith(LATENCY_PREFIXES)
 
 
+def latency_ties(objectives: list[str]) -> dict[str, float]:
+    """The Pareto tie tolerance of each latency column among ``objectives`` (:data:`LATENCY_TIE`).
+
+    Example:
+        >>> latency_ties(["top1", "latency_vs_baseline", "size_bytes_gzip"])
+        {'latency_vs_baseline': 0.05}
+    """
+    return {m: LATENCY_TIE for m in objectives if is_latency(m)}
+
+
 def latency_x(runs: pd.DataFrame, x: str | None = None) -> str:
     """``x`` when given, else ``latency_vs_baseline`` where the runs have it, else ``latency_ms_p50``."""
     if x:

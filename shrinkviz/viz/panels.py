@@ -38,12 +38,12 @@ from shrinkviz.viz._style import (
     usable,
 )
 from shrinkviz.viz.machines import (
-    LATENCY_TIE,
     by_machine_column,
     check_one_machine,
     is_latency,
     latency_by_runtime,
     latency_error_x,
+    latency_ties,
     latency_x,
     machine_note,
 )
@@ -95,7 +95,7 @@ def frontier_parts(
             ok.loc[where],
             maximize=[m for m in objectives if m in MAXIMIZE_COLUMNS],
             minimize=[m for m in objectives if m not in MAXIMIZE_COLUMNS],
-            tolerance={m: LATENCY_TIE for m in objectives if is_latency(m)},
+            tolerance=latency_ties(objectives),
         ).to_numpy(dtype=bool)
     ok["pareto"] = front
     if size:

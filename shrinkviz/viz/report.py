@@ -151,7 +151,7 @@ def _context_sections(ok: pd.DataFrame, layers: pd.DataFrame | None, prefix: str
 
 def _summary_table(ok: pd.DataFrame) -> pd.DataFrame:
     from shrinkviz.metrics.stats import aggregate, pareto_mask
-    from shrinkviz.viz.machines import LATENCY_TIE
+    from shrinkviz.viz.machines import latency_ties
 
     metrics = [m for m in SUMMARY_METRICS if m in ok and ok[m].notna().any()]
     by = [
@@ -174,7 +174,7 @@ def _summary_table(ok: pd.DataFrame) -> pd.DataFrame:
                 means,
                 maximize=["top1"],
                 minimize=objectives[1:],
-                tolerance={cost: LATENCY_TIE} if cost in objectives else None,
+                tolerance=latency_ties(objectives),
             ).to_numpy(),
         )
     out = agg[[*by, *(["pareto"] if "pareto" in agg else []), "n"]].copy()
