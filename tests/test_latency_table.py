@@ -407,3 +407,24 @@ def test_remeasure_needs_no_registration_of_what_the_runs_used(tmp_path):
     result = remeasure(tmp_path / "s", run_ids=[pruned.run_id])  # its baseline run is found in the store
     assert list(result.latency["run_id"]) == [pruned.run_id] and (result.latency["error"] == "").all()
     assert len(remeasure(tmp_path / "s").latency) == 2
+
+
+def test_remeasure_times_each_run_beside_its_own_baseline(tmp_path, monkeypatch):
+    # two baselines that differ only in their epochs: each pruned run keeps its own
+    base = Experiment(
+        model="tiny_cnn",
+        data=DATA,
+        baseline={"epochs": 1},
+        finetune={"epochs": 1},
+        latency={"runtimes": ["eager"], **FAST},
+    )
+    longer = base.replace(**{"baseline.epochs": 2})
+    pruned = [b.replace(prune={"strategy": "global_weight", "compression": 4}) for b in (base, longer)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sweep([base, longer, *pruned], store=tmp_path / "s", executor="local", progress=False)
+    asked = []
+    real = Store.artefact
+    monkeypatch.setattr(Store, "artefact", lambda self, run_id: asked.append(run_id) or real(self, run_id))
+    remeasure(tmp_path / "s", run_ids=[p.run_id for p in pruned])
+    assert {base.run_id, longer.run_id} <= set(asked)

@@ -129,11 +129,9 @@ class _Stored:
         )
 
     def baseline_key(self) -> str:
-        data, base = self.config.get("data", {}), self.config.get("baseline", {})
-        sizes = [data.get(k) for k in ("train", "val", "test")]
-        return json.dumps(
-            [self.config.get("model"), data.get("name"), sizes, base.get("recipe"), base.get("seed")]
-        )
+        """What identifies the baseline a run was compressed from: its model, data and baseline sections
+        (recipe, seed and epochs; dataset, subset sizes and split)."""
+        return json.dumps([self.config.get(k) for k in ("model", "data", "baseline")], sort_keys=True)
 
     def experiment(self) -> Experiment:
         """The full Experiment (needed only to rebuild a baseline that is not stored as a run)."""
