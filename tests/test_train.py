@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from shrinkviz.data import Normalizer, Split
+from shrinkviz.data import Dataset, Normalizer, Split
 from shrinkviz.loop.train import PRESETS, Callback, TrainConfig, count_correct, evaluate, fit, lr_factor
 from shrinkviz.models import create_model
 
@@ -263,6 +263,29 @@ def test_channels_last_training_is_deterministic_and_close_to_contiguous():
         torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="memory_format='nhwc'"):
         fit(create_model("tiny_cnn", dataset=data), data, cfg, memory_format="nhwc")
+
+
+def test_every_epoch_trains_in_the_chosen_layout_even_when_the_first_conv_has_one_input_channel():
+    # MnistNet's first weight (20x1x5x5) is contiguous in both layouts; reading the layout from it made the
+    # validation after epoch 1 hand the model back contiguous, so epochs 2+ trained in mixed layouts
+    from shrinkviz.loop.train import model_layout
+
+    images = torch.randint(0, 256, (96, 1, 28, 28), dtype=torch.uint8)
+    split = Split(images, torch.randint(0, 10, (96,)))
+    data = Dataset("noise", split, split, split, 10, (0.5,), (0.25,))
+    seen = []
+
+    class Layout(Callback):
+        def epoch_start(self, model, epoch):
+            seen.append(model_layout(model))
+
+    model = create_model("mnistnet", input_shape=(1, 28, 28), seed=0)
+    fit(model, data, TrainConfig.preset("adam_fast").replace(epochs=3, batch_size=32), callbacks=[Layout()],
+        progress=False)  # fmt: skip
+    assert seen == [torch.channels_last] * 3
+    assert model_layout(model) == torch.contiguous_format  # handed back contiguous
+    evaluate(model.to(memory_format=torch.channels_last), split, Normalizer(data.mean, data.std))
+    assert model_layout(model) == torch.channels_last  # evaluate hands the model back in its own layout
 
 
 def test_auto_layout_keeps_layers_oneDNN_trains_wrongly_in_channels_last_contiguous():
