@@ -12,8 +12,37 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
+
+WORKER_ENVIRON_UNSET = ("MALLOC_TRIM_THRESHOLD_",)
+"""Variables of Dask's ``distributed.nanny.pre-spawn-environ`` a local cluster's workers start without.
+Dask sets ``MALLOC_TRIM_THRESHOLD_=65536`` so glibc hands freed memory back at once; setting it also fixes
+glibc's mmap threshold at 128 KiB, so every activation buffer of a training step is a fresh ``mmap`` whose
+pages fault in again. Measured on a 2-core AMD EPYC, one thread, MnistNet, a 12,800-image Fashion-MNIST
+epoch: 8.8 s with it, 4.6-5.9 s without (a sweep's epoch 29-30 s against 15 s in-process), for a peak RSS
+of 458 against 480 MiB. The workers keep glibc's defaults, as the sweep's own process does; a variable set
+in the user's environment still reaches them."""
+
+
+@contextlib.contextmanager
+def _worker_environ() -> Iterator[None]:
+    """Start local workers without :data:`WORKER_ENVIRON_UNSET`, and leave this process's environment as it
+    was (Dask's nanny writes its pre-spawn variables into ``os.environ``, which later subprocesses of a
+    notebook kernel would inherit: ``OMP_NUM_THREADS=1`` among them)."""
+    import dask
+
+    saved = dict(os.environ)
+    unset = {f"distributed.nanny.pre-spawn-environ.{k}": None for k in WORKER_ENVIRON_UNSET if k not in saved}
+    try:
+        with dask.config.set(unset):
+            yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
 
 
 class Executor(Protocol):
@@ -163,12 +192,13 @@ class DaskExecutor:
             if self.security is not None:
                 kwargs.update(security=self.security, protocol="tls://")
             kwargs.update(self.cluster_kwargs)
-            self.cluster = LocalCluster(
-                n_workers=self.n_workers,
-                threads_per_worker=self.threads_per_worker,
-                processes=self.processes,
-                **kwargs,
-            )
+            with _worker_environ():
+                self.cluster = LocalCluster(
+                    n_workers=self.n_workers,
+                    threads_per_worker=self.threads_per_worker,
+                    processes=self.processes,
+                    **kwargs,
+                )
             self.client = Client(self.cluster, security=self.security)
             return
         try:

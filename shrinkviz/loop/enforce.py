@@ -6,6 +6,13 @@ step they zero the gradients of masked parameters (so momentum, Nesterov, weight
 never accumulate anything for them), after it they set the masked weights to exactly ``+0.0``. The forward
 pass is untouched: a masked model is an ordinary dense model whose pruned weights are zero.
 
+Both are multiplications by the mask as a 0/1 tensor of the parameter's dtype (cached), not
+``masked_fill_`` with the boolean mask: on the CPU ``masked_fill_`` of MnistNet's 500x800 layer took 1.47 ms
+against 0.034 ms for the product (one thread, AMD EPYC), 8% of a Fashion-MNIST finetuning epoch. The
+result is the same for finite values (``+ 0.0`` after the product turns a revived negative weight's
+``-0.0`` into ``+0.0``); a NaN or infinite gradient at a masked position stays NaN, which only happens in a
+training that has diverged (``fit`` stops at the first non-finite epoch loss).
+
 The hooks find masks through a table keyed by parameter identity (weak references, so nothing is kept
 alive). A small guard object stored on each masked module re-registers its parameters after
 ``copy.deepcopy`` or pickling (``torch.save(model)``, shipping to a worker), which create new parameter
@@ -35,7 +42,7 @@ from torch import nn
 MASK_SUFFIX = "_mask"
 GUARD_ATTR = "_sv_mask_guard"
 
-# id(param) -> [weakref(param), weakref(module), attr, cached mask, cached ~mask]
+# id(param) -> [weakref(param), weakref(module), attr, cached mask, cached 0/1 keep tensor]
 _ENTRIES: dict[int, list[Any]] = {}
 _PENDING: list[weakref.ref[nn.Module]] = []
 _HANDLES: list[Any] = []
@@ -105,14 +112,16 @@ def _flush() -> None:
             register_module(module)
 
 
-def _inverse(entry: list[Any], param: torch.Tensor) -> torch.Tensor | None:
-    """``~mask`` of a live entry (cached per mask tensor), or None when the mask is gone."""
+def _keep(entry: list[Any], param: torch.Tensor) -> torch.Tensor | None:
+    """The mask of a live entry as 1 (kept) / 0 in ``param``'s dtype and device (cached per mask tensor),
+    or None when the mask is gone."""
     module = entry[1]()
     mask = module._buffers.get(entry[2] + MASK_SUFFIX) if module is not None else None
     if mask is None or module._parameters.get(entry[2]) is not param:
         return None
-    if entry[3] is not mask or entry[4].device != param.device:
-        entry[3], entry[4] = mask, ~mask.to(device=param.device, dtype=torch.bool)
+    cached = entry[4]
+    if entry[3] is not mask or cached.device != param.device or cached.dtype != param.dtype:
+        entry[3], entry[4] = mask, mask.to(device=param.device, dtype=torch.bool).to(param.dtype)
     return entry[4]
 
 
@@ -125,23 +134,23 @@ def _masked_params(optimizer: torch.optim.Optimizer) -> list[tuple[torch.Tensor,
         for param in group["params"]:
             entry = _ENTRIES.get(id(param))
             if entry is not None and entry[0]() is param:
-                inverse = _inverse(entry, param)
-                if inverse is not None:
-                    found.append((param, inverse))
+                keep = _keep(entry, param)
+                if keep is not None:
+                    found.append((param, keep))
     return found
 
 
 @torch.no_grad()
 def _pre_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    for param, inverse in _masked_params(optimizer):
+    for param, keep in _masked_params(optimizer):
         if param.grad is not None:
-            param.grad.masked_fill_(inverse, 0.0)
+            param.grad.mul_(keep)
 
 
 @torch.no_grad()
 def _post_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    for param, inverse in _masked_params(optimizer):
-        param.masked_fill_(inverse, 0.0)
+    for param, keep in _masked_params(optimizer):
+        param.mul_(keep).add_(0.0)
 
 
 def install() -> None:
@@ -162,4 +171,4 @@ def registered(param: torch.Tensor) -> bool:
     """
     _flush()
     entry = _ENTRIES.get(id(param))
-    return entry is not None and entry[0]() is param and _inverse(entry, param) is not None
+    return entry is not None and entry[0]() is param and _keep(entry, param) is not None

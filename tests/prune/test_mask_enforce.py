@@ -75,6 +75,24 @@ def test_plain_loop_keeps_every_pruned_weight_zero(name):
         assert not torch.equal(param[mask], before[pname][mask])  # the kept weights did train
 
 
+def test_a_step_sets_revived_weights_to_positive_zero_and_zeroes_their_gradients():
+    layer = set_masks(nn.Linear(3, 2), {"weight": torch.tensor([[1, 0, 1], [0, 1, 0]])})
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+    with torch.no_grad():
+        layer.weight[0, 1] = -2.0  # revived outside an optimizer step, negative
+    layer(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    masked = ~get_masks(layer)["weight"]
+    assert torch.equal(layer.weight.grad[masked], torch.zeros(3))
+    assert torch.equal(opt.state[layer.weight]["momentum_buffer"][masked], torch.zeros(3))
+    assert not torch.signbit(layer.weight[masked]).any() and int(layer.weight[masked].count_nonzero()) == 0
+    layer.half()  # the cached 0/1 mask follows the parameter's dtype
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    layer(torch.randn(4, 3).half()).sum().backward()
+    opt.step()
+    assert int(layer.weight[masked].count_nonzero()) == 0
+
+
 def test_without_masks_the_same_loop_revives_weights():
     pruned = sv.prune(_net(), strategy="global_weight", compression=4).model
     masks = get_masks(pruned)
