@@ -8,6 +8,7 @@ exception: it only names the public API, resolved lazily on first use.
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,22 @@ def test_headless_modules_do_not_load_plotly(module):
     code = f"import sys, {module}; print(sorted(m for m in ('plotly', 'ipywidgets') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_sweep_worker_runs_an_experiment_without_importing_pandas(tmp_path):
+    # pandas is 33 MiB of every worker process; the runner hands rows (lists of dicts) back, the driver
+    # process builds the tables (digits would not do: scikit-learn's loader imports pandas)
+    code = (
+        "import sys\n"
+        "from shrinkviz.experiments.experiment import Experiment\n"
+        "from shrinkviz.experiments.runner import execute\n"
+        "exp = Experiment(model='mnistnet', data={'name': 'fashion_mnist', 'train': 128, 'val': 32, 'test': 64},\n"
+        "                 baseline={'epochs': 1}, prune={'strategy': 'global_weight', 'compression': 4},\n"
+        "                 finetune={'preset': 'adam_fast', 'epochs': 1},\n"
+        "                 latency={'runtimes': ['eager'], 'rounds': 2, 'min_time_s': 0.01})\n"
+        "out = execute(exp.to_json(), threads=1)\n"
+        "print(out['row']['status'], len(out['layers']) > 0, 'pandas' in sys.modules, out['row']['error'])\n"
+    )
+    env = {**os.environ, "SHRINKVIZ_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split()[:3] == ["ok", "True", "False"], out.stdout + out.stderr[-2000:]

@@ -12,13 +12,25 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 import torch.ao.nn.quantized as nnq
 from torch import nn
 
-WEIGHT_TABLE_COLUMNS = ("layer", "kind", "shape", "params", "nonzero", "sparsity")
+if TYPE_CHECKING:  # pandas is imported by the tables only: a sweep worker never needs it (33 MiB)
+    import pandas as pd
+
+WEIGHT_TABLE_DTYPES = {
+    "layer": "str",
+    "kind": "str",
+    "shape": "str",
+    "params": "int64",
+    "nonzero": "int64",
+    "sparsity": "float64",
+}
+"""Columns of :func:`weight_table` and their pandas dtypes."""
+WEIGHT_TABLE_COLUMNS = tuple(WEIGHT_TABLE_DTYPES)
 """Columns of :func:`weight_table`."""
 
 
@@ -86,6 +98,18 @@ def weight_table(model: nn.Module) -> pd.DataFrame:
         >>> weight_table(nn.Sequential(nn.Linear(4, 2)))[["layer", "shape", "params"]].values.tolist()
         [['0', '2x4', 8]]
     """
+    import pandas as pd
+
+    return pd.DataFrame(weight_rows(model), columns=list(WEIGHT_TABLE_COLUMNS)).astype(WEIGHT_TABLE_DTYPES)
+
+
+def weight_rows(model: nn.Module) -> list[dict[str, Any]]:
+    """:func:`weight_table` as a list of dicts (no pandas).
+
+    Example:
+        >>> weight_rows(nn.Sequential(nn.Linear(4, 2)))[0]["shape"]
+        '2x4'
+    """
     rows = []
     for name, module, kind in named_layers(model):
         weight = layer_weight(module)
@@ -100,15 +124,4 @@ def weight_table(model: nn.Module) -> pd.DataFrame:
                 "sparsity": 1.0 - nonzero / params if params else 0.0,
             }
         )
-    columns = list(WEIGHT_TABLE_COLUMNS)
-    table = pd.DataFrame(rows, columns=columns)
-    return table.astype(
-        {
-            "layer": "str",
-            "kind": "str",
-            "shape": "str",
-            "params": "int64",
-            "nonzero": "int64",
-            "sparsity": "float64",
-        }
-    )
+    return rows

@@ -98,9 +98,9 @@ def _measure(
 def _layer_rows(model: Any, measured: dict[str, Any]) -> list[dict[str, Any]]:
     table = measured.get("layers")
     if table is None:
-        from shrinkviz.metrics.counts import layer_table
+        from shrinkviz.metrics.counts import layer_rows
 
-        table = layer_table(model)
+        return layer_rows(model)
     return table.to_dict("records") if hasattr(table, "to_dict") else list(table)
 
 

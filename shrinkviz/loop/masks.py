@@ -32,15 +32,17 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 from torch import nn
 
 from shrinkviz.core.layers import layer_kind, weight_table
 from shrinkviz.loop.callbacks import Callback
 from shrinkviz.loop.enforce import MASK_SUFFIX, register_module, unregister_module
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class MaskError(ValueError):

@@ -27,6 +27,7 @@ from shrinkviz.loop.masks import revived_message
 from shrinkviz.metrics.counts import (
     count_parameters,
     layer_macs,
+    layer_rows,
     layer_table,
     nonzero_activations,
     total_macs,
@@ -66,8 +67,8 @@ def count_metrics(
         2293000
     """
     params, params_nonzero = count_parameters(model)
-    table = layer_table(model, input_shape)
-    macs, macs_nonzero = int(table["macs"].sum()), int(table["macs_nonzero"].sum())
+    rows = layer_rows(model, input_shape)
+    macs, macs_nonzero = sum(r["macs"] for r in rows), sum(r["macs_nonzero"] for r in rows)
     if baseline is not None:
         base_params, _ = count_parameters(baseline)
         base_macs = total_macs(baseline, input_shape)

@@ -15,20 +15,26 @@ Example:
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import nn
 
 from shrinkviz.core.device import model_device
 from shrinkviz.core.layers import (
     WEIGHT_TABLE_COLUMNS,
+    WEIGHT_TABLE_DTYPES,
     count_parameters,
     is_quantized_layer,
     layer_kind,
     layer_weight,
     named_layers,
+    weight_rows,
     weight_table,
 )
+
+if TYPE_CHECKING:  # only layer_table needs pandas; a sweep worker counts with layer_rows
+    import pandas as pd
 
 __all__ = [
     "LAYER_TABLE_COLUMNS",
@@ -36,6 +42,7 @@ __all__ = [
     "is_quantized_layer",
     "layer_kind",
     "layer_macs",
+    "layer_rows",
     "layer_table",
     "layer_weight",
     "named_layers",
@@ -121,17 +128,32 @@ def layer_table(
         >>> table["layer"].tolist(), table["macs"].tolist()
         (['features.1.linear', 'classifier'], [2048, 320])
     """
+    import pandas as pd
+
+    rows = layer_rows(model, input_shape, macs=macs)
+    dtypes = {**WEIGHT_TABLE_DTYPES, "macs": "int64", "macs_nonzero": "int64"}
+    return pd.DataFrame(rows, columns=list(LAYER_TABLE_COLUMNS)).astype(dtypes)
+
+
+def layer_rows(
+    model: nn.Module, input_shape: tuple[int, ...] | None = None, *, macs: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """:func:`layer_table` as a list of dicts (no pandas: what a sweep worker stores for each run).
+
+    Example:
+        >>> from shrinkviz.models import create_model
+        >>> [r["macs"] for r in layer_rows(create_model("tiny_mlp", input_shape=(1, 8, 8)))]
+        [2048, 320]
+    """
     if macs is None:
         macs = layer_macs(model, input_shape)
-    table = weight_table(model)
-    params, nonzero = table["params"].to_numpy(), table["nonzero"].to_numpy()
-    layer_mac = table["layer"].map(lambda name: macs.get(name, 0)).to_numpy(dtype="int64")
-    # exact integer rounding of macs * nonzero / params (conv MACs are a multiple of the weight count)
-    sparse = [
-        (int(m) * int(nz) + int(p) // 2) // int(p) if p else 0
-        for m, nz, p in zip(layer_mac, nonzero, params, strict=True)
-    ]
-    return table.assign(macs=pd.array(layer_mac, dtype="int64"), macs_nonzero=pd.array(sparse, dtype="int64"))
+    rows = weight_rows(model)
+    for row in rows:
+        dense, params = macs.get(row["layer"], 0), row["params"]
+        # exact integer rounding of macs * nonzero / params (conv MACs are a multiple of the weight count)
+        row["macs"] = dense
+        row["macs_nonzero"] = (dense * row["nonzero"] + params // 2) // params if params else 0
+    return rows
 
 
 @torch.no_grad()
