@@ -4,7 +4,8 @@ MnistNet; global / layer weight magnitude, global gradient magnitude and random 
 4, 8, 16, 32; 2 finetuning epochs at SGD lr 1e-3, momentum 0.9, Nesterov, batch 128; one seed; the
 baseline trained in the same sitting (5 epochs, SGD lr 1e-2, Nesterov: the ``sgd_lr1e-2`` preset). Prints
 one JSON document: wall time (baseline included), the execution plan the sweep chose, each run's time
-split (training epochs from its history, the rest: evaluation, counts, size, latency), the epoch time,
+split (training epochs from its history, the rest: evaluation, counts, size; with two workers the
+latency is timed after all training, in one sitting, inside the wall time), the epoch time,
 peak RSS of this process and of the largest worker, and the accuracies, so the figures can be put beside
 ShrinkBench's on the same machine.
 
@@ -52,7 +53,7 @@ gradients (ShrinkBench multiplies weights by masks in the forward, shrinkviz zer
 weights: the same trajectory without weight decay), no augmentation, shuffled batches with the last
 partial batch kept.
 
-    python benchmarks/bench_sweep_parity.py                 # the protocol (about 18 min on 2 shared cores)
+    python benchmarks/bench_sweep_parity.py                 # the protocol (8-9 min on 2 shared cores)
     python benchmarks/bench_sweep_parity.py --quick         # 2 strategies x 2 compressions on 3,000 images
     python benchmarks/bench_sweep_parity.py --preset shrinkbench_exact --strategies global_weight random \\
         --compressions 8                                    # ShrinkBench's protocol on a reduced grid
@@ -136,6 +137,7 @@ def main() -> None:
         "cpu": cpu_model(), "cores": os.cpu_count(), "quick": args.quick, "preset": args.preset,
         "config": base.to_dict(), "plan": result.plan,
         "runs": len(runs), "failed": int((runs["status"] != "ok").sum()), "wall_s": wall,
+        "latency_sitting": result.latency_sitting,
         "run_s_median": float(split["duration_s"].median()),
         "train_s_median": float(split["train_s"].median()),
         "other_s_median": float(split["other_s"].median()),

@@ -195,10 +195,12 @@ def test_sweep_on_a_local_dask_cluster_matches_in_process(tmp_path, monkeypatch)
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     grid = {"strategy": ["random", "global_weight"], "compression": [2, 4]}
-    local = sweep(BASE, store=Store(tmp_path / "local"), progress=False, **grid)
+    base = BASE.replace(latency={"runtimes": ["eager"], "rounds": 2, "min_time_s": 0.01})
+    local = sweep(base, store=Store(tmp_path / "local"), progress=False, **grid)
+    assert local.latency_sitting == ""  # one run at a time: each timed itself
     environ = dict(os.environ)
     with DaskExecutor(n_workers=2, processes=True) as ex:
-        dask = sweep(BASE, ex, store=Store(tmp_path / "dask"), progress=False, **grid)
+        dask = sweep(base, ex, store=Store(tmp_path / "dask"), progress=False, **grid)
         assert dict(os.environ) == environ  # Dask's pre-spawn variables do not leak into this process
         # workers keep glibc's malloc defaults (Dask's trim threshold made training steps 1.7x slower)
         trim = ex.client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
@@ -206,6 +208,11 @@ def test_sweep_on_a_local_dask_cluster_matches_in_process(tmp_path, monkeypatch)
         workers = ex.client.scheduler_info()["workers"]
         assert len(workers) == 2
     assert (dask.ran, dask.failed) == (4, 0)
+    # two runs trained at once: none was timed while the other trained, all four in one sitting after
+    timed = dask.store.latency()
+    assert dask.latency_sitting.startswith("remeasure-") and set(timed["sitting"]) == {dask.latency_sitting}
+    assert sorted(timed["run_id"].unique()) == sorted(dask.ran_ids)
+    assert dask.runs["latency_vs_baseline"].notna().all() and dask.runs["latency_ms_p50"].gt(0).all()
     a, b = local.runs, dask.runs
     assert a["run_id"].tolist() == b["run_id"].tolist()
     for col in ("params_nonzero", "macs_nonzero", "compression_ratio", "size_bytes_raw"):
@@ -229,3 +236,17 @@ def test_dask_executor_takes_items_only_as_slots_free_up():
     assert first == (0, 0, None) and sorted(r for _, r, _ in rest) == [1, 2, 3, 4, 5] and len(pulled) == 6
     with pytest.raises(ValueError, match=r"DaskExecutor.window=0: must be a whole number >= 1"):
         DaskExecutor(window=0)
+
+
+def test_a_run_leaves_its_latency_for_later_only_when_its_model_is_stored(monkeypatch):
+    from shrinkviz.experiments import runner
+
+    exp = BASE.replace(latency={"runtimes": ["eager"], "rounds": 2, "min_time_s": 0.01})
+    extras: dict = {}
+    row, _, _ = run(exp, extras=extras, latency=False)
+    assert extras["latency_deferred"] and extras["artefact"] and extras["latency"] == []
+    assert row["latency_ms_p50"] is None and row["top1"] is not None
+    monkeypatch.setattr(runner, "_artefact", lambda model: None)  # nothing to re-time later: timed now
+    extras = {}
+    row, _, _ = run(exp, extras=extras, latency=False)
+    assert not extras["latency_deferred"] and row["latency_ms_p50"] > 0 and extras["latency"]

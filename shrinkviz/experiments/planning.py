@@ -13,6 +13,9 @@ this process (all threads) otherwise. The rule, from measurements on a 2-core AM
 so a grid whose estimated training time on one core is under :data:`IN_PROCESS_BELOW_S` runs in-process.
 On a LocalCluster, the baselines the runs need are trained before any run is dispatched, in this process
 with every thread (they would otherwise train on one worker's single thread while the others wait).
+Runs that train side by side are not timed while the others train: their latency is measured after the
+last run, in one :func:`~shrinkviz.experiments.remeasure.remeasure` sitting in this process
+(``SweepResult.latency_sitting``).
 
 Example:
     >>> from shrinkviz.experiments.experiment import Experiment

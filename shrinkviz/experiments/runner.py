@@ -79,9 +79,10 @@ def _latency(exp: Experiment, model: Any, baseline: Any) -> tuple[dict[str, Any]
 
 
 def _measure(
-    exp: Experiment, model: Any, data: Any, baseline: Any
+    exp: Experiment, model: Any, data: Any, baseline: Any, timed: bool = True
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Accuracy (test and val), counts, size and latency of the deployed model, and its latency rows."""
+    """Accuracy (test and val), counts, size and latency (unless not ``timed``) of the deployed model, and
+    its latency rows."""
     from shrinkviz.data import Normalizer
     from shrinkviz.loop.train import evaluate
     from shrinkviz.metrics import measure
@@ -90,7 +91,7 @@ def _measure(
     measured = dict(measure(model, data, baseline=baseline, per_example=True))
     measured.update(measure_size(model))
     measured["val_top1"] = evaluate(model, data.val, Normalizer(data.mean, data.std))["top1"]
-    columns, latency = _latency(exp, model, baseline)
+    columns, latency = _latency(exp, model, baseline) if timed else ({}, [])
     measured.update(columns)
     return measured, latency
 
@@ -132,7 +133,7 @@ def provenance(exp: Experiment, started_at: str, duration_s: float) -> dict[str,
 
 
 def run(
-    exp: Experiment, *, progress: bool = False, extras: dict[str, Any] | None = None
+    exp: Experiment, *, progress: bool = False, extras: dict[str, Any] | None = None, latency: bool = True
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Execute one experiment.
 
@@ -140,8 +141,12 @@ def run(
         exp: the config.
         progress: show training progress bars.
         extras: a dict that receives ``latency`` (the latency rows, see
-            :func:`shrinkviz.experiments.sidebyside.latency_rows`) and ``artefact`` (the deployed model's
-            bytes, :func:`shrinkviz.experiments.artefacts.artefact_bytes`; None where it cannot be packed).
+            :func:`shrinkviz.experiments.sidebyside.latency_rows`), ``artefact`` (the deployed model's
+            bytes, :func:`shrinkviz.experiments.artefacts.artefact_bytes`; None where it cannot be packed)
+            and ``latency_deferred`` (True when the latency is left to a later sitting).
+        latency: time the model now (default). False leaves it to a sitting after the sweep's training
+            (:func:`shrinkviz.experiments.remeasure.remeasure` of the stored artefact), so it is not timed
+            while other runs train; a model without an artefact is timed now all the same.
 
     Returns:
         ``(row, history, layers)``: the runs row (every ``RUN_COLUMNS`` name; ``None`` where a quantity
@@ -161,10 +166,11 @@ def run(
     baseline = load_baseline(exp, progress)
     result = compress(exp, baseline, data, progress)
     model, history = result.model, result.history
-    measured, latency = _measure(exp, model, data, baseline)
+    artefact = _artefact(model) if extras is not None else None
+    deferred = not latency and artefact is not None and bool(exp.latency.runtimes)
+    measured, latency_rows = _measure(exp, model, data, baseline, timed=not deferred)
     if extras is not None:
-        extras["latency"] = latency
-        extras["artefact"] = _artefact(model)
+        extras.update(latency=latency_rows, artefact=artefact, latency_deferred=deferred)
     layers = _layer_rows(model, measured)
     row = provenance(exp, started_at, 0.0)
     manifest_top1 = getattr(baseline, "shrinkviz_manifest", {}).get("metrics", {}).get("test_top1")
@@ -211,7 +217,11 @@ def failed_row(
 
 
 def execute(
-    config_json: str, threads: int | None = None, progress: bool = False, shipment: Any = None
+    config_json: str,
+    threads: int | None = None,
+    progress: bool = False,
+    shipment: Any = None,
+    latency: bool = True,
 ) -> dict[str, Any]:
     """Worker entry point: run an experiment given as JSON; return ``{row, history, layers, latency,
     artefact}``.
@@ -225,6 +235,8 @@ def execute(
         progress: show training progress bars.
         shipment: a :class:`shrinkviz.experiments.shipping.Shipment` (plugins and user registrations of the
             submitting process) installed before the config is read.
+        latency: False leaves the latency to a later sitting (see :func:`run`); the result's
+            ``latency_deferred`` says whether it was.
     """
     from shrinkviz.experiments.shipping import missing_registration
 
@@ -239,7 +251,7 @@ def execute(
     started_at, t0 = _now(), time.perf_counter()
     extras: dict[str, Any] = {}
     try:
-        row, history, layers = run(exp, progress=progress, extras=extras)
+        row, history, layers = run(exp, progress=progress, extras=extras, latency=latency)
     except Exception as exc:  # noqa: BLE001 - a failed run is a result, recorded with its error
         return {
             "row": failed_row(exp, exc, started_at, time.perf_counter() - t0),
@@ -254,4 +266,5 @@ def execute(
         "layers": layers,
         "latency": extras.get("latency", []),
         "artefact": extras.get("artefact"),
+        "latency_deferred": extras.get("latency_deferred", False),
     }

@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -48,6 +49,7 @@ from shrinkviz.experiments.experiment import Experiment
 from shrinkviz.experiments.leases import Renewer
 from shrinkviz.experiments.planning import plan_execution, train_baselines_first
 from shrinkviz.experiments.preflight import PreflightError, preflight
+from shrinkviz.experiments.remeasure import RemeasureError, remeasure
 from shrinkviz.experiments.runner import _now, execute, failed_row
 from shrinkviz.experiments.schema import FACTOR_COLUMNS, METRIC_COLUMNS
 from shrinkviz.experiments.shipping import Shipment, load_plugins
@@ -118,6 +120,9 @@ class SweepResult:
         ran_ids: ids of the runs this call executed, in the order they finished.
         elapsed_s: wall time of this call.
         plan: with ``executor="auto"``, where the runs executed and why (``Plan.describe()``).
+        latency_sitting: when runs trained side by side (a cluster with more than one task slot), their
+            latency was not timed while other runs trained but afterwards, in this process, in this
+            :func:`~shrinkviz.experiments.remeasure.remeasure` sitting ("" when every run timed itself).
     """
 
     experiments: list[Experiment]
@@ -129,6 +134,7 @@ class SweepResult:
     elapsed_s: float = 0.0
     ran_ids: list[str] = field(default_factory=list)
     plan: str = ""
+    latency_sitting: str = ""
     _ids: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -249,13 +255,16 @@ def sweep(
             ex, owned = plan.executor(), True
         else:
             ex, owned = make_executor(executor)
-        fn = (
-            execute
-            if isinstance(ex, InProcessExecutor)
-            else partial(execute, shipment=Shipment.capture(plugins))
-        )
+        deferred: list[str] = []
         try:
             ex.start()  # connect before anything runs: an unreachable scheduler leaves the store untouched
+            # runs side by side would time their models while the others train: leave it to one sitting after
+            concurrent = isinstance(ex, DaskExecutor) and ex.slots() > 1
+            fn = (
+                execute
+                if isinstance(ex, InProcessExecutor)
+                else partial(execute, shipment=Shipment.capture(plugins), latency=not concurrent)
+            )
             if isinstance(ex, DaskExecutor) and ex.address is None:
                 # workers on this machine share its baseline cache: train each baseline once, here, with
                 # every thread, instead of on one worker's single thread while the others wait for it
@@ -264,15 +273,32 @@ def sweep(
             stamps = {e.run_id: _stamp(store, e.run_id) for e in todo}
             with Renewer(store.leases):
                 while todo:
-                    others = _run_claimed(ex, fn, store, todo, result, bar, stamps)
+                    others = _run_claimed(ex, fn, store, todo, result, bar, stamps, deferred)
                     todo = _wait_for_others(store, others, result, bar, poll_s, stamps)
                     stamps.update({e.run_id: _stamp(store, e.run_id) for e in todo})
             bar.close()
         finally:
             if owned:
                 ex.close()
+        if deferred:
+            result.latency_sitting = _time_after_training(store, deferred)
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+def _time_after_training(store: Store, run_ids: list[str]) -> str:
+    """Time the stored models of ``run_ids`` beside their baselines now that no run trains; return the
+    sitting. A failure leaves those runs without latency and says how to time them later."""
+    try:
+        return remeasure(store, run_ids=run_ids).session
+    except (RemeasureError, ValueError, RuntimeError) as exc:
+        warnings.warn(
+            f"{len(run_ids)} runs trained side by side have no latency yet ({exc}); time them with "
+            f"`shrinkviz remeasure --store {store.path}`",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return ""
 
 
 def _stamp(store: Store, run_id: str) -> int | None:
@@ -315,8 +341,10 @@ def _run_claimed(
     result: SweepResult,
     bar: Any,
     stamps: dict,
+    deferred: list[str],
 ) -> list:
-    """Run the runs of ``todo`` this process can claim; return those claimed elsewhere."""
+    """Run the runs of ``todo`` this process can claim; return those claimed elsewhere. Runs whose
+    latency was left for later are added to ``deferred``."""
     by_json = {e.to_json(): e for e in todo}
     others: list[Experiment] = []
     items = _claiming(store, todo, others, result, stamps)
@@ -330,6 +358,8 @@ def _run_claimed(
             store.leases.release(exp.run_id)
         result.ran += 1
         result.ran_ids.append(exp.run_id)
+        if record.get("latency_deferred") and record["row"]["status"] == "ok":
+            deferred.append(exp.run_id)
         result.failed += record["row"]["status"] != "ok"
         bar.update(1)
         bar.set_postfix(failed=result.failed)
