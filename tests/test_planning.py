@@ -10,6 +10,7 @@ from shrinkviz.experiments.planning import (
     TRAIN_GMACS,
     estimated_train_s,
     plan_execution,
+    pretrain,
     train_baselines_first,
 )
 
@@ -68,3 +69,33 @@ def test_baselines_are_trained_once_and_failures_are_left_to_the_runs(monkeypatc
     ]
     assert train_baselines_first(grid) == 1
     assert calls == ["tiny_mlp", "mnistnet"]
+
+
+def test_several_baselines_train_side_by_side_on_the_workers(monkeypatch):
+    from shrinkviz.experiments import runner
+    from shrinkviz.experiments.executors import InProcessExecutor
+
+    trained = []
+    monkeypatch.setattr(runner, "load_baseline", lambda exp, progress=False: trained.append(exp.baseline.seed))
+
+    class TwoSlots(InProcessExecutor):  # what the sweep asks of a cluster: task slots and map_unordered
+        torch_threads = 1
+        handed = []
+
+        def slots(self):
+            return 2
+
+        def map_unordered(self, fn, items, *args):
+            items = list(items)
+            self.handed += items
+            return super().map_unordered(fn, items, *args)
+
+    grid = [TINY, TINY.replace(seed=1), TINY.replace(baseline_seed=1), TINY.replace(baseline_seed=2)]
+    ex = TwoSlots()
+    assert train_baselines_first(grid, executor=ex) == 3
+    assert len(ex.handed) == 3 and all(isinstance(item, str) for item in ex.handed)  # configs as JSON
+    assert sorted(trained) == [0, 1, 2]
+    trained.clear()
+    assert train_baselines_first(grid[:2], executor=ex) == 1 and len(ex.handed) == 3  # one: trained here
+    monkeypatch.undo()
+    assert pretrain(TINY.replace(model="mnistnet").to_json()) is False  # 8x8 digits: its runs will say why

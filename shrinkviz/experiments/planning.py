@@ -115,22 +115,46 @@ def plan_execution(experiments: Sequence[Any], cores: int | None = None) -> Plan
     return Plan("dask", min(cores, len(experiments)), 1, why)
 
 
-def train_baselines_first(experiments: Sequence[Any], progress: bool = False) -> int:
-    """Load or train (and cache) every baseline the runs need, here, before any run is dispatched;
-    returns how many distinct baselines are ready. A baseline that fails to train is left to its runs,
-    which record the error as failed runs like any other."""
+def train_baselines_first(
+    experiments: Sequence[Any], progress: bool = False, executor: Any = None, task: Any = None
+) -> int:
+    """Load or train (and cache) every baseline the runs need before any run is dispatched; returns how
+    many distinct baselines are ready. A baseline that fails to train is left to its runs, which record the
+    error as failed runs like any other.
+
+    One baseline trains here, with every thread. Several, given an ``executor`` with more than one task
+    slot, train side by side on it, one per slot (``task``: :func:`pretrain`, or a partial of it carrying a
+    shipment): small models scale poorly with threads, so two single-threaded trainings finish well before
+    two two-threaded ones in a row (notebook 02's confounder sweep trains 6 baselines)."""
+    distinct: dict[str, Any] = {}
+    for exp in experiments:
+        distinct.setdefault(repr((exp.model, exp.data.to_dict(), exp.baseline.to_dict())), exp)
+    if executor is not None and len(distinct) > 1 and getattr(executor, "slots", lambda: 1)() > 1:
+        configs = [exp.to_json() for exp in distinct.values()]
+        done = executor.map_unordered(task or pretrain, configs, getattr(executor, "torch_threads", None))
+        return sum(bool(result) for _, result, error in done if error is None)
+    return sum(pretrain(exp, progress=progress) for exp in distinct.values())
+
+
+def pretrain(exp: Any, threads: int | None = None, progress: bool = False, shipment: Any = None) -> bool:
+    """Load or train (and cache) the baseline of ``exp`` (an Experiment or its JSON, as a worker gets it);
+    False when it cannot be trained (its runs will say why)."""
+    import torch
+
+    from shrinkviz.experiments.experiment import Experiment
     from shrinkviz.experiments.runner import load_baseline
 
-    seen: dict[str, bool] = {}
-    for exp in experiments:
-        key = repr((exp.model, exp.data.to_dict(), exp.baseline.to_dict()))
-        if key not in seen:
-            try:
-                load_baseline(exp, progress)
-                seen[key] = True
-            except Exception:  # noqa: BLE001 - the runs themselves report it, with the whole traceback
-                seen[key] = False
-    return sum(seen.values())
+    if shipment is not None:
+        shipment.install()
+    if isinstance(exp, str):
+        exp = Experiment.from_json(exp)
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        load_baseline(exp, progress)
+    except Exception:  # noqa: BLE001 - the runs themselves report it, with the whole traceback
+        return False
+    return True
 
 
 __all__ = [
@@ -139,5 +163,6 @@ __all__ = [
     "Plan",
     "estimated_train_s",
     "plan_execution",
+    "pretrain",
     "train_baselines_first",
 ]

@@ -47,7 +47,7 @@ from shrinkviz.core.verbs import make_module_callable
 from shrinkviz.experiments.executors import DaskExecutor, Executor, InProcessExecutor, make_executor
 from shrinkviz.experiments.experiment import Experiment
 from shrinkviz.experiments.leases import Renewer
-from shrinkviz.experiments.planning import plan_execution, train_baselines_first
+from shrinkviz.experiments.planning import plan_execution, pretrain, train_baselines_first
 from shrinkviz.experiments.preflight import PreflightError, preflight
 from shrinkviz.experiments.remeasure import RemeasureError, remeasure
 from shrinkviz.experiments.runner import _now, execute, failed_row
@@ -260,15 +260,14 @@ def sweep(
             ex.start()  # connect before anything runs: an unreachable scheduler leaves the store untouched
             # runs side by side would time their models while the others train: leave it to one sitting after
             concurrent = isinstance(ex, DaskExecutor) and ex.slots() > 1
-            fn = (
-                execute
-                if isinstance(ex, InProcessExecutor)
-                else partial(execute, shipment=Shipment.capture(plugins), latency=not concurrent)
-            )
+            shipment = None if isinstance(ex, InProcessExecutor) else Shipment.capture(plugins)
+            fn = execute if shipment is None else partial(execute, shipment=shipment, latency=not concurrent)
             if isinstance(ex, DaskExecutor) and ex.address is None:
-                # workers on this machine share its baseline cache: train each baseline once, here, with
-                # every thread, instead of on one worker's single thread while the others wait for it
-                train_baselines_first(todo, progress=progress)
+                # workers on this machine share its baseline cache: train each baseline once before the runs
+                # (one here with every thread, several side by side on the workers) instead of on one
+                # worker's single thread while the others wait for it
+                task = partial(pretrain, shipment=shipment)
+                train_baselines_first(todo, progress=progress, executor=ex, task=task)
             bar = progress_bar(len(todo), "sweep", enabled=progress, unit="run")
             stamps = {e.run_id: _stamp(store, e.run_id) for e in todo}
             with Renewer(store.leases):
