@@ -76,7 +76,9 @@ def test_several_baselines_train_side_by_side_on_the_workers(monkeypatch):
     from shrinkviz.experiments.executors import InProcessExecutor
 
     trained = []
-    monkeypatch.setattr(runner, "load_baseline", lambda exp, progress=False: trained.append(exp.baseline.seed))
+    monkeypatch.setattr(
+        runner, "load_baseline", lambda exp, progress=False: trained.append(exp.baseline.seed)
+    )
 
     class TwoSlots(InProcessExecutor):  # what the sweep asks of a cluster: task slots and map_unordered
         torch_threads = 1
