@@ -122,14 +122,14 @@ def train_baselines_first(
     many distinct baselines are ready. A baseline that fails to train is left to its runs, which record the
     error as failed runs like any other.
 
-    One baseline trains here, with every thread. Several, given an ``executor`` with more than one task
-    slot, train side by side on it, one per slot (``task``: :func:`pretrain`, or a partial of it carrying a
+    One baseline trains here, with every thread. Several, given an ``executor`` (the sweep passes one only
+    when it has more than one task slot), train side by side on it, one per slot (``task``: :func:`pretrain`, or a partial of it carrying a
     shipment): small models scale poorly with threads, so two single-threaded trainings finish well before
     two two-threaded ones in a row (notebook 02's confounder sweep trains 6 baselines)."""
     distinct: dict[str, Any] = {}
     for exp in experiments:
         distinct.setdefault(repr((exp.model, exp.data.to_dict(), exp.baseline.to_dict())), exp)
-    if executor is not None and len(distinct) > 1 and getattr(executor, "slots", lambda: 1)() > 1:
+    if executor is not None and len(distinct) > 1:
         configs = [exp.to_json() for exp in distinct.values()]
         done = executor.map_unordered(task or pretrain, configs, getattr(executor, "torch_threads", None))
         return sum(bool(result) for _, result, error in done if error is None)
@@ -137,19 +137,13 @@ def train_baselines_first(
 
 
 def pretrain(exp: Any, threads: int | None = None, progress: bool = False, shipment: Any = None) -> bool:
-    """Load or train (and cache) the baseline of ``exp`` (an Experiment or its JSON, as a worker gets it);
-    False when it cannot be trained (its runs will say why)."""
-    import torch
+    """Load or train (and cache) the baseline of ``exp``; False when it cannot be trained (its runs will say
+    why). ``exp`` is an Experiment, or its JSON as a worker gets it (then read by
+    :func:`~shrinkviz.experiments.runner.worker_experiment` with ``threads`` and ``shipment``)."""
+    from shrinkviz.experiments.runner import load_baseline, worker_experiment
 
-    from shrinkviz.experiments.experiment import Experiment
-    from shrinkviz.experiments.runner import load_baseline
-
-    if shipment is not None:
-        shipment.install()
     if isinstance(exp, str):
-        exp = Experiment.from_json(exp)
-    if threads:
-        torch.set_num_threads(threads)
+        exp = worker_experiment(exp, threads, shipment)
     try:
         load_baseline(exp, progress)
     except Exception:  # noqa: BLE001 - the runs themselves report it, with the whole traceback

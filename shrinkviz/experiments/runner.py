@@ -216,6 +216,27 @@ def failed_row(
     return row
 
 
+def worker_experiment(config_json: str, threads: int | None = None, shipment: Any = None) -> Experiment:
+    """What every task a worker gets does first: install the ``shipment`` (plugins and registrations of the
+    submitting process), read the config, set torch's intra-op ``threads`` (None: leave as is).
+
+    Raises:
+        ValueError: the config names something this worker has no registration for (says which, and how
+            to ship it).
+    """
+    from shrinkviz.experiments.shipping import missing_registration
+
+    if shipment is not None:
+        shipment.install()
+    try:
+        exp = Experiment.from_json(config_json)
+    except ValueError as exc:  # valid where it was made: this process lacks one of its registrations
+        raise missing_registration(exc) from exc
+    if threads:
+        torch.set_num_threads(threads)
+    return exp
+
+
 def execute(
     config_json: str,
     threads: int | None = None,
@@ -238,16 +259,7 @@ def execute(
         latency: False leaves the latency to a later sitting (see :func:`run`); the result's
             ``latency_deferred`` says whether it was.
     """
-    from shrinkviz.experiments.shipping import missing_registration
-
-    if shipment is not None:
-        shipment.install()
-    try:
-        exp = Experiment.from_json(config_json)
-    except ValueError as exc:  # valid where it was made: this process lacks one of its registrations
-        raise missing_registration(exc) from exc
-    if threads:
-        torch.set_num_threads(threads)
+    exp = worker_experiment(config_json, threads, shipment)
     started_at, t0 = _now(), time.perf_counter()
     extras: dict[str, Any] = {}
     try:

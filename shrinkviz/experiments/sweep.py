@@ -267,7 +267,7 @@ def sweep(
                 # (one here with every thread, several side by side on the workers) instead of on one
                 # worker's single thread while the others wait for it
                 task = partial(pretrain, shipment=shipment)
-                train_baselines_first(todo, progress=progress, executor=ex, task=task)
+                train_baselines_first(todo, progress=progress, executor=ex if concurrent else None, task=task)
             bar = progress_bar(len(todo), "sweep", enabled=progress, unit="run")
             stamps = {e.run_id: _stamp(store, e.run_id) for e in todo}
             with Renewer(store.leases):
