@@ -428,3 +428,59 @@ def test_remeasure_times_each_run_beside_its_own_baseline(tmp_path, monkeypatch)
     monkeypatch.setattr(Store, "artefact", lambda self, run_id: asked.append(run_id) or real(self, run_id))
     remeasure(tmp_path / "s", run_ids=[p.run_id for p in pruned])
     assert {base.run_id, longer.run_id} <= set(asked)
+
+
+def test_remeasure_times_runs_in_groups_beside_their_shared_baseline(tmp_path, monkeypatch):
+    from shrinkviz.experiments import sidebyside
+    from shrinkviz.metrics import compare
+
+    base = Experiment(
+        model="tiny_cnn",
+        data=DATA,
+        baseline={"epochs": 1},
+        finetune={"epochs": 1},
+        latency={"runtimes": ["eager"], "rounds": 3, "warmup": 1, "min_time_s": 0.03},
+    )
+    exps = [base, *(base.replace(prune={"strategy": "random", "compression": c}) for c in (2, 3, 4, 5, 6, 8))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sweep(exps, store=tmp_path / "s", executor="local", progress=False)
+    calls = []
+    real = compare.compare_latency
+
+    def spy(models, **kw):
+        got = real(models, **kw)
+        calls.append((list(models), kw["reference"], kw["warmup_s"], got))
+        return got
+
+    monkeypatch.setattr(compare, "compare_latency", spy)
+    result = remeasure(tmp_path / "s")
+    ids = [e.run_id for e in exps]
+    assert len(calls) == 2  # 7 runs sharing one baseline and one spec: groups of 4 and 3
+    assert [len(c[0]) - 1 for c in calls] == [sidebyside.TOGETHER, 7 - sidebyside.TOGETHER]
+    assert all(c[0][0] == c[1] == sidebyside.BASELINE_KEY for c in calls)  # the baseline is every reference
+    assert sorted(n for c in calls for n in c[0][1:]) == sorted(ids)  # every run timed exactly once
+    one_pair = sidebyside.protocol(exps[0].latency)["warmup_s"] * 2
+    assert [round(c[2] * len(c[0]), 9) for c in calls] == [round(one_pair, 9)] * 2  # a pair's warm-up, shared
+    stored = Store(tmp_path / "s").runs().set_index("run_id")
+    for names, _, _, got in calls:  # each run keeps its own ratio, taken against the baseline of its rounds
+        for name, row in zip(names[1:], got[1:], strict=True):
+            assert row["model"] == name and row["latency_reference"] == sidebyside.BASELINE_KEY
+            assert stored.loc[name, "latency_vs_baseline"] == row["latency_vs_reference"]
+    assert len(result.latency) == 7 and (result.latency["error"] == "").all()
+
+
+def test_a_model_that_fails_beside_others_gets_its_own_error_and_the_others_are_timed():
+    from shrinkviz.experiments.sidebyside import latency_rows_together
+
+    class Broken(torch.nn.Module):
+        input_shape = (1, 8, 8)
+
+        def forward(self, x):
+            raise RuntimeError("no kernel for this")
+
+    net = create_model("tiny_mlp", input_shape=(1, 8, 8))
+    got = latency_rows_together({"a": net, "bad": Broken(), "c": net}, net, LatencySpec(**FAST))
+    assert [r["error"] == "" for r in got["a"] + got["c"]] == [True, True]
+    assert "no kernel for this" in got["bad"][0]["error"] and got["bad"][0]["latency_vs_baseline"] is None
+    assert got["a"][0]["latency_vs_baseline"] > 0 and got["c"][0]["run_id"] == "c"

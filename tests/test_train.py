@@ -313,3 +313,74 @@ def test_evaluate_per_example_agrees_with_the_count(digits):
     assert out["correct"].dtype == torch.bool and out["correct"].numel() == len(digits.test)
     assert int(out["correct"].sum()) / len(digits.test) == out["top1"]
     assert "correct" not in evaluate(model, digits.test, Normalizer(digits.mean, digits.std))
+
+
+def _counting_evaluate(monkeypatch):
+    """Count the evaluations ``validate`` makes (it calls the module's ``evaluate``)."""
+    from shrinkviz.loop import train
+
+    calls = []
+    real = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    return calls
+
+
+def test_validate_reuses_fits_last_validation_only_for_the_very_same_model_and_split(digits, monkeypatch):
+    from shrinkviz.loop.train import validate
+
+    data = digits.subset(train=200, val=100)
+    model = create_model("tiny_cnn", dataset=data, seed=0)
+    history = fit(model, data, TrainConfig.preset("adam_fast").replace(epochs=2), progress=False)
+    calls = _counting_evaluate(monkeypatch)
+    fresh = evaluate(model, data.val, Normalizer(data.mean, data.std))
+    calls.clear()
+    assert validate(model, data) == {k: v for k, v in fresh.items()} and calls == []  # no second evaluation
+    assert validate(model, data)["top1"] == history[-1]["val_top1"]
+    # the same images in another split object, or the split changed in place: evaluated again
+    validate(
+        model,
+        Dataset(
+            "x",
+            data.train,
+            Split(data.val.images.clone(), data.val.labels),
+            data.test,
+            10,
+            data.mean,
+            data.std,
+        ),
+    )
+    assert calls == [100]
+    copy_ = create_model("tiny_cnn", dataset=data, seed=0)
+    copy_.load_state_dict(model.state_dict())
+    validate(copy_, data)  # an equal model that fit never validated
+    assert calls == [100, 100]
+    with torch.no_grad():
+        model.classifier.bias[0] += 1e-3  # one parameter moved
+    validate(model, data)
+    assert calls == [100, 100, 100]
+
+
+def test_validate_evaluates_a_model_whose_buffers_or_selected_epoch_differ(digits, monkeypatch):
+    from shrinkviz.loop.train import validate
+
+    data = digits.subset(train=200, val=100)
+    bn = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+    fit(bn, data, TrainConfig.preset("adam_fast").replace(epochs=1), progress=False)
+    calls = _counting_evaluate(monkeypatch)
+    validate(bn, data)
+    assert calls == []
+    bn[2].running_mean += 0.5  # a buffer, not a parameter
+    validate(bn, data)
+    assert calls == [100]
+    calls.clear()
+    # best_val restored an earlier epoch: its state is not the one validated last
+    model = create_model("tiny_mlp", dataset=data, seed=0)
+    history = fit(
+        model, data, TrainConfig(epochs=4, optimizer="sgd", lr=2.0, select="best_val"), progress=False
+    )
+    best = max(range(4), key=lambda i: history[i]["val_top1"])
+    assert best < 3  # lr 2.0 overshoots after the first epoch (deterministic for this seed)
+    calls.clear()
+    got = validate(model, data)
+    assert got["top1"] == history[best]["val_top1"]
+    assert calls == [100]

@@ -2,8 +2,9 @@
 
 Each run's deployed model is rebuilt from its stored artefact (:mod:`shrinkviz.experiments.artefacts`) and
 timed in interleaved rounds beside the FP32 baseline it was compressed from
-(:func:`shrinkviz.experiments.sidebyside.latency_rows`). Runs sharing a baseline are timed one after the
-other with that baseline loaded once. The new rows are appended to each run's latency table (earlier
+(:func:`shrinkviz.experiments.sidebyside.latency_rows_together`). Runs sharing a baseline are timed with
+that baseline loaded once, up to :data:`~shrinkviz.experiments.sidebyside.TOGETHER` of them in one sitting
+of interleaved rounds beside it. The new rows are appended to each run's latency table (earlier
 sittings are kept, told apart by ``sitting``, ``measured_at`` and the machine columns) and the runs table's
 ``latency_*`` columns take the newest figures of the first runtime.
 
@@ -33,7 +34,7 @@ from shrinkviz.deploy.runtimes import RUNTIMES, missing_requirement
 from shrinkviz.experiments.artefacts import ArtefactError
 from shrinkviz.experiments.experiment import Experiment
 from shrinkviz.experiments.schema import LATENCY_COLUMNS
-from shrinkviz.experiments.sidebyside import latency_rows, run_columns
+from shrinkviz.experiments.sidebyside import TOGETHER, latency_rows_together, run_columns
 from shrinkviz.experiments.specs import LatencySpec
 from shrinkviz.experiments.store import Store
 
@@ -211,19 +212,42 @@ def remeasure(
     new_rows: list[dict[str, Any]] = []
     for group in work.values():
         baseline = _group_baseline(opened, group)
+        alike: dict[
+            str, list[tuple[_Stored, dict[str, Any]]]
+        ] = {}  # same spec and input seed: timed together
         for stored, row in group:
-            try:
-                model = opened.artefact(row["run_id"])
-            except (ArtefactError, KeyError) as exc:  # this run only: the others are still re-timed
-                skipped[row["run_id"]] = f"artefact not loadable: {exc}"
-                continue
-            rows = latency_rows(
-                model, baseline, specs[row["run_id"]], run_id=row["run_id"], seed=stored.seed, sitting=session
-            )
-            opened.add_latency(row["run_id"], rows, run_columns(rows))
-            new_rows += rows
+            alike.setdefault(repr((specs[row["run_id"]], stored.seed)), []).append((stored, row))
+        for runs_alike in alike.values():
+            for start in range(0, len(runs_alike), TOGETHER):
+                new_rows += _time_together(
+                    opened, baseline, runs_alike[start : start + TOGETHER], specs, session, skipped
+                )
     table = pd.DataFrame(new_rows, columns=list(LATENCY_COLUMNS))
     return RemeasureResult(table, session, skipped, time.perf_counter() - started)
+
+
+def _time_together(
+    store: Store,
+    baseline: Any,
+    runs: list[tuple[_Stored, dict[str, Any]]],
+    specs: dict[str, Any],
+    session: str,
+    skipped: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Load these runs' artefacts, time them beside ``baseline`` in one sitting, store each run's rows."""
+    models = {}
+    for _, row in runs:
+        try:
+            models[row["run_id"]] = store.artefact(row["run_id"])
+        except (ArtefactError, KeyError) as exc:  # this run only: the others are still re-timed
+            skipped[row["run_id"]] = f"artefact not loadable: {exc}"
+    if not models:
+        return []
+    stored, first = runs[0]
+    got = latency_rows_together(models, baseline, specs[first["run_id"]], seed=stored.seed, sitting=session)
+    for run_id, rows in got.items():
+        store.add_latency(run_id, rows, run_columns(rows))
+    return [row for rows in got.values() for row in rows]
 
 
 def _group_baseline(store: Store, group: list[tuple[_Stored, dict[str, Any]]]) -> Any:

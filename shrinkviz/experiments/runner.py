@@ -83,14 +83,13 @@ def _measure(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Accuracy (test and val), counts, size and latency (unless not ``timed``) of the deployed model, and
     its latency rows."""
-    from shrinkviz.data import Normalizer
-    from shrinkviz.loop.train import evaluate
+    from shrinkviz.loop.train import validate
     from shrinkviz.metrics import measure
     from shrinkviz.metrics.size import measure_size
 
     measured = dict(measure(model, data, baseline=baseline, per_example=True))
     measured.update(measure_size(model))
-    measured["val_top1"] = evaluate(model, data.val, Normalizer(data.mean, data.std))["top1"]
+    measured["val_top1"] = validate(model, data)["top1"]  # fit's last validation when it is this model
     columns, latency = _latency(exp, model, baseline) if timed else ({}, [])
     measured.update(columns)
     return measured, latency

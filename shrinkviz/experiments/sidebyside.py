@@ -126,32 +126,89 @@ def latency_rows(
         Rows of :data:`LATENCY_COLUMNS`; a runtime that could not be timed has only ``error`` (and the
         conditions) filled.
     """
+    return latency_rows_together(
+        {run_id: model}, baseline, spec, seed=seed, sitting=sitting, runtimes=runtimes
+    )[run_id]
+
+
+BASELINE_KEY = "\0baseline"
+"""The baseline's name among the timed models: no run id can take it (store ids are letters, digits, ``_.-``)."""
+
+TOGETHER = 4
+"""Runs timed in one sitting of interleaved rounds with their shared baseline
+(:func:`latency_rows_together`). Each round then runs the baseline and up to four models for ``block_s``
+each (0.1 s a round with notebook 02's protocol), so every ratio is still taken within a fraction of a
+second, and the baseline is warmed up and timed once per four runs instead of once per run: a remeasure
+sitting of notebook 02's 105 runs timed the baseline for half of its ~2 s per run."""
+
+
+def latency_rows_together(
+    models: dict[str, nn.Module],
+    baseline: nn.Module,
+    spec: Any,
+    *,
+    seed: int = 0,
+    sitting: str = "run",
+    runtimes: Sequence[str] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`latency_rows` of several runs that share ``baseline`` and ``spec``: run id -> its rows.
+
+    On every runtime the runs go in groups of :data:`TOGETHER`, each group timed in one sitting of
+    interleaved rounds beside the baseline (:func:`shrinkviz.metrics.compare.compare_latency`); a run's
+    ratio is taken within each round against the baseline's median of that round, exactly as when it is
+    timed alone. The warm-up one pair gets (``2 x min(0.5, min_time_s)`` seconds) is shared by the group,
+    each model getting at least ``spec.warmup`` calls. A model that fails on a runtime gets its own error
+    row; the others are timed as usual. ``fastest`` times each run on its own (every runtime beside the
+    baseline).
+
+    Example:
+        >>> from shrinkviz.experiments.specs import LatencySpec
+        >>> from shrinkviz.models import create_model
+        >>> net = create_model("tiny_mlp", input_shape=(1, 8, 8))
+        >>> got = latency_rows_together({"a": net, "b": net}, net, LatencySpec(rounds=2, warmup=1, min_time_s=0))
+        >>> {k: [(r["run_id"], r["runtime"], r["error"]) for r in v] for k, v in got.items()}
+        {'a': [('a', 'eager', '')], 'b': [('b', 'eager', '')]}
+    """
     from shrinkviz.metrics.compare import compare_latency
 
     args = protocol(spec)
     here = {k: v for k, v in machine().items() if k in MACHINE_FIELDS}
     at = _now()
-    rows: list[dict[str, Any]] = []
+    out: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in models}
+    ids = list(models)
     for runtime in spec.runtimes if runtimes is None else runtimes:
         if runtime == "fastest":
-            rows += _fastest(model, baseline, spec, run_id, seed, sitting, at, here, args)
+            for run_id, model in models.items():
+                out[run_id] += _fastest(model, baseline, spec, run_id, seed, sitting, at, here, args)
             continue
-        row = _blank(run_id, runtime, spec, sitting, at, here)
-        rows.append(row)
+        rows = {run_id: _blank(run_id, runtime, spec, sitting, at, here) for run_id in ids}
+        for run_id in ids:
+            out[run_id].append(rows[run_id])
         reference = spec.baseline_runtime or reference_runtime(runtime)
         missing = missing_requirement(runtime) or missing_requirement(reference)
         if missing:
-            row["error"] = f"ImportError: {missing}"
+            for row in rows.values():
+                row["error"] = f"ImportError: {missing}"
             continue
-        try:
-            base, got = compare_latency(
-                {"baseline": (baseline, reference), "run": (model, runtime)}, seed=seed, **args
-            )
-        except (LatencyError, ValueError) as exc:
-            row["error"] = f"{type(exc).__name__}: {exc}"
-            continue
-        _fill(row, got, base, args["blocks"])
-    return rows
+        for start in range(0, len(ids), TOGETHER):
+            group = ids[start : start + TOGETHER]
+            entries: dict[str, Any] = {BASELINE_KEY: (baseline, reference)}
+            entries.update({run_id: (models[run_id], runtime) for run_id in group})
+            shared = {**args, "warmup_s": 2 * args["warmup_s"] / len(entries)}
+            try:
+                got = compare_latency(entries, reference=BASELINE_KEY, seed=seed, on_error="record", **shared)
+            except (LatencyError, ValueError) as exc:
+                for run_id in group:
+                    rows[run_id]["error"] = f"{type(exc).__name__}: {exc}"
+                continue
+            base = got[0]
+            for result in got[1:]:
+                row = rows[result["model"]]
+                if result["latency_error"]:
+                    row["error"] = result["latency_error"]
+                else:
+                    _fill(row, result, base, args["blocks"])
+    return out
 
 
 def _fastest(
