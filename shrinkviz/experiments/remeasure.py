@@ -212,9 +212,8 @@ def remeasure(
     new_rows: list[dict[str, Any]] = []
     for group in work.values():
         baseline = _group_baseline(opened, group)
-        alike: dict[
-            str, list[tuple[_Stored, dict[str, Any]]]
-        ] = {}  # same spec and input seed: timed together
+        # runs with the same spec and input seed are timed together, TOGETHER artefacts loaded at a time
+        alike: dict[str, list[tuple[_Stored, dict[str, Any]]]] = {}
         for stored, row in group:
             alike.setdefault(repr((specs[row["run_id"]], stored.seed)), []).append((stored, row))
         for runs_alike in alike.values():

@@ -169,8 +169,6 @@ def latency_rows_together(
         >>> {k: [(r["run_id"], r["runtime"], r["error"]) for r in v] for k, v in got.items()}
         {'a': [('a', 'eager', '')], 'b': [('b', 'eager', '')]}
     """
-    from shrinkviz.metrics.compare import compare_latency
-
     args = protocol(spec)
     here = {k: v for k, v in machine().items() if k in MACHINE_FIELDS}
     at = _now()
@@ -192,23 +190,38 @@ def latency_rows_together(
             continue
         for start in range(0, len(ids), TOGETHER):
             group = ids[start : start + TOGETHER]
-            entries: dict[str, Any] = {BASELINE_KEY: (baseline, reference)}
-            entries.update({run_id: (models[run_id], runtime) for run_id in group})
-            shared = {**args, "warmup_s": 2 * args["warmup_s"] / len(entries)}
-            try:
-                got = compare_latency(entries, reference=BASELINE_KEY, seed=seed, on_error="record", **shared)
-            except (LatencyError, ValueError) as exc:
-                for run_id in group:
-                    rows[run_id]["error"] = f"{type(exc).__name__}: {exc}"
-                continue
-            base = got[0]
-            for result in got[1:]:
-                row = rows[result["model"]]
-                if result["latency_error"]:
-                    row["error"] = result["latency_error"]
-                else:
-                    _fill(row, result, base, args["blocks"])
+            entries = {run_id: (models[run_id], runtime) for run_id in group}
+            shared = {**args, "warmup_s": 2 * args["warmup_s"] / (len(entries) + 1)}
+            _time_beside(baseline, reference, entries, {r: rows[r] for r in group}, seed, shared)
     return out
+
+
+def _time_beside(
+    baseline: nn.Module,
+    reference: str,
+    entries: dict[str, tuple[nn.Module, str]],
+    rows: dict[str, dict[str, Any]],
+    seed: int,
+    args: dict[str, Any],
+) -> None:
+    """Time every entry (name -> (model, runtime)) beside ``baseline`` on ``reference`` in one sitting and
+    fill its row: the figures, or why it could not be timed (a row that already has an error keeps it)."""
+    from shrinkviz.metrics.compare import compare_latency
+
+    timed = {BASELINE_KEY: (baseline, reference), **entries}
+    try:
+        got = compare_latency(timed, reference=BASELINE_KEY, seed=seed, on_error="record", **args)
+    except (LatencyError, ValueError) as exc:
+        for name in entries:
+            rows[name]["error"] = rows[name]["error"] or f"{type(exc).__name__}: {exc}"
+        return
+    base = got[0]
+    for result in got[1:]:
+        row = rows[result["model"]]
+        if result["latency_error"]:
+            row["error"] = result["latency_error"]
+        else:
+            _fill(row, result, base, args["blocks"])
 
 
 def _fastest(
@@ -223,29 +236,14 @@ def _fastest(
     args: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Every installed runtime against the baseline on eager, side by side; the lowest ratio wins."""
-    from shrinkviz.metrics.compare import compare_latency
-
     rows = {r: _blank(run_id, r, spec, sitting, at, here) for r in concrete_runtimes()}
     for runtime, row in rows.items():
         row["choice"] = "fastest"
         missing = missing_requirement(runtime)
         if missing:
             row["error"] = f"ImportError: {missing}"
-    entries: dict[str, Any] = {"baseline": (baseline, spec.baseline_runtime or "eager")}
-    entries.update({r: (model, r) for r, row in rows.items() if not row["error"]})
-    try:
-        got = compare_latency(entries, reference="baseline", seed=seed, on_error="record", **args)
-    except (LatencyError, ValueError) as exc:
-        for row in rows.values():
-            row["error"] = row["error"] or f"{type(exc).__name__}: {exc}"
-        return list(rows.values())
-    base = got[0]
-    for result in got[1:]:
-        row = rows[result["model"]]
-        if result["latency_error"]:
-            row["error"] = result["latency_error"]
-        else:
-            _fill(row, result, base, args["blocks"])
+    entries = {r: (model, r) for r, row in rows.items() if not row["error"]}
+    _time_beside(baseline, spec.baseline_runtime or "eager", entries, rows, seed, args)
     timed = [r for r in rows.values() if r["latency_vs_baseline"] is not None]
     if timed:
         min(timed, key=lambda r: r["latency_vs_baseline"])["fastest"] = True
