@@ -7,9 +7,11 @@ one thread this is the work done, less disturbed by other load on a shared machi
 * ``bare_eager``: a minimal loop over pre-normalised float tensors (randperm, forward, backward, step);
 * ``bare_channels_last``, ``bare_compiled`` (``torch.compile`` of the model), ``bare_foreach`` /
   ``bare_fused`` (the optimizer's multi-tensor / fused kernels);
+* ``bare_bf16``: channels-last under ``torch.autocast`` to bfloat16, and ``fit_bf16_train_only``: ``fit``
+  with ``precision="bf16"`` (different arithmetic, so compared with ``bare_bf16`` only);
 
-and ``fit`` over the fastest bare loop. The bare loops skip validation, so ``fit_train_only`` (fit with a
-one-image validation split) is the like-for-like figure.
+and ``fit`` over the fastest float32 bare loop. The bare loops skip validation, so ``fit_train_only`` (fit
+with a one-image validation split) is the like-for-like figure.
 
     python benchmarks/bench_fit.py                       # MnistNet / Fashion-MNIST, 12,800 images, 1 thread
     python benchmarks/bench_fit.py --model resnet20 --examples 2560
@@ -25,14 +27,14 @@ import time
 import torch
 import torch.nn.functional as F
 
-from shrinkviz.core.machine import cpu_model
+from shrinkviz.core.machine import cpu_isa, cpu_model
 from shrinkviz.data import Normalizer, load_dataset
 from shrinkviz.loop.config import TrainConfig
 from shrinkviz.loop.train import fit
 from shrinkviz.models import create_model
 
 
-def bare_epoch(model, x, y, batch, opt, generator, channels_last=False):
+def bare_epoch(model, x, y, batch, opt, generator, channels_last=False, bf16=False):
     model.train()
     order = torch.randperm(x.shape[0], generator=generator)
     for start in range(0, x.shape[0], batch):
@@ -40,7 +42,8 @@ def bare_epoch(model, x, y, batch, opt, generator, channels_last=False):
         xb = x[idx]
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        loss = F.cross_entropy(model(xb), y[idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(xb).float(), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -67,16 +70,17 @@ def main() -> None:
     def make(**kw):
         return create_model(args.model, dataset=data, seed=0, **kw)
 
-    def run_fit(val_images: int | None):
+    def run_fit(val_images: int | None, precision: str = "fp32"):
         ds = data if val_images is None else data.subset(val=val_images)
         model = make()
         t0 = time.process_time()
-        fit(model, ds, cfg, seed=0, progress=False)
+        fit(model, ds, cfg.replace(precision=precision), seed=0, progress=False)
         return time.process_time() - t0
 
     def run_bare(kind: str):
         model = make()
-        if kind == "channels_last":
+        channels_last = kind in ("channels_last", "bf16")
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if kind == "compiled":
             model = torch.compile(model)
@@ -86,15 +90,16 @@ def main() -> None:
         if kind == "compiled":  # compile outside the timed epoch
             bare_epoch(model, x[: args.batch], y[: args.batch], args.batch, opt, g)
         t0 = time.process_time()
-        bare_epoch(model, x, y, args.batch, opt, g, channels_last=kind == "channels_last")
+        bare_epoch(model, x, y, args.batch, opt, g, channels_last=channels_last, bf16=kind == "bf16")
         return time.process_time() - t0
 
     cases = {
         "fit": lambda: run_fit(None),
         "fit_train_only": lambda: run_fit(1),
+        "fit_bf16_train_only": lambda: run_fit(1, "bf16"),
         **{
             f"bare_{k}": (lambda k=k: run_bare(k))
-            for k in ("eager", "channels_last", "compiled", "foreach", "fused")
+            for k in ("eager", "channels_last", "compiled", "foreach", "fused", "bf16")
         },
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
@@ -106,15 +111,17 @@ def main() -> None:
                 times[name] = [float("nan")]
                 cases[name] = lambda exc=exc: float("nan")
     med = {k: statistics.median(v) for k, v in times.items()}
-    bare = {k: v for k, v in med.items() if k.startswith("bare_") and v == v}
+    bare = {k: v for k, v in med.items() if k.startswith("bare_") and k != "bare_bf16" and v == v}
     fastest = min(bare, key=bare.get)
     print(json.dumps({
-        "cpu": cpu_model(), "threads": args.threads, "model": args.model, "data": args.data,
+        "cpu": cpu_model(), "cpu_isa": ",".join(cpu_isa()), "threads": args.threads, "model": args.model, "data": args.data,
         "examples": args.examples, "batch": args.batch, "repeats": args.repeats,
         "epoch_s": med, "epoch_s_all": times, "fastest_bare": fastest,
         "fit_vs_fastest_bare": med["fit"] / bare[fastest],
         "fit_train_only_vs_fastest_bare": med["fit_train_only"] / bare[fastest],
         "fit_train_only_vs_bare_eager": med["fit_train_only"] / med["bare_eager"],
+        "fit_bf16_train_only_vs_bare_bf16": med["fit_bf16_train_only"] / med["bare_bf16"],
+        "bare_bf16_vs_fastest_bare": med["bare_bf16"] / bare[fastest],
     }, indent=2))  # fmt: skip
 
 

@@ -19,10 +19,16 @@ time per grid and in all, each sweep's plan and latency sitting, runs and failur
 and of its largest worker.
 
     PYTHONPATH=. python benchmarks/bench_notebook02_issue_grids.py
+    PYTHONPATH=. python benchmarks/bench_notebook02_issue_grids.py --precision bf16   # bfloat16 training steps
+
+``--precision bf16`` trains every baseline and finetune under bfloat16 autocast (evaluation stays float32;
+``shrinkviz.loop.config.TrainConfig.precision``): not the notebook's protocol, a figure for what the option
+buys on the same grids.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -36,6 +42,9 @@ def cpu_model() -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="shrinkviz-nb02-issue-")
     os.environ["SHRINKVIZ_CACHE"] = os.path.join(root, "cache")  # empty: every baseline trained here
     import shrinkviz as sv
@@ -46,8 +55,8 @@ def main() -> None:
     base = sv.Experiment(
         model="mnistnet",
         data={"name": "fashion_mnist"},
-        baseline={"epochs": None},
-        finetune={"preset": "shrinkbench", "epochs": 2, "examples": 6_000},
+        baseline={"epochs": None, "precision": args.precision},
+        finetune={"preset": "shrinkbench", "epochs": 2, "examples": 6_000, "precision": args.precision},
         latency={
             "runtimes": ["eager"],
             "threads": 1,
@@ -74,7 +83,9 @@ def main() -> None:
             seed=seeds,
         ),
     }
-    out: dict[str, object] = {"cpu": cpu_model(), "cores": os.cpu_count(), "grids": {}}
+    out: dict[str, object] = {
+        "cpu": cpu_model(), "cores": os.cpu_count(), "precision": args.precision, "grids": {}
+    }  # fmt: skip
     started = time.perf_counter()
     for name, axes in grids.items():
         t0 = time.perf_counter()

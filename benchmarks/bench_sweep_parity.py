@@ -55,6 +55,7 @@ partial batch kept.
 
     python benchmarks/bench_sweep_parity.py                 # the protocol (8-9 min on 2 shared cores)
     python benchmarks/bench_sweep_parity.py --quick         # 2 strategies x 2 compressions on 3,000 images
+    python benchmarks/bench_sweep_parity.py --precision bf16  # training steps under bfloat16 autocast
     python benchmarks/bench_sweep_parity.py --preset shrinkbench_exact --strategies global_weight random \\
         --compressions 8                                    # ShrinkBench's protocol on a reduced grid
 """
@@ -70,7 +71,7 @@ import tempfile
 import time
 
 import shrinkviz as sv
-from shrinkviz.core.machine import cpu_model
+from shrinkviz.core.machine import cpu_isa, cpu_model
 
 STRATEGIES = ["global_weight", "layer_weight", "global_gradient", "random"]
 COMPRESSIONS = [2, 4, 8, 16, 32]
@@ -85,8 +86,9 @@ PRESETS = {
 """The sections each ``--preset`` sets on top of the protocol."""
 
 
-def protocol(preset: str, quick: bool) -> sv.Experiment:
-    """The protocol's base experiment under ``preset`` (``quick``: 1-epoch stages on 3,000 images)."""
+def protocol(preset: str, quick: bool, precision: str = "fp32") -> sv.Experiment:
+    """The protocol's base experiment under ``preset`` (``quick``: 1-epoch stages on 3,000 images;
+    ``precision``: of the baseline's and the finetuning's training steps)."""
     sections = PRESETS[preset]
     data = {"name": "fashion_mnist", **sections.get("data", {})}
     if quick:
@@ -94,8 +96,8 @@ def protocol(preset: str, quick: bool) -> sv.Experiment:
     return sv.Experiment(
         model="mnistnet",
         data=data,
-        baseline={"recipe": "sgd_lr1e-2", "epochs": 1 if quick else 5},
-        finetune={**sections["finetune"], "epochs": 1 if quick else 2},
+        baseline={"recipe": "sgd_lr1e-2", "epochs": 1 if quick else 5, "precision": precision},
+        finetune={**sections["finetune"], "epochs": 1 if quick else 2, "precision": precision},
         prune=sections.get("prune", {}),
         latency={"runtimes": ["eager"], "rounds": 20, "min_time_s": 0.2},
     )
@@ -113,11 +115,17 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=None)
     parser.add_argument("--compressions", nargs="+", type=float, default=None)
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="training steps of baseline and finetuning (bf16: autocast, evaluation stays float32)",
+    )
     parser.add_argument("--store", default=None, help="store folder (default: a fresh temporary one)")
     args = parser.parse_args()
     root = args.store or tempfile.mkdtemp(prefix="shrinkviz-parity-")
     os.environ["SHRINKVIZ_CACHE"] = os.path.join(root, "cache")  # baselines trained in this sitting
-    base = protocol(args.preset, args.quick)
+    base = protocol(args.preset, args.quick, args.precision)
     strategies = args.strategies or (STRATEGIES[:2] if args.quick else STRATEGIES)
     compressions = args.compressions or (COMPRESSIONS[:2] if args.quick else COMPRESSIONS)
     started = time.perf_counter()
@@ -135,6 +143,7 @@ def main() -> None:
     n_test = base.data.test or 10_000
     print(json.dumps({
         "cpu": cpu_model(), "cores": os.cpu_count(), "quick": args.quick, "preset": args.preset,
+        "precision": args.precision, "cpu_isa": ",".join(cpu_isa()),
         "config": base.to_dict(), "plan": result.plan,
         "runs": len(runs), "failed": int((runs["status"] != "ok").sum()), "wall_s": wall,
         "latency_sitting": result.latency_sitting,

@@ -230,3 +230,42 @@ def test_a_design_label_is_a_column_and_changes_the_id_only_when_set():
     assert "design" not in PRUNED.to_dict() and Experiment.from_json(tagged.to_json()) == tagged
     with pytest.raises(ValueError, match="Experiment.design"):
         PRUNED.replace(design="no spaces please")
+
+
+def test_finetune_precision_keeps_fp32_ids_labels_bf16_runs_and_refuses_bf16_qat():
+    assert "precision" not in PRUNED.canonical_json()  # runs stored before the field keep their ids
+    bf16 = PRUNED.replace(finetune_precision="bf16")
+    assert bf16.run_id != PRUNED.run_id and bf16.finetune.train_config().precision == "bf16"
+    assert bf16.factors()["finetune"] == "shrinkbench+bf16" and PRUNED.factors()["finetune"] == "shrinkbench"
+    assert Experiment.from_json(bf16.to_json()) == bf16
+    with pytest.raises(
+        ValueError, match=r"Experiment.finetune.precision='fp16'.*allowed values: 'fp32', 'bf16'"
+    ):
+        PRUNED.replace(finetune_precision="fp16")
+    with pytest.raises(ValueError, match="finetune.precision='bf16' cannot train INT8 QAT"):
+        BASE.replace(finetune_precision="bf16", quantization="qat")
+
+
+def test_baseline_precision_names_its_own_baseline():
+    bf16 = PRUNED.replace(baseline_precision="bf16")
+    assert "precision" not in json.loads(PRUNED.canonical_json())["baseline"]
+    assert bf16.run_id != PRUNED.run_id and bf16.factors()["baseline_recipe"] == "default+bf16"
+    with pytest.raises(ValueError, match=r"Experiment.baseline.precision='half'"):
+        PRUNED.replace(baseline_precision="half")
+
+
+def test_a_bf16_run_records_its_precision_and_reports_float32_accuracy():
+    from shrinkviz.experiments.runner import run
+
+    exp = Experiment(
+        model="tiny_cnn",
+        data={"name": "digits", "train": 256, "val": 64, "test": 64},
+        baseline={"epochs": 1, "precision": "bf16"},
+        prune={"strategy": "global_weight", "compression": 4},
+        finetune={"preset": "adam_fast", "epochs": 1, "precision": "bf16"},
+        latency={"runtimes": []},
+    )
+    row, history, _ = run(exp)
+    assert (row["finetune"], row["baseline_recipe"]) == ("adam_fast+bf16", "default+bf16")
+    assert json.loads(row["config_json"])["finetune"]["precision"] == "bf16"
+    assert row["val_top1"] == history[-1]["val_top1"] and 0 <= row["top1"] <= 1

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -384,3 +385,65 @@ def test_validate_evaluates_a_model_whose_buffers_or_selected_epoch_differ(digit
     got = validate(model, data)
     assert got["top1"] == history[best]["val_top1"]
     assert calls == [100]
+
+
+def test_precision_is_validated_and_written_only_when_not_fp32():
+    with pytest.raises(ValueError, match=r"TrainConfig.precision='fp16': valid: fp32, bf16"):
+        TrainConfig(precision="fp16")
+    assert "precision" not in TrainConfig().to_dict()  # baseline checkpoint keys saved before it stay valid
+    bf16 = TrainConfig(precision="bf16")
+    assert bf16.to_dict()["precision"] == "bf16" and TrainConfig.from_dict(bf16.to_dict()) == bf16
+
+
+def test_bf16_training_is_deterministic_per_seed_different_from_fp32_and_evaluates_in_fp32(digits):
+    from shrinkviz.loop import train as train_module
+
+    data = digits.subset(train=256, val=64, test=64)
+    cfg = TrainConfig.preset("adam_fast").replace(epochs=2, batch_size=32)
+
+    def trained(precision):
+        model = create_model("tiny_cnn", dataset=data, seed=0)
+        history = fit(model, data, cfg.replace(precision=precision), seed=3, progress=False, device="cpu")
+        return model, history
+
+    (a, ha), (b, hb), (c, hc) = trained("bf16"), trained("bf16"), trained("fp32")
+    assert [r["train_loss"] for r in ha] == [r["train_loss"] for r in hb]
+    for (key, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), key
+        assert not va.is_floating_point() or va.dtype == torch.float32, key  # autocast casts copies
+    assert not torch.equal(a.classifier.weight, c.classifier.weight)  # bf16 products are not fp32's
+    assert abs(ha[-1]["train_loss"] - hc[-1]["train_loss"]) < 0.05 * hc[-1]["train_loss"]
+    # the reported validation is float32: the trained model evaluated again outside any autocast
+    assert ha[-1]["val_top1"] == evaluate(a, data.val, Normalizer(data.mean, data.std))["top1"]
+
+    seen = []
+    real = train_module.training_precision
+    train_module.training_precision = lambda cfg, device: seen.append(cfg.precision) or real(cfg, device)
+    try:
+        fit(create_model("tiny_cnn", dataset=data, seed=0), data, cfg.replace(epochs=1), progress=False)
+    finally:
+        train_module.training_precision = real
+    assert seen and set(seen) == {"fp32"}
+
+
+def test_bf16_refuses_qat_before_any_work_and_warns_on_a_cpu_without_native_bf16(digits, monkeypatch):
+    from shrinkviz.loop import train as train_module
+    from shrinkviz.techniques.quant import prepare_qat, quantize
+
+    data = digits.subset(train=64, val=32, test=32)
+    cfg = TrainConfig.preset("adam_fast").replace(epochs=1, precision="bf16")
+    qat = prepare_qat(create_model("tiny_cnn", dataset=data, seed=0))
+    before = {k: v.clone() for k, v in qat.state_dict().items()}
+    with pytest.raises(ValueError, match="precision='bf16' cannot train INT8 QAT"):
+        fit(qat, data, cfg, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in qat.state_dict().items())
+    with pytest.raises(ValueError, match="precision='bf16' cannot train INT8 QAT"):
+        quantize(create_model("tiny_cnn", dataset=data, seed=0), data, "qat", cfg=cfg, progress=False)
+
+    monkeypatch.setattr(train_module, "cpu_isa", lambda: ("avx2", "fma"))
+    with pytest.warns(UserWarning, match="without native bfloat16"):
+        fit(create_model("tiny_mlp", dataset=data, seed=0), data, cfg, progress=False, device="cpu")
+    monkeypatch.setattr(train_module, "cpu_isa", lambda: ("avx2", "avx512_bf16"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(create_model("tiny_mlp", dataset=data, seed=0), data, cfg, progress=False, device="cpu")

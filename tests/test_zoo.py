@@ -90,3 +90,18 @@ def test_checkpoints_load_with_weights_only(tmp_path):
     sv.pretrained("tiny_mlp", "digits", seed=0, cache=tmp_path, **KW)
     state = torch.load(next(tmp_path.glob("checkpoints/*.pt")), weights_only=True)
     assert "classifier.weight" in state
+
+
+def test_a_bf16_baseline_is_its_own_checkpoint_and_fp32_keeps_the_old_name(tmp_path):
+    fp32 = baseline_spec("tiny_mlp", "digits", seed=0, epochs=2, subset=(400, 100, 200))
+    assert (
+        baseline_spec("tiny_mlp", "digits", seed=0, epochs=2, subset=(400, 100, 200), precision="fp32")
+        == fp32
+    )
+    assert "precision" not in fp32["train_config"]  # checkpoints named before precision existed still load
+    a = sv.pretrained("tiny_mlp", "digits", seed=0, cache=tmp_path, **KW)
+    b = sv.pretrained("tiny_mlp", "digits", seed=0, cache=tmp_path, precision="bf16", **KW)
+    assert not _same_weights(a, b) and len(list(tmp_path.glob("checkpoints/*.pt"))) == 2
+    assert b.shrinkviz_manifest["config"]["train_config"]["precision"] == "bf16"
+    again = sv.pretrained("tiny_mlp", "digits", seed=0, cache=tmp_path, precision="bf16", **KW)
+    assert _same_weights(again, b)

@@ -83,6 +83,8 @@ ALIASES: dict[str, str] = {
     "baseline_seed": "baseline.seed",
     "finetune_preset": "finetune.preset",
     "finetune_epochs": "finetune.epochs",
+    "finetune_precision": "finetune.precision",
+    "baseline_precision": "baseline.precision",
     "quantization": "quant.method",
     "order": "pipeline.order",
     "stage_epochs": "pipeline.epochs",
@@ -177,6 +179,11 @@ class Experiment:
                 f"pipeline.order, one letter per technique (e.g. "
                 f"{''.join(k for k in on if on[k])!r})"
             )
+        if self.finetune.precision != "fp32" and self.quant.method == "qat":
+            raise ValueError(
+                f"Experiment.finetune.precision={self.finetune.precision!r} cannot train INT8 QAT (its fake "
+                "quantization expects float32 activations); use finetune.precision='fp32' with quant.method='qat'"
+            )
         if order and {"bias", "score_batches"} & set(self.prune.to_dict()):
             raise ValueError(
                 "Experiment.prune.bias / prune.score_batches apply to prune runs only; leave them at "
@@ -237,12 +244,12 @@ class Experiment:
         return {
             "dataset": self.data.name,
             "model": self.model,
-            "baseline_recipe": self.baseline.recipe,
+            "baseline_recipe": self.baseline.label,
             "baseline_seed": self.baseline.seed,
             "method": self.method,
             "strategy": self.prune.strategy,
             "compression": self.prune.compression,
-            "finetune": self.finetune.preset,
+            "finetune": self.finetune.label,
             "order": self.pipeline.order,
             "stage_epochs": stage_epochs_text(self.pipeline.order, self.pipeline.epochs),
             "quantization": self.quant.method,

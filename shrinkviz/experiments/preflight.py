@@ -229,8 +229,8 @@ def check_cache_space(experiments: Iterable[Experiment]) -> list[str]:
     from shrinkviz.core.io import cache_root
 
     need = 0
-    for model, data, path, _recipe, _seed in {
-        (e.model, e.data.name, e.data.path, e.baseline.recipe, e.baseline.seed) for e in experiments
+    for model, data, path, _baseline in {
+        (e.model, e.data.name, e.data.path, e.baseline) for e in experiments
     }:
         info = _data_info(data, path)
         built = _model_info(model, *info) if not isinstance(info, str) else None

@@ -62,6 +62,7 @@ def load_baseline(exp: Experiment, progress: bool = False) -> Any:
         subset=exp.data.subset,
         progress=progress,
         val_fraction=exp.data.val_fraction,
+        precision=exp.baseline.precision,
     )
 
 

@@ -50,12 +50,14 @@ RUN_COLUMNS: dict[str, Column] = {
     # config factors (flattened from the experiment config)
     "dataset": Column("str", "", "dataset registry name"),
     "model": Column("str", "", "architecture registry name"),
-    "baseline_recipe": Column("str", "", "recipe of the pretrained baseline"),
+    "baseline_recipe": Column(
+        "str", "", "recipe of the pretrained baseline (``<recipe>+bf16`` when trained in bfloat16)"
+    ),
     "baseline_seed": Column("int", "", "seed of the pretrained baseline"),
     "method": Column("str", "", "what was done: baseline, prune, quant, distill or pipeline"),
     "strategy": Column("str", "", "pruning strategy ('' when no pruning)"),
     "compression": Column("float", "x", "target compression ratio (1 when no pruning)"),
-    "finetune": Column("str", "", "finetuning preset name"),
+    "finetune": Column("str", "", "finetuning preset name (``<preset>+bf16`` when trained in bfloat16)"),
     "order": Column("str", "", "pipeline stage order such as 'PQD' ('' for single techniques)"),
     "stage_epochs": Column(
         "str", "epochs", "epochs of each pipeline stage in order, e.g. '2/4/4' ('' if none)"

@@ -159,20 +159,32 @@ class DataSpec(_Section):
 
 @dataclass(frozen=True)
 class BaselineSpec(_Section):
-    """The pretrained baseline: ``shrinkviz.pretrained(model, data, recipe, seed, epochs=...)``."""
+    """The pretrained baseline: ``shrinkviz.pretrained(model, data, recipe, seed, epochs=..., precision=...)``.
+
+    ``precision="bf16"`` trains it under bfloat16 autocast (see :class:`FinetuneSpec`): a different
+    baseline with its own checkpoint, whose ``baseline_recipe`` column reads ``<recipe>+bf16``. Written
+    into the config only when not ``fp32``."""
 
     _path: ClassVar[str] = "Experiment.baseline"
     _primary: ClassVar[str] = "recipe"
+    _when_set: ClassVar[tuple[str, ...]] = ("precision",)
     recipe: str = RECIPE_DEFAULT
     seed: int = 0
     epochs: int | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        from shrinkviz.loop.train import PRESETS
+        from shrinkviz.loop.train import PRECISIONS, PRESETS
 
         _choice(f"{self._path}.recipe", self.recipe, [RECIPE_DEFAULT, *sorted(PRESETS)])
         _set(self, "seed", _int(f"{self._path}.seed", self.seed, 0))
         _set(self, "epochs", _int(f"{self._path}.epochs", self.epochs, 1, optional=True))
+        _choice(f"{self._path}.precision", self.precision, PRECISIONS)
+
+    @property
+    def label(self) -> str:
+        """The ``baseline_recipe`` column: the recipe, with ``+bf16`` when trained in bfloat16."""
+        return self.recipe if self.precision == "fp32" else f"{self.recipe}+{self.precision}"
 
 
 def _strategies() -> tuple[str, ...]:
@@ -215,26 +227,39 @@ class PruneSpec(_Section):
 class FinetuneSpec(_Section):
     """Training of every compression stage (finetuning after pruning, QAT, distillation, pipeline stages):
     a ``shrinkviz.loop.train.PRESETS`` name, an optional epoch override, and optionally only the first
-    ``examples`` training images (the baseline is always trained on the whole ``data`` spec)."""
+    ``examples`` training images (the baseline is always trained on the whole ``data`` spec), and the
+    arithmetic of the training steps: ``precision="bf16"`` trains under bfloat16 autocast, about 1.8x
+    faster on CPUs with native bfloat16, with different (not identical) numbers; evaluation stays float32
+    (``shrinkviz.loop.config.TrainConfig.precision``). Written into the config only when not ``fp32``;
+    the ``finetune`` column of such a run reads ``<preset>+bf16``, so it never sits unlabelled beside
+    float32 runs. The baseline has its own ``precision`` (:class:`BaselineSpec`)."""
 
     _path: ClassVar[str] = "Experiment.finetune"
     _primary: ClassVar[str] = "preset"
+    _when_set: ClassVar[tuple[str, ...]] = ("precision",)
     preset: str = "shrinkbench"
     epochs: int | None = None
     examples: int | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        from shrinkviz.loop.train import PRESETS
+        from shrinkviz.loop.train import PRECISIONS, PRESETS
 
         _choice(f"{self._path}.preset", self.preset, sorted(PRESETS))
         _set(self, "epochs", _int(f"{self._path}.epochs", self.epochs, 1, optional=True))
         _set(self, "examples", _int(f"{self._path}.examples", self.examples, 1, optional=True))
+        _choice(f"{self._path}.precision", self.precision, PRECISIONS)
+
+    @property
+    def label(self) -> str:
+        """The ``finetune`` column: the preset name, with ``+bf16`` when trained in bfloat16."""
+        return self.preset if self.precision == "fp32" else f"{self.preset}+{self.precision}"
 
     def train_config(self) -> Any:
         """The ``TrainConfig`` this spec stands for."""
         from shrinkviz.loop.train import TrainConfig
 
-        cfg = TrainConfig.preset(self.preset)
+        cfg = TrainConfig.preset(self.preset).replace(precision=self.precision)
         return cfg if self.epochs is None else cfg.replace(epochs=self.epochs)
 
 

@@ -20,9 +20,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,14 +33,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from shrinkviz.core.device import model_device, resolve_device
+from shrinkviz.core.machine import cpu_isa
 from shrinkviz.core.progress import progress_bar
 from shrinkviz.data import Dataset, Normalizer, Split, batches
 from shrinkviz.loop.callbacks import Callback
-from shrinkviz.loop.config import PRESETS, TrainConfig
+from shrinkviz.loop.config import PRECISIONS, PRESETS, TrainConfig
 from shrinkviz.loop.masks import mask_callbacks
 from shrinkviz.loop.validated import recall, remember
 
 __all__ = [
+    "PRECISIONS",
     "PRESETS",
     "Callback",
     "TrainConfig",
@@ -47,7 +51,54 @@ __all__ = [
     "fit",
     "lr_factor",
     "make_optimizer",
+    "training_precision",
 ]
+
+NATIVE_BF16_ISA = ("avx512_bf16", "amx_bf16")
+"""CPU flags with which ``precision="bf16"`` runs native bfloat16 kernels (without them oneDNN converts,
+and bf16 is not faster than float32)."""
+
+
+def check_precision(precision: str, *, qat: bool = False, device: torch.device | None = None) -> None:
+    """Raise a one-line ValueError where ``precision`` cannot be used: bf16 with INT8 QAT (its fake
+    quantization expects float32 activations) or on a CUDA GPU without bfloat16; warn where a CPU has no
+    native bfloat16 (it works, slower than float32).
+
+    Example:
+        >>> check_precision("fp32", qat=True)
+        >>> check_precision("bf16", qat=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: precision='bf16' cannot train INT8 QAT (its fake quantization expects float32 activations); use precision='fp32' for the quantization stage
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return
+    if qat:
+        raise ValueError(
+            "precision='bf16' cannot train INT8 QAT (its fake quantization expects float32 activations); "
+            "use precision='fp32' for the quantization stage"
+        )
+    if device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"precision='bf16': {torch.cuda.get_device_name(device)} has no bfloat16; use 'fp32'"
+        )
+    if (device is None or device.type == "cpu") and not set(NATIVE_BF16_ISA) & set(cpu_isa()):
+        warnings.warn(
+            "precision='bf16' on a CPU without native bfloat16 (no avx512_bf16 / amx_bf16): it trains, "
+            "but slower than 'fp32'",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def training_precision(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context a training step's forward pass runs in: nothing for ``fp32``, ``torch.autocast`` to
+    bfloat16 for ``bf16`` (see :attr:`TrainConfig.precision`)."""
+    if cfg.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -282,6 +333,12 @@ def _selection_top1(
     return None
 
 
+def _has_fake_quant(model: nn.Module) -> bool:
+    from torch.ao.quantization import FakeQuantizeBase
+
+    return any(isinstance(m, FakeQuantizeBase) for m in model.modules())
+
+
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -313,8 +370,9 @@ def fit(
         One dict per epoch: stage, epoch, lr, train_loss, task_loss, kd_loss, train_top1, val_loss,
         val_top1, val_top5, epoch_s (and whatever callbacks add).
     """
-    callbacks = [*mask_callbacks(model, callbacks), *callbacks]
     device = resolve_device(device)
+    check_precision(cfg.precision, qat=_has_fake_quant(model), device=device)
+    callbacks = [*mask_callbacks(model, callbacks), *callbacks]
     layout = training_layout(model, device, memory_format)
     model.to(device, memory_format=layout)
     normalize = Normalizer(data.mean, data.std)
@@ -347,14 +405,15 @@ def fit(
             factor = lr_factor(cfg, step, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * factor
-            logits = model(x)
-            task_loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            loss, extra = task_loss, {}
-            for cb in callbacks:
-                replaced = cb.loss(model, x, logits, y, loss)
-                if replaced is not None:
-                    loss, more = replaced
-                    extra.update(more)
+            with training_precision(cfg, device):
+                logits = model(x).float()
+                task_loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                loss, extra = task_loss, {}
+                for cb in callbacks:
+                    replaced = cb.loss(model, x, logits, y, loss)
+                    if replaced is not None:
+                        loss, more = replaced
+                        extra.update(more)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             for cb in callbacks:

@@ -113,12 +113,16 @@ def baseline_spec(
     subset: tuple[int, int, int] | None = None,
     n_train: int | None = None,
     val_fraction: float = 0.1,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """The full config that identifies a baseline (and names its checkpoint); ``val_fraction`` enters it
-    only when not the default 0.1, so existing checkpoints keep their names."""
+    only when not the default 0.1, and the training precision only when not ``fp32``
+    (``TrainConfig.to_dict``), so existing checkpoints keep their names."""
     cfg = recipe_config(recipe, dataset, n_train)
     if epochs is not None:
         cfg = cfg.replace(epochs=epochs)
+    if precision is not None:
+        cfg = cfg.replace(precision=precision)
     name = recipe if isinstance(recipe, str) else "custom"
     spec = {
         "model": model,
@@ -227,6 +231,7 @@ def pretrained(
     cache: str | Path | None = None,
     progress: bool = True,
     val_fraction: float = 0.1,
+    precision: str | None = None,
 ) -> ShrinkNet:
     """Load a pretrained baseline from the cache, or train it with ``recipe`` and cache it.
 
@@ -242,6 +247,8 @@ def pretrained(
         progress: show training progress.
         val_fraction: the validation split of a dataset given by name (``load_dataset``; 0 is ShrinkBench's:
             train on the whole official train split, validate on the test split).
+        precision: ``fp32`` or ``bf16`` training steps (``TrainConfig.precision``; default: the recipe's,
+            ``fp32`` for every preset). A bf16 baseline is a different baseline, with its own checkpoint.
 
     Returns:
         The model in eval mode on the CPU, with its manifest in ``model.shrinkviz_manifest``.
@@ -258,7 +265,7 @@ def pretrained(
             dataset if isinstance(dataset, Dataset) else load_dataset(dataset_name, val_fraction=val_fraction)
         )
         n_train = len((full.subset(*subset) if subset else full).train)
-    spec = baseline_spec(model, dataset_name, recipe, seed, epochs, subset, n_train, val_fraction)
+    spec = baseline_spec(model, dataset_name, recipe, seed, epochs, subset, n_train, val_fraction, precision)
     weights, manifest_path = checkpoint_paths(spec, Path(cache) if cache else None)
     if manifest_path.is_file() and weights.is_file() and not retrain:
         return _load(spec, weights, manifest_path)

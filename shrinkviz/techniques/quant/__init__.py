@@ -30,7 +30,7 @@ from shrinkviz.core.registry import unknown_name
 from shrinkviz.data import Dataset, as_dataset
 from shrinkviz.loop.config import TrainConfig, resolve_config
 from shrinkviz.loop.masks import check_masks
-from shrinkviz.loop.train import fit
+from shrinkviz.loop.train import check_precision, fit
 from shrinkviz.techniques.quant.eager import (
     BACKEND,
     QuantizationError,
@@ -105,6 +105,9 @@ def quantize(
     """
     if method not in METHODS:
         raise unknown_name("quantization method", method, METHODS, "method")
+    if method == "qat":
+        cfg = resolve_config(cfg, "quantize")
+        check_precision(cfg.precision, qat=True)
     model = as_model(model)
     check_masks(model, "quantize")
     if isinstance(data, str):
@@ -120,7 +123,7 @@ def quantize(
     history = fit(
         qat,
         data,
-        resolve_config(cfg, "quantize"),
+        cfg,
         callbacks=callbacks,
         seed=seed,
         device=device,
