@@ -55,7 +55,7 @@ partial batch kept.
 
     python benchmarks/bench_sweep_parity.py                 # the protocol (8-9 min on 2 shared cores)
     python benchmarks/bench_sweep_parity.py --quick         # 2 strategies x 2 compressions on 3,000 images
-    python benchmarks/bench_sweep_parity.py --precision bf16  # training steps under bfloat16 autocast
+    python benchmarks/bench_sweep_parity.py --precision bf16  # bfloat16 training steps (5-6 min)
     python benchmarks/bench_sweep_parity.py --preset shrinkbench_exact --strategies global_weight random \\
         --compressions 8                                    # ShrinkBench's protocol on a reduced grid
 """

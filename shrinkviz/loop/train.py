@@ -46,6 +46,7 @@ __all__ = [
     "PRESETS",
     "Callback",
     "TrainConfig",
+    "check_precision",
     "count_correct",
     "evaluate",
     "fit",
