@@ -54,6 +54,7 @@ from shrinkviz.experiments.specs import (
     _section,
     _set,
 )
+from shrinkviz.loop.config import BF16_QAT
 
 __all__ = [
     "ALIASES",
@@ -181,8 +182,8 @@ class Experiment:
             )
         if self.finetune.precision != "fp32" and self.quant.method == "qat":
             raise ValueError(
-                f"Experiment.finetune.precision={self.finetune.precision!r} cannot train INT8 QAT (its fake "
-                "quantization expects float32 activations); use finetune.precision='fp32' with quant.method='qat'"
+                f"Experiment.finetune.precision={self.finetune.precision!r} {BF16_QAT}; use "
+                "finetune.precision='fp32' with quant.method='qat'"
             )
         if order and {"bias", "score_batches"} & set(self.prune.to_dict()):
             raise ValueError(

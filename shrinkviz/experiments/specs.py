@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from shrinkviz.core.registry import did_you_mean
+from shrinkviz.loop.config import PRECISIONS, precision_label
 from shrinkviz.techniques.distill import ALPHA, TEMPERATURE
 from shrinkviz.techniques.pipeline import DEFAULT_EPOCHS
 from shrinkviz.techniques.pipeline import STAGES as PIPELINE_STAGES
@@ -174,7 +175,7 @@ class BaselineSpec(_Section):
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        from shrinkviz.loop.train import PRECISIONS, PRESETS
+        from shrinkviz.loop.train import PRESETS
 
         _choice(f"{self._path}.recipe", self.recipe, [RECIPE_DEFAULT, *sorted(PRESETS)])
         _set(self, "seed", _int(f"{self._path}.seed", self.seed, 0))
@@ -184,7 +185,7 @@ class BaselineSpec(_Section):
     @property
     def label(self) -> str:
         """The ``baseline_recipe`` column: the recipe, with ``+bf16`` when trained in bfloat16."""
-        return self.recipe if self.precision == "fp32" else f"{self.recipe}+{self.precision}"
+        return precision_label(self.recipe, self.precision)
 
 
 def _strategies() -> tuple[str, ...]:
@@ -228,8 +229,8 @@ class FinetuneSpec(_Section):
     """Training of every compression stage (finetuning after pruning, QAT, distillation, pipeline stages):
     a ``shrinkviz.loop.train.PRESETS`` name, an optional epoch override, and optionally only the first
     ``examples`` training images (the baseline is always trained on the whole ``data`` spec), and the
-    arithmetic of the training steps: ``precision="bf16"`` trains under bfloat16 autocast, about 1.8x
-    faster on CPUs with native bfloat16, with different (not identical) numbers; evaluation stays float32
+    arithmetic of the training steps: ``precision="bf16"`` trains under bfloat16 autocast (an epoch in
+    ~0.65x the time on CPUs with native bfloat16), with different (not identical) numbers; evaluation stays float32
     (``shrinkviz.loop.config.TrainConfig.precision``). Written into the config only when not ``fp32``;
     the ``finetune`` column of such a run reads ``<preset>+bf16``, so it never sits unlabelled beside
     float32 runs. The baseline has its own ``precision`` (:class:`BaselineSpec`)."""
@@ -243,7 +244,7 @@ class FinetuneSpec(_Section):
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        from shrinkviz.loop.train import PRECISIONS, PRESETS
+        from shrinkviz.loop.train import PRESETS
 
         _choice(f"{self._path}.preset", self.preset, sorted(PRESETS))
         _set(self, "epochs", _int(f"{self._path}.epochs", self.epochs, 1, optional=True))
@@ -253,7 +254,7 @@ class FinetuneSpec(_Section):
     @property
     def label(self) -> str:
         """The ``finetune`` column: the preset name, with ``+bf16`` when trained in bfloat16."""
-        return self.preset if self.precision == "fp32" else f"{self.preset}+{self.precision}"
+        return precision_label(self.preset, self.precision)
 
     def train_config(self) -> Any:
         """The ``TrainConfig`` this spec stands for."""

@@ -20,6 +20,18 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
 SELECTIONS = ("last", "best_val", "shrinkbench_best_test")
 PRECISIONS = ("fp32", "bf16")
+BF16_QAT = "cannot train INT8 QAT (its fake quantization expects float32 activations)"
+"""Why ``precision="bf16"`` is refused with QAT (one reason, wherever it is refused)."""
+
+
+def precision_label(name: str, precision: str) -> str:
+    """A preset or recipe name as the results columns show it: ``name``, with ``+bf16`` for bfloat16.
+
+    Example:
+        >>> precision_label("shrinkbench", "fp32"), precision_label("shrinkbench", "bf16")
+        ('shrinkbench', 'shrinkbench+bf16')
+    """
+    return name if precision == "fp32" else f"{name}+{precision}"
 
 
 @dataclass(frozen=True)
@@ -50,8 +62,9 @@ class TrainConfig:
             the epochs' test accuracies; never use it to compare methods of your own.
         precision: ``fp32`` (default) trains in float32 throughout. ``bf16`` runs the forward pass of
             training steps under ``torch.autocast`` with bfloat16 (convolutions and matrix products in
-            bfloat16, the weights, gradients, optimizer state and loss in float32): about 1.8x faster
-            steps on CPUs with native bfloat16 (AVX512_BF16 or AMX) and on recent GPUs, different numbers
+            bfloat16, the weights, gradients, optimizer state and loss in float32): a MnistNet epoch in
+            ~0.65x the time on a CPU with native bfloat16 (AVX512_BF16 or AMX; ``benchmarks/bench_fit.py``,
+            AMD EPYC Zen 4), also fast on recent GPUs; different numbers
             from ``fp32`` (not a reassociation of the same sums: the products are rounded to 8 bits of
             mantissa), still deterministic per seed. Evaluation, and so every reported accuracy, is always
             float32. Not for INT8 QAT, whose fake quantization assumes float32 activations. Written into

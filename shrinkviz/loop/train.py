@@ -37,7 +37,7 @@ from shrinkviz.core.machine import cpu_isa
 from shrinkviz.core.progress import progress_bar
 from shrinkviz.data import Dataset, Normalizer, Split, batches
 from shrinkviz.loop.callbacks import Callback
-from shrinkviz.loop.config import PRECISIONS, PRESETS, TrainConfig
+from shrinkviz.loop.config import BF16_QAT, PRECISIONS, PRESETS, TrainConfig
 from shrinkviz.loop.masks import mask_callbacks
 from shrinkviz.loop.validated import recall, remember
 
@@ -77,10 +77,7 @@ def check_precision(precision: str, *, qat: bool = False, device: torch.device |
     if precision == "fp32":
         return
     if qat:
-        raise ValueError(
-            "precision='bf16' cannot train INT8 QAT (its fake quantization expects float32 activations); "
-            "use precision='fp32' for the quantization stage"
-        )
+        raise ValueError(f"precision='bf16' {BF16_QAT}; use precision='fp32' for the quantization stage")
     if device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(
             f"precision='bf16': {torch.cuda.get_device_name(device)} has no bfloat16; use 'fp32'"
