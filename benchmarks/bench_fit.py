@@ -9,6 +9,14 @@ one thread this is the work done, less disturbed by other load on a shared machi
   ``bare_fused`` (the optimizer's multi-tensor / fused kernels);
 * ``bare_bf16``: channels-last under ``torch.autocast`` to bfloat16, and ``fit_bf16_train_only``: ``fit``
   with ``precision="bf16"`` (different arithmetic, so compared with ``bare_bf16`` only);
+* ``bare_relu_before_pool``: ``bare_channels_last`` with the model's layers run in their written order
+  (``nn.Sequential``), i.e. without :class:`~shrinkviz.models.base.Features` applying each ReLU after the
+  max-pool that follows it (same weights to the bit, more work);
+* ``bare_default_heap``: ``bare_channels_last`` in a fresh process with ``SHRINKVIZ_HEAP=default``, i.e.
+  glibc's default thresholds, which trim the heap every step (:mod:`shrinkviz.core.heap`).
+
+Every loop in this process runs inside :func:`~shrinkviz.core.heap.steady_heap`, as ``fit`` does, so the
+bare loops are measured at their best too; ``bare_default_heap`` shows what that is worth.
 
 and ``fit`` over the fastest float32 bare loop. The bare loops skip validation, so ``fit_train_only`` (fit
 with a one-image validation split) is the like-for-like figure.
@@ -21,12 +29,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from shrinkviz.core.heap import heap_state, steady_heap
 from shrinkviz.core.machine import cpu_isa, cpu_model
 from shrinkviz.data import Normalizer, load_dataset
 from shrinkviz.loop.config import TrainConfig
@@ -57,6 +69,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # one bare loop, its CPU seconds printed
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset(args.data).subset(train=args.examples)
@@ -79,7 +92,9 @@ def main() -> None:
 
     def run_bare(kind: str):
         model = make()
-        channels_last = kind in ("channels_last", "bf16")
+        if kind == "relu_before_pool":
+            model.features.__class__ = torch.nn.Sequential
+        channels_last = kind in ("channels_last", "bf16", "relu_before_pool")
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if kind == "compiled":
@@ -89,9 +104,21 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         if kind == "compiled":  # compile outside the timed epoch
             bare_epoch(model, x[: args.batch], y[: args.batch], args.batch, opt, g)
-        t0 = time.process_time()
-        bare_epoch(model, x, y, args.batch, opt, g, channels_last=channels_last, bf16=kind == "bf16")
-        return time.process_time() - t0
+        with steady_heap():
+            t0 = time.process_time()
+            bare_epoch(model, x, y, args.batch, opt, g, channels_last=channels_last, bf16=kind == "bf16")
+            return time.process_time() - t0
+
+    def run_default_heap():
+        argv = [sys.argv[0], "--case", "channels_last", "--model", args.model, "--data", args.data,
+                "--examples", str(args.examples), "--batch", str(args.batch), "--threads", str(args.threads)]  # fmt: skip
+        env = {**os.environ, "SHRINKVIZ_HEAP": "default"}
+        done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, check=True)
+        return float(done.stdout.split()[-1])
+
+    if args.case:
+        print(run_bare(args.case))
+        return
 
     cases = {
         "fit": lambda: run_fit(None),
@@ -99,8 +126,9 @@ def main() -> None:
         "fit_bf16_train_only": lambda: run_fit(1, "bf16"),
         **{
             f"bare_{k}": (lambda k=k: run_bare(k))
-            for k in ("eager", "channels_last", "compiled", "foreach", "fused", "bf16")
+            for k in ("eager", "channels_last", "compiled", "foreach", "fused", "bf16", "relu_before_pool")
         },
+        "bare_default_heap": run_default_heap,
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
     for r in range(args.repeats):
@@ -111,7 +139,12 @@ def main() -> None:
                 times[name] = [float("nan")]
                 cases[name] = lambda exc=exc: float("nan")
     med = {k: statistics.median(v) for k, v in times.items()}
-    bare = {k: v for k, v in med.items() if k.startswith("bare_") and k != "bare_bf16" and v == v}
+    unlike = (
+        "bare_bf16",
+        "bare_relu_before_pool",
+        "bare_default_heap",
+    )  # other arithmetic, or the levers off
+    bare = {k: v for k, v in med.items() if k.startswith("bare_") and k not in unlike and v == v}
     fastest = min(bare, key=bare.get)
     print(json.dumps({
         "cpu": cpu_model(), "cpu_isa": ",".join(cpu_isa()), "threads": args.threads, "model": args.model, "data": args.data,
@@ -122,6 +155,9 @@ def main() -> None:
         "fit_train_only_vs_bare_eager": med["fit_train_only"] / med["bare_eager"],
         "fit_bf16_train_only_vs_bare_bf16": med["fit_bf16_train_only"] / med["bare_bf16"],
         "bare_bf16_vs_fastest_bare": med["bare_bf16"] / bare[fastest],
+        "channels_last_vs_relu_before_pool": med["bare_channels_last"] / med["bare_relu_before_pool"],
+        "channels_last_vs_default_heap": med["bare_channels_last"] / med["bare_default_heap"],
+        "heap": heap_state(),
     }, indent=2))  # fmt: skip
 
 

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from shrinkviz.models import InputShapeError, available_models, create_model, fusion_groups, register_model
+from shrinkviz.models.base import Features
 
 ALL = available_models()
 
@@ -127,3 +130,63 @@ def test_register_model():
     assert create_model("my_mlp", input_shape=(1, 4, 4)).input_shape == (1, 4, 4)
     with pytest.raises(ValueError, match="already registered"):
         register_model("my_mlp", TinyMLP)
+
+
+def _written_order(model):
+    twin = copy.deepcopy(model)
+    twin.features.__class__ = nn.Sequential  # the same modules, run as written
+    return twin
+
+
+def _train(model, steps=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    model.train()
+    for _ in range(steps):
+        x = torch.randn(16, *model.input_shape, generator=g)
+        y = torch.randint(0, model.num_classes, (16,), generator=g)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize(
+    "name, shape, layout",
+    [
+        ("mnistnet", (1, 28, 28), "channels_last"),
+        ("lenet5", (1, 28, 28), "contiguous"),
+        ("vgg16_bn", (3, 20, 20), "channels_last"),
+    ],  # fmt: skip
+)
+def test_relu_after_pool_trains_to_the_same_weights_bit_for_bit(name, shape, layout):
+    model = create_model(name, input_shape=shape, seed=0)
+    assert isinstance(model.features, Features)
+    plain = _written_order(model)
+    if layout == "channels_last":
+        model, plain = (m.to(memory_format=torch.channels_last) for m in (model, plain))
+    _train(model), _train(plain)
+    ours, theirs = model.state_dict(), plain.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_relu_after_pool_only_where_nothing_can_see_the_order():
+    model = create_model("mnistnet", input_shape=(1, 28, 28), seed=0).train()
+    x = torch.randn(2, 1, 28, 28)
+    net = model.features
+    assert net._pool_next(net[0], net[1]) and not net._pool_next(net[1], net[2])
+    seen = []
+    handle = net[0].act.register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape)))
+    assert not net._pool_next(net[0], net[1])
+    model(x).sum().backward()
+    assert seen == [(2, 20, 24, 24)]  # the hook saw the ReLU where it is written: before the pool
+    handle.remove()
+    fused = copy.deepcopy(model)
+    fused.features[0].act = nn.Identity()  # what eager fusion leaves (the ReLU inside the conv)
+    assert not fused.features._pool_next(fused.features[0], fused.features[1])
+    graph = torch.fx.symbolic_trace(model)  # traced in training mode: INT8 fusion reads this order
+    order = [n.target for n in graph.graph.nodes if n.op == "call_module"][:3]
+    assert order == ["features.0.conv", "features.0.act", "features.1"]
+    assert torch.equal(graph(x), model(x))

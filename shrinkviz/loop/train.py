@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shrinkviz.core.device import model_device, resolve_device
+from shrinkviz.core.heap import steady_heap
 from shrinkviz.core.machine import cpu_isa
 from shrinkviz.core.progress import progress_bar
 from shrinkviz.data import Dataset, Normalizer, Split, batches
@@ -134,6 +135,7 @@ so it adds nothing to a sweep worker's peak."""
 
 
 @torch.no_grad()
+@steady_heap()
 def evaluate(
     model: nn.Module,
     split: Split,
@@ -337,6 +339,7 @@ def _has_fake_quant(model: nn.Module) -> bool:
     return any(isinstance(m, FakeQuantizeBase) for m in model.modules())
 
 
+@steady_heap()
 def fit(
     model: nn.Module,
     data: Dataset,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shrinkviz.models.base import ConvBNAct, LinearAct, Residual, ShrinkNet
+from shrinkviz.models.base import ConvBNAct, Features, LinearAct, Residual, ShrinkNet
 
 
 def _flat_size(features: nn.Module, input_shape: tuple[int, int, int], arch: str) -> int:
@@ -42,7 +42,7 @@ class MnistNet(ShrinkNet):
             nn.MaxPool2d(2),
         )
         flat = _flat_size(features, self.input_shape, self.arch)
-        self.features = nn.Sequential(*features, nn.Flatten(), LinearAct(flat, 500))
+        self.features = Features(*features, nn.Flatten(), LinearAct(flat, 500))
         self.classifier = nn.Linear(500, num_classes)
 
 
@@ -61,7 +61,7 @@ class LeNet5(ShrinkNet):
             nn.MaxPool2d(2),
         )
         flat = _flat_size(features, self.input_shape, self.arch)
-        self.features = nn.Sequential(*features, nn.Flatten(), LinearAct(flat, 120), LinearAct(120, 84))
+        self.features = Features(*features, nn.Flatten(), LinearAct(flat, 120), LinearAct(120, 84))
         self.classifier = nn.Linear(84, num_classes)
 
 
@@ -152,7 +152,7 @@ class VGG16BN(ShrinkNet):
             else:
                 layers.append(ConvBNAct(cin, int(v), 3, 1, 1))
                 cin = int(v)
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1))
+        self.features = Features(*layers, nn.AdaptiveAvgPool2d(1))
         self.classifier = nn.Linear(512, num_classes)
 
 
