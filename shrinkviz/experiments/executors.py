@@ -23,8 +23,9 @@ Dask sets ``MALLOC_TRIM_THRESHOLD_=65536`` so glibc hands freed memory back at o
 glibc's mmap threshold at 128 KiB, so every activation buffer of a training step is a fresh ``mmap`` whose
 pages fault in again. Measured on a 2-core AMD EPYC, one thread, MnistNet, a 12,800-image Fashion-MNIST
 epoch: 8.8 s with it, 4.6-5.9 s without (a sweep's epoch 29-30 s against 15 s in-process), for a peak RSS
-of 458 against 480 MiB. The workers keep glibc's defaults, as the sweep's own process does; a variable set
-in the user's environment still reaches them."""
+of 458 against 480 MiB. Without it the workers' training steps hold the heap as the sweep's own process
+does (:func:`shrinkviz.core.heap.steady_heap`, which takes such a variable for the user's choice and keeps
+it); a variable set in the user's environment still reaches them."""
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ from torch import nn
 from shrinkviz.data import Dataset
 from shrinkviz.loop.config import TrainConfig, resolve_config
 from shrinkviz.loop.masks import MASK_SUFFIX
-from shrinkviz.models.base import ConvBNAct, LinearAct, Residual, ShrinkNet
+from shrinkviz.models.base import ConvBNAct, Features, LinearAct, Residual, ShrinkNet
 from shrinkviz.techniques.finetune import finetune
 from shrinkviz.techniques.result import Result, as_model
 
@@ -117,7 +117,7 @@ class _Walker:
     def walk(self, module: nn.Module, name: str, group: _Group, flat: bool) -> tuple[_Group, bool]:
         prefix = f"{name}." if name else ""
         group = group.find()
-        if type(module) is nn.Sequential:
+        if type(module) in (nn.Sequential, Features):
             for child_name, child in module.named_children():
                 group, flat = self.walk(child, prefix + child_name, group, flat)
             return group, flat
