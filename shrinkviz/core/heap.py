@@ -7,7 +7,12 @@ a step that frees all its saved activations at once does: the next step's buffer
 again. Measured on a 2-core AMD EPYC (KVM guest), one thread, ResNet-20 channels-last at batch 64: 2,800 to
 6,100 minor page faults in the median step with glibc's defaults, none with the heap held
 (``tests/test_heap.py``); MnistNet in :func:`~shrinkviz.loop.train.fit` sees occasional steps of 2,000-2,800
-faults. Peak RSS is unchanged (what a step needs is resident at its peak either way).
+faults. Peak RSS is unchanged (what a step needs is resident at its peak either way). What it buys in time
+is small where glibc's heuristics behave: ``benchmarks/bench_fit.py``'s bare loop held against glibc's
+defaults, one EPYC core, 0.95x for MnistNet and 1.01x for ResNet-20 (within the machine's noise); it
+removes the case where they do not (a loop over one reused batch: 40 against 34 ms a MnistNet step), and
+Dask's own ``MALLOC_TRIM_THRESHOLD_=65536`` doubled a sweep's epoch (see
+:data:`shrinkviz.experiments.executors.WORKER_ENVIRON_UNSET`).
 
 :func:`steady_heap` sets what glibc's dynamic rule converges to at its own ceiling, from the start: blocks
 up to :data:`MMAP_THRESHOLD` (32 MiB, glibc's maximum for the dynamic threshold on 64-bit) come from the
