@@ -14,12 +14,12 @@ removes the case where they do not (a loop over one reused batch: 40 against 34 
 Dask's own ``MALLOC_TRIM_THRESHOLD_=65536`` doubled a sweep's epoch (see
 :data:`shrinkviz.experiments.executors.WORKER_ENVIRON_UNSET`).
 
-:func:`steady_heap` sets what glibc's dynamic rule converges to at its own ceiling, from the start: blocks
-up to :data:`MMAP_THRESHOLD` (32 MiB, glibc's maximum for the dynamic threshold on 64-bit) come from the
-heap, and up to :data:`TRIM_THRESHOLD` (twice that, as glibc pairs them) of free heap top is kept. It is
-done once per process (``mallopt``; the thresholds then stay for the process) and leaving the outermost
-:func:`steady_heap` hands the free memory back (``malloc_trim``), so a notebook kernel does not keep a
-training step's buffers after training. Nothing is changed where the C
+:func:`steady_heap` fixes glibc's mmap threshold, once per process, at :data:`MMAP_THRESHOLD` (32 MiB,
+glibc's own ceiling for its dynamic threshold on 64-bit), so blocks up to it come from the heap. While the
+outermost :func:`steady_heap` runs, the heap is not trimmed (:data:`TRAINING_TRIM_THRESHOLD`); leaving it
+hands the free memory back (``malloc_trim``) and sets the trim threshold to :data:`TRIM_THRESHOLD` (twice
+the mmap threshold, as glibc pairs them), so a notebook kernel does not keep a training step's buffers
+after training. Nothing is changed where the C
 library is not glibc, or where the user has chosen the allocator's behaviour (``MALLOC_TRIM_THRESHOLD_``,
 ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or ``glibc.malloc`` tunables in ``GLIBC_TUNABLES``), or
 ``LD_PRELOAD`` loads another allocator (jemalloc, tcmalloc), or ``SHRINKVIZ_HEAP=default`` asks for glibc's
@@ -85,9 +85,7 @@ def _apply() -> str:
         return reason
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(
-            _M_TRIM_THRESHOLD, TRIM_THRESHOLD
-        )
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # steady_heap sets the trim threshold
     except (OSError, AttributeError):
         return "glibc defaults kept: not glibc"
     if not ok:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized import FloatFunctional
 from torch.ao.quantization import DeQuantStub, QuantStub
+from torch.nn.modules import module as torch_module
 
 
 class InputShapeError(ValueError):
@@ -98,8 +99,6 @@ _GLOBAL_HOOK_DICTS = tuple(f"_global{name}" for name in _HOOK_DICTS)
 
 def _hooked(*modules: nn.Module) -> bool:
     """Whether a hook (on these modules, or on every module) would see the difference in order."""
-    from torch.nn.modules import module as torch_module
-
     if any(getattr(torch_module, name, None) for name in _GLOBAL_HOOK_DICTS):
         return True
     return any(getattr(m, name, None) for m in modules for name in _HOOK_DICTS)
@@ -123,8 +122,8 @@ class Features(nn.Sequential):
     Max-pooling commutes with ReLU exactly (``max(relu(a)) == relu(max(a))``, and the gradient reaches the
     same element with the same value), so the weights a training run produces are bit-identical; the
     ReLU and its backward then run on a quarter of the elements, and the full-size activation is neither
-    kept nor masked. MnistNet channels-last, batch 128, one AMD EPYC core: ~15% of a training step
-    (``benchmarks/bench_fit.py``, ``bare_channels_last`` against ``bare_relu_before_pool``).
+    kept nor masked. MnistNet channels-last, batch 128, one AMD EPYC core: 0.88x the written order's
+    epoch (``benchmarks/bench_fit.py``, ``bare_channels_last`` against ``bare_relu_before_pool``).
 
     The written order is kept whenever anything could see the difference: in evaluation mode or without
     gradients (inference, latency, export), while FX / TorchScript tracing or ONNX export records the
