@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def fbgemm_engine():
+def fbgemm_engine(exact_int8_reference):
     old = torch.backends.quantized.engine
     torch.backends.quantized.engine = "fbgemm"
     yield

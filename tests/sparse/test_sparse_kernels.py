@@ -171,8 +171,43 @@ def _qconv(cls, cfg, density):
     return mod
 
 
+def _quint8_below_128(shape, scale, zero_point):
+    """Activations whose uint8 values stay below 128, so no pair of uint8 x int8 products reaches 2**15."""
+    ints = torch.randint(0, 128, shape, dtype=torch.uint8)
+    return torch._make_per_tensor_quantized_tensor(ints, scale, zero_point)
+
+
+@pytest.mark.parametrize("layer", ["linear", *(f"conv{i}" for i in range(4))])
+def test_int8_bit_exact_below_fbgemm_saturation(layer):
+    """Bit for bit with torch.ao's fbgemm on every CPU, AVX2 without VNNI included, where fbgemm's int16 pair
+    sums cannot saturate (full-range activations: the tests taking ``exact_int8_reference``)."""
+    old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    try:
+        torch.manual_seed(1)
+        if layer == "linear":
+            w = torch.randn(12, 40)
+            _sparse_(w, 0.25)
+            scales = (torch.rand(12) * 0.02 + 0.005).double()
+            qw = torch.quantize_per_channel(w, scales, torch.zeros(12, dtype=torch.long), 0, torch.qint8)
+            mod = nnq.Linear(40, 12)
+            mod.set_weight_bias(qw, torch.randn(12) * 0.1)
+            mod.scale, mod.zero_point = 0.1, 100
+            x = _quint8_below_128((3, 40), 0.03, 64)
+            fast = SparseLinear.from_quantized(mod)
+        else:
+            cfg = CONVS[int(layer[-1])]
+            mod = _qconv(nnq.Conv2d, cfg, 0.3)
+            x = _quint8_below_128((2, cfg[0], cfg[7], cfg[8]), 0.04, 60)
+            fast = SparseConv2d.from_quantized(mod)
+        assert x.int_repr().max() < 128
+        assert torch.equal(fast(x).int_repr(), mod(x).int_repr().contiguous())
+    finally:
+        torch.backends.quantized.engine = old
+
+
 @pytest.fixture
-def x86_engine():
+def x86_engine(exact_int8_reference):
     old = torch.backends.quantized.engine
     torch.backends.quantized.engine = "x86"
     yield
@@ -234,7 +269,7 @@ VNNI = pytest.mark.skipif(
 
 
 @pytest.fixture
-def fbgemm_engine():
+def fbgemm_engine(exact_int8_reference):
     """torch.ao's fbgemm kernels: the arithmetic the sparse INT8 kernels reproduce. (The x86 engine sends
     convs to oneDNN on VNNI CPUs, which rounds 1-2 outputs per 131k differently, by one step.)"""
     old = torch.backends.quantized.engine

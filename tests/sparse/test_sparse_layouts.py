@@ -110,7 +110,7 @@ B4_STRIDED = [
 
 
 @pytest.mark.parametrize("cfg,phases", B4_STRIDED, ids=["s2_3x3", "s2_3x3_10ch", "s2_1x1", "s2_1x1_64ch"])
-def test_b4i8_strided_phase_copy_bit_exact(cfg, phases):
+def test_b4i8_strided_phase_copy_bit_exact(exact_int8_reference, cfg, phases):
     old = torch.backends.quantized.engine
     torch.backends.quantized.engine = "fbgemm"
     try:
@@ -142,7 +142,7 @@ def test_b4i8_strided_phase_copy_bit_exact(cfg, phases):
         (8, 8, 3, 1, 1, 32, 32, False),  # 1088 -> 1024 positions: not worth three copies
     ],
 )
-def test_b4i8_shifted_layout_bit_exact(cin, cout, k, p, d, h, w, shift):
+def test_b4i8_shifted_layout_bit_exact(exact_int8_reference, cin, cout, k, p, d, h, w, shift):
     old = torch.backends.quantized.engine
     torch.backends.quantized.engine = "fbgemm"
     try:
