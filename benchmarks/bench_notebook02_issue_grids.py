@@ -15,8 +15,9 @@ default settings, from an empty cache (every baseline trained in the sitting):
   grid's runs: skipped) and ``finetune_sgd_cosine`` (30 runs).
 
 The notebook's analysis cells (claims, figures; about half a minute) are not included. Prints JSON: wall
-time per grid and in all, each sweep's plan and latency sitting, runs and failures, peak RSS of this process
-and of its largest worker.
+time per grid and in all, each sweep's plan and latency sitting, runs and failures, the median run and its
+time split (``SweepResult.time_split``: training, the evaluations inside training, measuring, the rest)
+with the seconds of every run summed by part, peak RSS of this process and of its largest worker.
 
     PYTHONPATH=. python benchmarks/bench_notebook02_issue_grids.py
     PYTHONPATH=. python benchmarks/bench_notebook02_issue_grids.py --precision bf16   # bfloat16 training steps
@@ -34,6 +35,11 @@ import os
 import resource
 import tempfile
 import time
+
+import pandas as pd
+
+PARTS = ("train", "eval", "measure", "other")
+"""The parts of a run's wall time (``SweepResult.time_split``)."""
 
 
 def cpu_model() -> str:
@@ -86,19 +92,26 @@ def main() -> None:
     out: dict[str, object] = {
         "cpu": cpu_model(), "cores": os.cpu_count(), "precision": args.precision, "grids": {}
     }  # fmt: skip
+    splits = []
     started = time.perf_counter()
     for name, axes in grids.items():
         t0 = time.perf_counter()
         result = sv.sweep(base, store=store, progress=False, **axes)
-        runs = result.runs
+        runs, split = result.runs, result.time_split()
+        ran = split[split["run_id"].isin(result.ran_ids)]  # not the runs an earlier grid stored
         out["grids"][name] = {
             "wall_s": round(time.perf_counter() - t0, 1),
             "runs": len(runs),
             "failed": int((runs["status"] != "ok").sum()),
             "plan": result.plan,
             "latency_sitting": result.latency_sitting,
+            "run_s_median": round(float(ran["duration_s"].median()), 2),
+            "share_median": {p: round(float(ran[f"{p}_share"].median()), 3) for p in PARTS},
         }
+        splits.append(ran)
     out["wall_s"] = round(time.perf_counter() - started, 1)
+    every = pd.concat(splits)
+    out["run_s_total_by_part"] = {p: round(float(every[f"{p}_s"].sum()), 1) for p in PARTS}
     out["wall_min"] = round(out["wall_s"] / 60, 1)
     out["runs_in_store"] = len(store.run_ids())
     out["peak_rss_mib_self"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -4,10 +4,15 @@ MnistNet; global / layer weight magnitude, global gradient magnitude and random 
 4, 8, 16, 32; 2 finetuning epochs at SGD lr 1e-3, momentum 0.9, Nesterov, batch 128; one seed; the
 baseline trained in the same sitting (5 epochs, SGD lr 1e-2, Nesterov: the ``sgd_lr1e-2`` preset). Prints
 one JSON document: wall time (baseline included), the execution plan the sweep chose, each run's time
-split (training epochs from its history, the rest: evaluation, counts, size; with two workers the
-latency is timed after all training, in one sitting, inside the wall time), the epoch time,
-peak RSS of this process and of the largest worker, and the accuracies, so the figures can be put beside
-ShrinkBench's on the same machine.
+split into ``train`` (its finetuning epochs less their evaluations, from the history's ``epoch_s`` and
+``eval_s``), ``eval`` (the validation pass after each epoch), ``measure`` (the deployed model's test
+evaluation, counts and size: the row's ``measure_s``; with two workers the latency is timed after all
+training, in one sitting, inside the wall time) and ``other`` (loading the data and baseline, pruning
+scores, packing the artefact), medians and shares of the run; the finetuning epoch's training time against
+the bare loop (``bench_fit.bare_epoch``, channels-last, the same model, batch and optimizer, over 7,680
+images scaled to the epoch's) run after the sweep in as many processes at once as the sweep's workers, and
+alone; peak RSS of this process and of the largest worker; and the accuracies, so the figures can be put
+beside ShrinkBench's on the same machine.
 
 ``--preset default`` runs it the shrinkviz way (``shrinkbench`` finetuning preset, a held-out validation
 split, weights only, reported top-1 = the last epoch's model on the test split). ``--preset
@@ -65,6 +70,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import resource
 import tempfile
@@ -72,6 +78,12 @@ import time
 
 import shrinkviz as sv
 from shrinkviz.core.machine import cpu_isa, cpu_model
+from shrinkviz.experiments.planning import plan_execution
+from shrinkviz.experiments.runner import load_data
+from shrinkviz.experiments.sweep import expand
+
+BARE_IMAGES = 7_680
+"""Images (60 batches of 128) each bare-loop process trains for the per-epoch comparison."""
 
 STRATEGIES = ["global_weight", "layer_weight", "global_gradient", "random"]
 COMPRESSIONS = [2, 4, 8, 16, 32]
@@ -109,6 +121,48 @@ def shrinkbench_arithmetic(top1: float, n: int, batch: int = 128) -> float:
     return top1 * n / (math.ceil(n / batch) * batch)
 
 
+def _bare_worker(start, results, images: int, batch: int, threads: int, precision: str) -> None:
+    """One bare-loop process: ``bench_fit.bare_epoch`` (channels-last, SGD lr 1e-3 / 0.9 Nesterov) over
+    ``images`` Fashion-MNIST training images after a 3-batch warm-up; puts its wall seconds per image."""
+    import torch
+    from bench_fit import bare_epoch
+
+    from shrinkviz.core.heap import steady_heap
+    from shrinkviz.data import Normalizer, load_dataset
+    from shrinkviz.models import create_model
+
+    torch.set_num_threads(threads)
+    data = load_dataset("fashion_mnist").subset(train=images)
+    x, y = Normalizer(data.mean, data.std)(data.train.images), data.train.labels
+    model = create_model("mnistnet", dataset=data, seed=0).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    g = torch.Generator().manual_seed(0)
+    bf16 = precision == "bf16"
+    with steady_heap():
+        bare_epoch(model, x[: 3 * batch], y[: 3 * batch], batch, opt, g, channels_last=True, bf16=bf16)
+        start.wait()  # every process trains at once, as the sweep's workers did
+        t0 = time.perf_counter()
+        bare_epoch(model, x, y, batch, opt, g, channels_last=True, bf16=bf16)
+        results.put((time.perf_counter() - t0) / images)
+
+
+def bare_s_per_image(processes: int, threads: int, precision: str, images: int = BARE_IMAGES) -> float:
+    """Median wall seconds per training image of the bare loop with ``processes`` copies training at once
+    (fresh processes of ``threads`` threads each; nothing else of this benchmark runs meanwhile)."""
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [
+        ctx.Process(target=_bare_worker, args=(start, results, images, 128, threads, precision))
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    per_image = sorted(results.get(timeout=600) for _ in procs)
+    for proc in procs:
+        proc.join()
+    return per_image[len(per_image) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -133,13 +187,19 @@ def main() -> None:
         base, store=os.path.join(root, "store"), progress=False, strategy=strategies, compression=compressions
     )
     wall = time.perf_counter() - started
-    runs, history = result.runs, result.history
-    train_s = history.groupby("run_id")["epoch_s"].sum()
-    split = runs.set_index("run_id")[["strategy", "compression", "duration_s", "top1", "baseline_top1"]].join(
-        train_s.rename("train_s")
+    runs, history, split = result.runs, result.history, result.time_split()
+    parts = ("train", "eval", "measure", "other")
+    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # before the bare processes
+    # the bare loop at the sweep's concurrency, after the sweep (its latency sitting included) is done
+    plan = plan_execution(expand(base, strategy=strategies, compression=compressions))
+    concurrent = plan.workers if plan.kind == "dask" else 1
+    epoch_images = len(load_data(base).train)
+    bare_side = bare_s_per_image(concurrent, plan.threads, args.precision) * epoch_images
+    bare_alone = (
+        bare_s_per_image(1, plan.threads, args.precision) * epoch_images if concurrent > 1 else bare_side
     )
-    split["other_s"] = split["duration_s"] - split["train_s"]
-    epochs = history.groupby("run_id")["epoch_s"].median()
+    train_epoch = float((history["epoch_s"] - history["eval_s"]).median())
     n_test = base.data.test or 10_000
     print(json.dumps({
         "cpu": cpu_model(), "cores": os.cpu_count(), "quick": args.quick, "preset": args.preset,
@@ -148,17 +208,23 @@ def main() -> None:
         "runs": len(runs), "failed": int((runs["status"] != "ok").sum()), "wall_s": wall,
         "latency_sitting": result.latency_sitting,
         "run_s_median": float(split["duration_s"].median()),
-        "train_s_median": float(split["train_s"].median()),
-        "other_s_median": float(split["other_s"].median()),
-        "other_share_median": float((split["other_s"] / split["duration_s"]).median()),
-        "epoch_s_median": float(epochs.median()),
-        "peak_rss_mib_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_rss_mib_largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-        "baseline_top1": float(split["baseline_top1"].iloc[0]),
-        "top1": {f"{r.strategy} x{r.compression:g}": round(float(r.top1), 4) for r in split.itertuples()},
+        **{f"{p}_s_median": float(split[f"{p}_s"].median()) for p in parts},
+        "share_median": {p: round(float(split[f"{p}_share"].median()), 4) for p in parts},
+        "beyond_training_share_median": float(1 - split["train_share"].median()),
+        "epoch_s_median": float(history["epoch_s"].median()),
+        "epoch_train_s_median": train_epoch,
+        "epoch_images": epoch_images,
+        "bare_epoch_s_side_by_side": bare_side,
+        "bare_epoch_s_alone": bare_alone,
+        "bare_processes_side_by_side": concurrent,
+        "epoch_train_vs_bare_side_by_side": train_epoch / bare_side,
+        "peak_rss_mib_self": rss_self,
+        "peak_rss_mib_largest_child": rss_child,
+        "baseline_top1": float(runs["baseline_top1"].iloc[0]),
+        "top1": {f"{r.strategy} x{r.compression:g}": round(float(r.top1), 4) for r in runs.itertuples()},
         "top1_as_shrinkbench_logs_it": {
             f"{r.strategy} x{r.compression:g}": round(shrinkbench_arithmetic(float(r.top1), n_test), 4)
-            for r in split.itertuples()
+            for r in runs.itertuples()
         },
         "store": root,
     }, indent=2))  # fmt: skip

@@ -126,3 +126,23 @@ def test_bias_pruning_and_one_score_batch():
     assert any(not torch.equal(ones[n], fours[n]) for n in ones)  # scored on other examples
     with pytest.raises(ValueError, match=r"score_batches=0: must be a whole number >= 1"):
         apply_pruning(model, "global_gradient", 4, data=ds, score_batches=0)
+
+
+@pytest.mark.parametrize(("select", "passes"), [("last", 1), ("shrinkbench_best_test", 2)])
+def test_epoch_eval_time_counts_every_evaluation_of_the_epoch(monkeypatch, select, passes):
+    import time
+
+    import shrinkviz.loop.train as train_module
+
+    pause, evaluate_ = 0.2, train_module.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        time.sleep(pause)
+        return evaluate_(*args, **kwargs)
+
+    ds = load_dataset("digits").subset(train=64, val=32, test=32)
+    monkeypatch.setattr(train_module, "evaluate", slow_evaluate)
+    model = create_model("tiny_mlp", dataset=ds, seed=0)
+    history = fit(model, ds, NOISY.replace(epochs=2, select=select), seed=0, progress=False)
+    for row in history:  # validation, and with test-set selection the test pass, are inside the epoch
+        assert passes * pause <= row["eval_s"] < (passes + 1) * pause and row["eval_s"] < row["epoch_s"]

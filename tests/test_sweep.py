@@ -205,6 +205,14 @@ def test_sweep_on_a_local_dask_cluster_matches_in_process(tmp_path, monkeypatch)
         # workers keep glibc's malloc defaults (Dask's trim threshold made training steps 1.7x slower)
         trim = ex.client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
         assert sorted(trim.values()) == ["unset", "unset"]
+
+        def profiling():
+            import dask.config
+
+            return dask.config.get("distributed.worker.profile.enabled")
+
+        # no dashboard, so no stack sampler taking the workers' CPU; this process's config is left as it was
+        assert list(ex.client.run(profiling).values()) == [False, False] and profiling() is True
         workers = ex.client.scheduler_info()["workers"]
         assert len(workers) == 2
     assert (dask.ran, dask.failed) == (4, 0)
@@ -250,3 +258,49 @@ def test_a_run_leaves_its_latency_for_later_only_when_its_model_is_stored(monkey
     extras = {}
     row, _, _ = run(exp, extras=extras, latency=False)
     assert not extras["latency_deferred"] and row["latency_ms_p50"] > 0 and extras["latency"]
+
+
+def test_time_split_attributes_each_part_of_a_run(tmp_path, monkeypatch):
+    import time
+
+    import shrinkviz.experiments.runner as runner_module
+    import shrinkviz.loop.train as train_module
+
+    pause = 0.15
+    evaluate, measure = train_module.evaluate, runner_module._measure
+
+    def slow_evaluate(*args, **kwargs):
+        time.sleep(pause)
+        return evaluate(*args, **kwargs)
+
+    def slow_measure(*args, **kwargs):
+        time.sleep(2 * pause)
+        return measure(*args, **kwargs)
+
+    pruned = BASE.replace(strategy="random", compression=2, **{"finetune.epochs": 2})
+    sweep(pruned, store=tmp_path, progress=False)  # the baseline trained and cached before the timing
+    monkeypatch.setattr(train_module, "evaluate", slow_evaluate)
+    monkeypatch.setattr(runner_module, "_measure", slow_measure)
+    runs = [BASE.replace(seed=1), pruned.replace(seed=1)]
+    result = sweep(runs, "local", store=tmp_path, progress=False)  # in this process, where the patches are
+    split = result.time_split().set_index("method")
+    parts = ["train_s", "eval_s", "measure_s", "other_s"]
+    assert (split[parts] >= 0).all().all()  # disjoint parts of the run's wall time
+    prune = split.loc["prune"]
+    assert prune.eval_s >= 2 * pause and prune.measure_s >= 2 * pause  # two validations, one measurement
+    assert prune.eval_s < 3 * pause + 0.5 and prune.train_s > 0  # training time is not counted as evaluation
+    baseline = split.loc["baseline"]  # the cached baseline's pretraining epochs are not the run's
+    assert baseline.train_s == baseline.eval_s == 0 and baseline.measure_s >= 2 * pause
+    epochs = result.history[lambda d: d["stage"] == "finetune"]
+    assert (epochs["eval_s"] >= pause).all() and (epochs["eval_s"] < epochs["epoch_s"]).all()
+
+
+def test_time_split_of_runs_stored_before_the_parts_existed(tmp_path):
+    result = sweep(BASE.replace(strategy="random", compression=2), store=tmp_path, progress=False)
+    record = result.store.get(result.run_ids[0])
+    row = {k: v for k, v in record.row.items() if k != "measure_s"}
+    history = [{k: v for k, v in h.items() if k != "eval_s"} for h in record.history]
+    result.store.put(row, history, record.layers)  # as an older shrinkviz wrote it
+    split = result.time_split().iloc[0]
+    assert math.isnan(split.measure_s) and math.isnan(split.eval_s) and math.isnan(split.train_s)
+    assert split.duration_s == row["duration_s"]

@@ -168,7 +168,9 @@ def run(
     model, history = result.model, result.history
     artefact = _artefact(model) if extras is not None else None
     deferred = not latency and artefact is not None and bool(exp.latency.runtimes)
+    measuring = time.perf_counter()
     measured, latency_rows = _measure(exp, model, data, baseline, timed=not deferred)
+    measure_s = time.perf_counter() - measuring
     if extras is not None:
         extras.update(latency=latency_rows, artefact=artefact, latency_deferred=deferred)
     layers = _layer_rows(model, measured)
@@ -183,7 +185,7 @@ def run(
         ):
             continue
         row[key] = value
-    row["finished_at"], row["duration_s"] = _now(), time.perf_counter() - t0
+    row["finished_at"], row["duration_s"], row["measure_s"] = _now(), time.perf_counter() - t0, measure_s
     row = {
         **{name: row.get(name) for name in RUN_COLUMNS},
         **{k: row[k] for k in sorted(row) if k not in RUN_COLUMNS},

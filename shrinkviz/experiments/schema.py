@@ -43,6 +43,12 @@ RUN_COLUMNS: dict[str, Column] = {
     "started_at": Column("str", "ISO-8601 UTC", "when the run started"),
     "finished_at": Column("str", "ISO-8601 UTC", "when the run finished"),
     "duration_s": Column("float", "s", "wall time of the run"),
+    "measure_s": Column(
+        "float",
+        "s",
+        "part of duration_s spent measuring the deployed model (test evaluation, counts, size; latency when "
+        "timed with the run)",
+    ),
     "shrinkviz_version": Column("str", "", "library version that produced the row"),
     "torch_version": Column("str", "", "torch version that produced the row"),
     "device": Column("str", "", "training device (cpu, cuda)"),
@@ -148,7 +154,10 @@ HISTORY_COLUMNS: dict[str, Column] = {
     "val_top1": Column("float", "fraction", "validation top-1"),
     "val_top5": Column("float", "fraction", "validation top-5"),
     "sparsity": Column("float", "fraction", "fraction of prunable weights that are zero"),
-    "epoch_s": Column("float", "s", "wall time of the epoch"),
+    "eval_s": Column(
+        "float", "s", "part of epoch_s spent evaluating (validation; the test pass of a test-selected preset)"
+    ),
+    "epoch_s": Column("float", "s", "wall time of the epoch, evaluation included"),
 }
 
 LAYER_COLUMNS: dict[str, Column] = {

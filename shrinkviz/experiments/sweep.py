@@ -160,6 +160,40 @@ class SweepResult:
         """Per-layer rows of this sweep's runs."""
         return self.store.layers(self._ids)
 
+    def time_split(self) -> pd.DataFrame:
+        """Where each ok run's wall time went: one row per run (``run_id``, the factor columns), with
+        ``train_s`` (its training epochs less their evaluations), ``eval_s`` (the evaluations inside those
+        epochs), ``measure_s`` (measuring the deployed model), ``other_s`` (the rest: loading the data and
+        the baseline, or training it when it was not cached, pruning scores, packing the artefact),
+        ``duration_s``, and each part's share of it (``train_share`` ...).
+
+        A baseline run's pretraining epochs belong to the cached baseline, not to the run: they are left out.
+        Parts a run stored by an older shrinkviz did not record are missing (NaN).
+
+        Example:
+            >>> import tempfile
+            >>> base = Experiment(model="tiny_mlp", data={"name": "digits", "train": 256},
+            ...                   prune={"strategy": "random", "compression": 2},
+            ...                   finetune={"preset": "adam_fast", "epochs": 1}, latency={"runtimes": []})
+            >>> split = sweep(base, store=Store(tempfile.mkdtemp()), progress=False).time_split()
+            >>> run = split.iloc[0]
+            >>> bool(run.train_s > 0 and run.eval_s > 0 and run.measure_s > 0 and run.other_s >= 0)
+            True
+        """
+        runs = self.runs[lambda d: d["status"] == "ok"]
+        history = self.history[lambda d: d["stage"] != "pretrain"]
+        epochs = history.groupby("run_id")[["epoch_s", "eval_s"]].sum(min_count=1)
+        out = runs[["run_id", *FACTOR_COLUMNS, "duration_s", "measure_s"]].join(epochs, on="run_id")
+        untrained = ~out["run_id"].isin(epochs.index)  # no training stage (a baseline, post-training quant)
+        out.loc[untrained, ["epoch_s", "eval_s"]] = 0.0
+        out["train_s"] = out["epoch_s"] - out["eval_s"]
+        out["other_s"] = out["duration_s"] - out["epoch_s"] - out["measure_s"]
+        parts = ["train_s", "eval_s", "measure_s", "other_s"]
+        for part in parts:
+            out[part.replace("_s", "_share")] = out[part] / out["duration_s"]
+        shares = [part.replace("_s", "_share") for part in parts]
+        return out[["run_id", *FACTOR_COLUMNS, *parts, "duration_s", *shares]].reset_index(drop=True)
+
     @property
     def failures(self) -> pd.DataFrame:
         """The failed runs (run_id, label columns and error)."""

@@ -36,10 +36,11 @@ OPTIONAL_RUN_COLUMNS = (
     "stage_epochs",
     "test_correct",
     "design",
+    "measure_s",
 )
-"""Runs columns added after the first stores were written (the latency table, then per-example correctness
-and stage epochs): a row without them (written by older code or by hand) gets them empty, except
-``stage_epochs``, which is read from the row's config."""
+"""Runs columns added after the first stores were written (the latency table, then per-example correctness,
+stage epochs, the study arm and the measuring time): a row without them (written by older code or by hand)
+gets them empty, except ``stage_epochs``, which is read from the row's config."""
 REQUIRED_ALWAYS = tuple(
     c for c in ("run_id", "status", "error", "config_json", *FACTOR_COLUMNS) if c not in OPTIONAL_RUN_COLUMNS
 )
