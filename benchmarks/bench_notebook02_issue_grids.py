@@ -38,9 +38,6 @@ import time
 
 import pandas as pd
 
-PARTS = ("train", "eval", "measure", "other")
-"""The parts of a run's wall time (``SweepResult.time_split``)."""
-
 
 def cpu_model() -> str:
     with open("/proc/cpuinfo") as f:
@@ -54,6 +51,7 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="shrinkviz-nb02-issue-")
     os.environ["SHRINKVIZ_CACHE"] = os.path.join(root, "cache")  # empty: every baseline trained here
     import shrinkviz as sv
+    from shrinkviz.experiments.sweep import TIME_PARTS
 
     strategies = ["global_weight", "layer_weight", "global_gradient", "layer_gradient",
                   "global_activation", "layer_activation", "random"]  # fmt: skip
@@ -106,12 +104,12 @@ def main() -> None:
             "plan": result.plan,
             "latency_sitting": result.latency_sitting,
             "run_s_median": round(float(ran["duration_s"].median()), 2),
-            "share_median": {p: round(float(ran[f"{p}_share"].median()), 3) for p in PARTS},
+            "share_median": {p: round(float(ran[f"{p}_share"].median()), 3) for p in TIME_PARTS},
         }
         splits.append(ran)
     out["wall_s"] = round(time.perf_counter() - started, 1)
     every = pd.concat(splits)
-    out["run_s_total_by_part"] = {p: round(float(every[f"{p}_s"].sum()), 1) for p in PARTS}
+    out["run_s_total_by_part"] = {p: round(float(every[f"{p}_s"].sum()), 1) for p in TIME_PARTS}
     out["wall_min"] = round(out["wall_s"] / 60, 1)
     out["runs_in_store"] = len(store.run_ids())
     out["peak_rss_mib_self"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -80,7 +80,7 @@ import shrinkviz as sv
 from shrinkviz.core.machine import cpu_isa, cpu_model
 from shrinkviz.experiments.planning import plan_execution
 from shrinkviz.experiments.runner import load_data
-from shrinkviz.experiments.sweep import expand
+from shrinkviz.experiments.sweep import TIME_PARTS, expand
 
 BARE_IMAGES = 7_680
 """Images (60 batches of 128) each bare-loop process trains for the per-epoch comparison."""
@@ -121,23 +121,25 @@ def shrinkbench_arithmetic(top1: float, n: int, batch: int = 128) -> float:
     return top1 * n / (math.ceil(n / batch) * batch)
 
 
-def _bare_worker(start, results, images: int, batch: int, threads: int, precision: str) -> None:
-    """One bare-loop process: ``bench_fit.bare_epoch`` (channels-last, SGD lr 1e-3 / 0.9 Nesterov) over
-    ``images`` Fashion-MNIST training images after a 3-batch warm-up; puts its wall seconds per image."""
+def _bare_worker(start, results, images: int, threads: int, precision: str) -> None:
+    """One bare-loop process: ``bench_fit.bare_epoch`` (channels-last, the ``shrinkbench`` preset's SGD and
+    batch, as ``bench_fit``) over ``images`` Fashion-MNIST training images after a 3-batch warm-up; puts its
+    wall seconds per image."""
     import torch
     from bench_fit import bare_epoch
 
     from shrinkviz.core.heap import steady_heap
     from shrinkviz.data import Normalizer, load_dataset
+    from shrinkviz.loop.config import TrainConfig
     from shrinkviz.models import create_model
 
     torch.set_num_threads(threads)
+    cfg = TrainConfig.shrinkbench()
     data = load_dataset("fashion_mnist").subset(train=images)
     x, y = Normalizer(data.mean, data.std)(data.train.images), data.train.labels
     model = create_model("mnistnet", dataset=data, seed=0).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
-    g = torch.Generator().manual_seed(0)
-    bf16 = precision == "bf16"
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    g, batch, bf16 = torch.Generator().manual_seed(0), cfg.batch_size, precision == "bf16"
     with steady_heap():
         bare_epoch(model, x[: 3 * batch], y[: 3 * batch], batch, opt, g, channels_last=True, bf16=bf16)
         start.wait()  # every process trains at once, as the sweep's workers did
@@ -152,7 +154,7 @@ def bare_s_per_image(processes: int, threads: int, precision: str, images: int =
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Barrier(processes), ctx.Queue()
     procs = [
-        ctx.Process(target=_bare_worker, args=(start, results, images, 128, threads, precision))
+        ctx.Process(target=_bare_worker, args=(start, results, images, threads, precision))
         for _ in range(processes)
     ]
     for proc in procs:
@@ -188,7 +190,6 @@ def main() -> None:
     )
     wall = time.perf_counter() - started
     runs, history, split = result.runs, result.history, result.time_split()
-    parts = ("train", "eval", "measure", "other")
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rss_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # before the bare processes
     # the bare loop at the sweep's concurrency, after the sweep (its latency sitting included) is done
@@ -208,8 +209,8 @@ def main() -> None:
         "runs": len(runs), "failed": int((runs["status"] != "ok").sum()), "wall_s": wall,
         "latency_sitting": result.latency_sitting,
         "run_s_median": float(split["duration_s"].median()),
-        **{f"{p}_s_median": float(split[f"{p}_s"].median()) for p in parts},
-        "share_median": {p: round(float(split[f"{p}_share"].median()), 4) for p in parts},
+        **{f"{p}_s_median": float(split[f"{p}_s"].median()) for p in TIME_PARTS},
+        "share_median": {p: round(float(split[f"{p}_share"].median()), 4) for p in TIME_PARTS},
         "beyond_training_share_median": float(1 - split["train_share"].median()),
         "epoch_s_median": float(history["epoch_s"].median()),
         "epoch_train_s_median": train_epoch,

@@ -38,27 +38,26 @@ without the dashboard, so it is off then."""
 
 
 @contextlib.contextmanager
-def _worker_environ() -> Iterator[None]:
-    """Start local workers without :data:`WORKER_ENVIRON_UNSET`, and leave this process's environment as it
-    was (Dask's nanny writes its pre-spawn variables into ``os.environ``, which later subprocesses of a
-    notebook kernel would inherit: ``OMP_NUM_THREADS=1`` among them)."""
+def _worker_environ(quiet: bool = False) -> Iterator[None]:
+    """Start local workers without :data:`WORKER_ENVIRON_UNSET` (and, ``quiet``, with
+    :data:`QUIET_WORKER_CONFIG`), and leave this process's environment as it was (Dask's nanny writes its
+    pre-spawn variables into ``os.environ``, which later subprocesses of a notebook kernel would inherit:
+    ``OMP_NUM_THREADS=1`` among them)."""
     import dask
 
     saved = dict(os.environ)
-    unset = {f"distributed.nanny.pre-spawn-environ.{k}": None for k in WORKER_ENVIRON_UNSET if k not in saved}
+    settings = {
+        f"distributed.nanny.pre-spawn-environ.{k}": None for k in WORKER_ENVIRON_UNSET if k not in saved
+    }
+    if quiet:
+        settings.update(QUIET_WORKER_CONFIG)
     try:
-        with dask.config.set(unset):
+        with dask.config.set(settings):
             yield
     finally:
         for key in set(os.environ) - set(saved):
             del os.environ[key]
         os.environ.update(saved)
-
-
-def _dask_config(settings: dict[str, Any]) -> Any:
-    import dask
-
-    return dask.config.set(settings)
 
 
 class Executor(Protocol):
@@ -208,8 +207,7 @@ class DaskExecutor:
             if self.security is not None:
                 kwargs.update(security=self.security, protocol="tls://")
             kwargs.update(self.cluster_kwargs)
-            quiet = contextlib.nullcontext() if self.dashboard else _dask_config(QUIET_WORKER_CONFIG)
-            with _worker_environ(), quiet:
+            with _worker_environ(quiet=not self.dashboard):
                 self.cluster = LocalCluster(
                     n_workers=self.n_workers,
                     threads_per_worker=self.threads_per_worker,

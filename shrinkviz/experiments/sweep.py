@@ -106,6 +106,10 @@ def expand(base: Experiment | Iterable[Experiment], **grid: Any) -> list[Experim
     return list(out.values())
 
 
+TIME_PARTS = ("train", "eval", "measure", "other")
+"""The parts of a run's wall time :meth:`SweepResult.time_split` gives (``<part>_s``, ``<part>_share``)."""
+
+
 @dataclass
 class SweepResult:
     """The runs of one sweep, read from its store (a notebook re-running the sweep gets the same tables).
@@ -188,11 +192,10 @@ class SweepResult:
         out.loc[untrained, ["epoch_s", "eval_s"]] = 0.0
         out["train_s"] = out["epoch_s"] - out["eval_s"]
         out["other_s"] = out["duration_s"] - out["epoch_s"] - out["measure_s"]
-        parts = ["train_s", "eval_s", "measure_s", "other_s"]
-        for part in parts:
-            out[part.replace("_s", "_share")] = out[part] / out["duration_s"]
-        shares = [part.replace("_s", "_share") for part in parts]
-        return out[["run_id", *FACTOR_COLUMNS, *parts, "duration_s", *shares]].reset_index(drop=True)
+        for part in TIME_PARTS:
+            out[f"{part}_share"] = out[f"{part}_s"] / out["duration_s"]
+        seconds, shares = ([f"{part}{suffix}" for part in TIME_PARTS] for suffix in ("_s", "_share"))
+        return out[["run_id", *FACTOR_COLUMNS, *seconds, "duration_s", *shares]].reset_index(drop=True)
 
     @property
     def failures(self) -> pd.DataFrame:
