@@ -121,16 +121,28 @@ def shrinkbench_arithmetic(top1: float, n: int, batch: int = 128) -> float:
     return top1 * n / (math.ceil(n / batch) * batch)
 
 
-def _bare_worker(start, results, images: int, threads: int, precision: str) -> None:
+def _bare_eval(model, x, batch: int) -> None:
+    """The bare evaluation loop: inference mode, channels-last, ``batch`` images at a time (``evaluate``'s
+    batch, :data:`shrinkviz.loop.train.EVAL_BATCH`)."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, x.shape[0], batch):
+            model(x[start : start + batch].contiguous(memory_format=torch.channels_last))
+
+
+def _bare_worker(start, results, images: int, threads: int, precision: str, task: str = "train") -> None:
     """One bare-loop process: ``bench_fit.bare_epoch`` (channels-last, the ``shrinkbench`` preset's SGD and
-    batch, as ``bench_fit``) over ``images`` Fashion-MNIST training images after a 3-batch warm-up; puts its
-    wall seconds per image."""
+    batch, as ``bench_fit``) over ``images`` Fashion-MNIST training images after a 3-batch warm-up, or with
+    ``task="eval"`` the bare evaluation loop over them; puts its wall seconds per image."""
     import torch
     from bench_fit import bare_epoch
 
     from shrinkviz.core.heap import steady_heap
     from shrinkviz.data import Normalizer, load_dataset
     from shrinkviz.loop.config import TrainConfig
+    from shrinkviz.loop.train import EVAL_BATCH
     from shrinkviz.models import create_model
 
     torch.set_num_threads(threads)
@@ -140,21 +152,31 @@ def _bare_worker(start, results, images: int, threads: int, precision: str) -> N
     model = create_model("mnistnet", dataset=data, seed=0).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     g, batch, bf16 = torch.Generator().manual_seed(0), cfg.batch_size, precision == "bf16"
+
+    def work(n: int) -> None:
+        if task == "eval":
+            _bare_eval(model, x[:n], EVAL_BATCH)
+        else:
+            bare_epoch(model, x[:n], y[:n], batch, opt, g, channels_last=True, bf16=bf16)
+
     with steady_heap():
-        bare_epoch(model, x[: 3 * batch], y[: 3 * batch], batch, opt, g, channels_last=True, bf16=bf16)
-        start.wait()  # every process trains at once, as the sweep's workers did
+        work(3 * batch)  # warm-up
+        start.wait()  # every process works at once, as the sweep's workers did
         t0 = time.perf_counter()
-        bare_epoch(model, x, y, batch, opt, g, channels_last=True, bf16=bf16)
+        work(images)
         results.put((time.perf_counter() - t0) / images)
 
 
-def bare_s_per_image(processes: int, threads: int, precision: str, images: int = BARE_IMAGES) -> float:
-    """Median wall seconds per training image of the bare loop with ``processes`` copies training at once
-    (fresh processes of ``threads`` threads each; nothing else of this benchmark runs meanwhile)."""
+def bare_s_per_image(
+    processes: int, threads: int, precision: str, images: int = BARE_IMAGES, task: str = "train"
+) -> float:
+    """Median wall seconds per image of the bare loop (``task``: ``train``, or ``eval`` for the bare
+    evaluation loop) with ``processes`` copies working at once (fresh processes of ``threads`` threads
+    each; nothing else of this benchmark runs meanwhile)."""
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Barrier(processes), ctx.Queue()
     procs = [
-        ctx.Process(target=_bare_worker, args=(start, results, images, threads, precision))
+        ctx.Process(target=_bare_worker, args=(start, results, images, threads, precision, task))
         for _ in range(processes)
     ]
     for proc in procs:

@@ -12,6 +12,7 @@ from shrinkviz.experiments.planning import (
     plan_execution,
     pretrain,
     train_baselines_first,
+    train_images,
 )
 
 TINY = Experiment(
@@ -30,6 +31,14 @@ def test_the_estimate_is_three_times_macs_per_image_seen():
     assert estimated_train_s([pruned]) == pytest.approx(3 * macs * 256 * 1 / (TRAIN_GMACS * 1e9))
     three_epochs = pruned.replace(**{"finetune.epochs": 3, "finetune.examples": 100})
     assert estimated_train_s([three_epochs]) == pytest.approx(3 * macs * 100 * 3 / (TRAIN_GMACS * 1e9))
+
+
+def test_train_images_count_the_compression_stages_epochs_over_their_examples():
+    pruned = TINY.replace(strategy="global_weight", compression=2)
+    assert train_images(TINY) == 0  # the baseline's pretraining is not the run's
+    assert train_images(pruned) == 256  # 1 epoch over the 256-image subset
+    assert train_images(pruned.replace(**{"finetune.epochs": 3, "finetune.examples": 100})) == 300
+    assert train_images(pruned.replace(**{"finetune.examples": 10_000})) == 256  # no more than the split
 
 
 def test_small_grids_stay_in_process_big_ones_get_a_worker_per_core():

@@ -7,7 +7,7 @@ import math
 import pytest
 
 import shrinkviz as sv
-from shrinkviz.experiments.executors import DaskExecutor, InProcessExecutor
+from shrinkviz.experiments.executors import QUIET_WORKER_CONFIG, DaskExecutor, InProcessExecutor
 from shrinkviz.experiments.experiment import Experiment
 from shrinkviz.experiments.runner import run
 from shrinkviz.experiments.schema import RUN_COLUMNS
@@ -206,13 +206,18 @@ def test_sweep_on_a_local_dask_cluster_matches_in_process(tmp_path, monkeypatch)
         trim = ex.client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
         assert sorted(trim.values()) == ["unset", "unset"]
 
-        def profiling():
+        def quiet_settings():
             import dask.config
 
-            return dask.config.get("distributed.worker.profile.enabled")
+            from shrinkviz.experiments.executors import QUIET_WORKER_CONFIG
 
-        # no dashboard, so no stack sampler taking the workers' CPU; this process's config is left as it was
-        assert list(ex.client.run(profiling).values()) == [False, False] and profiling() is True
+            return {key: dask.config.get(key) for key in QUIET_WORKER_CONFIG}
+
+        # no dashboard, so no stack sampler nor frequent monitors taking the workers' CPU; this process's
+        # config is left as it was
+        assert list(ex.client.run(quiet_settings).values()) == [QUIET_WORKER_CONFIG] * 2
+        assert quiet_settings()["distributed.worker.profile.enabled"] is True
+        assert quiet_settings()["distributed.admin.tick.interval"] == "20ms"
         workers = ex.client.scheduler_info()["workers"]
         assert len(workers) == 2
     assert (dask.ran, dask.failed) == (4, 0)

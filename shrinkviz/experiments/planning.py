@@ -83,17 +83,35 @@ def _epochs(exp: Any) -> int:
     return override or cfg_epochs
 
 
+def train_images(exp: Any) -> int:
+    """Training images a run's compression stages go through: epochs x examples per epoch (0 for a
+    baseline run; its baseline's pretraining is not the run's).
+
+    Example:
+        >>> from shrinkviz.experiments.experiment import Experiment
+        >>> exp = Experiment(model="tiny_mlp", data={"name": "digits", "train": 256})
+        >>> train_images(exp), train_images(exp.replace(**{"prune.strategy": "random", "finetune.epochs": 3}))
+        (0, 768)
+    """
+    from shrinkviz.experiments.runner import load_data
+
+    epochs = _epochs(exp)
+    if not epochs:
+        return 0
+    n_train = len(load_data(exp).train)
+    return min(exp.finetune.examples or n_train, n_train) * epochs
+
+
 def estimated_train_s(experiments: Sequence[Any]) -> float:
     """Seconds one core needs to train the runs' compression stages (baselines not included)."""
     from shrinkviz.experiments.runner import load_data
 
     total = 0.0
     for exp in experiments:
-        epochs = _epochs(exp)
-        if not epochs:
+        images = train_images(exp)
+        if not images:
             continue
         data = load_data(exp)
-        images = min(exp.finetune.examples or len(data.train), len(data.train)) * epochs
         macs = _macs(exp.model, tuple(data.input_shape), data.num_classes)
         total += 3 * macs * images / (TRAIN_GMACS * 1e9)
     return total
@@ -156,6 +174,7 @@ __all__ = [
     "TRAIN_GMACS",
     "Plan",
     "estimated_train_s",
+    "train_images",
     "plan_execution",
     "pretrain",
     "train_baselines_first",

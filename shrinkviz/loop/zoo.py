@@ -30,7 +30,7 @@ import torch
 from shrinkviz.core.io import atomic_path, atomic_write_text, cache_root, sha256_file
 from shrinkviz.core.version import __version__
 from shrinkviz.data import Dataset, Normalizer, load_dataset
-from shrinkviz.loop.train import TrainConfig, evaluate, fit
+from shrinkviz.loop.train import TrainConfig, evaluate, fit, validate
 from shrinkviz.models import ShrinkNet, create_model
 
 _MNIST_LIKE = ("fashion_mnist", "mnist")
@@ -190,7 +190,7 @@ def _train_and_save(
     model.cpu().eval()
     normalize = Normalizer(data.mean, data.std)
     test = evaluate(model, data.test, normalize)
-    val = evaluate(model, data.val, normalize)
+    val = validate(model, data)  # fit's last validation when it handed back that very model
     with atomic_path(weights) as tmp:
         torch.save(model.state_dict(), tmp)
     manifest = {
