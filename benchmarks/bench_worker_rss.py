@@ -6,7 +6,8 @@ imports); ``distributed`` (what a Dask worker adds); Fashion-MNIST loaded as ten
 once into a temporary cache, so the run's own stages are measured apart); one run (MnistNet, global weight
 x8, 1 finetuning epoch on ``--examples`` images, eager latency) through the worker entry point
 ``runner.execute``. Also lists which optional heavy modules were imported by then (ONNX Runtime and
-OpenVINO should not be, for an eager-only latency spec).
+OpenVINO should not be, for an eager-only latency spec), and whether ``torch._dynamo`` was (73 MiB; the
+optimizers of ``shrinkviz.loop.optim`` avoid it).
 
     python benchmarks/bench_worker_rss.py                  # about a minute
     python benchmarks/bench_worker_rss.py --examples 54000 # a full finetuning epoch
@@ -74,6 +75,7 @@ def main() -> None:
         "run_status": out["row"]["status"], "run_error": out["row"]["error"][:200],
         "run_s": round(time.perf_counter() - started, 1), "examples": args.examples,
         "heavy_modules_imported": sorted({m.split(".")[0] for m in sys.modules} & set(HEAVY)),
+        "torch_dynamo_imported": "torch._dynamo" in sys.modules,
         "torch": torch.__version__,
     }, indent=2))  # fmt: skip
 

@@ -37,6 +37,7 @@ from shrinkviz.core.heap import steady_heap
 from shrinkviz.core.machine import cpu_isa
 from shrinkviz.core.progress import progress_bar
 from shrinkviz.data import Dataset, Normalizer, Split, batches
+from shrinkviz.loop import optim
 from shrinkviz.loop.callbacks import Callback
 from shrinkviz.loop.config import BF16_QAT, PRECISIONS, PRESETS, TrainConfig
 from shrinkviz.loop.masks import mask_callbacks
@@ -101,15 +102,16 @@ def training_precision(cfg: TrainConfig, device: torch.device) -> contextlib.Abs
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer a config names, over the model's trainable parameters."""
+    """The optimizer a config names, over the model's trainable parameters: torch's own, in the variant of
+    :mod:`shrinkviz.loop.optim` that does not import ``torch._dynamo`` (same results, 73 MiB less)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
+        return optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
         )
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
