@@ -12,8 +12,10 @@ What is checked:
 - the cache root: free space for the baselines to train (4 bytes per parameter, twice, per baseline);
 - registrations: every model, dataset, pruning strategy and latency runtime name is registered;
 - the data: every dataset loads (files present and verified) - in this process;
-- every (model, data shape) pair: the model is built on the ``meta`` device (no memory, no weights) and
-  takes one zero batch of the data's input shape, giving one logit per class;
+- every (model, data shape) pair: the model is built on the CPU and takes one zero image of the data's
+  input shape, giving one logit per class (its weights live only for the check; the ``meta`` device would
+  save that memory but its convolution shape checks import sympy and ``torch._dynamo``, 77 MiB that stayed
+  in the sweep's process for good);
 - every compression target: reachable for the model (``keep_budget`` of the pruning code).
 
 Models and datasets are checked once per (model, input shape, classes) and dataset name.
@@ -149,7 +151,7 @@ def _model_info(name: str, shape: tuple[int, ...], classes: int) -> tuple[int, i
     from shrinkviz.models import create_model
 
     try:
-        with torch.device("meta"), torch.no_grad():
+        with torch.no_grad():
             model = create_model(name, input_shape=shape, num_classes=classes).eval()
             out = model(torch.zeros(1, *shape))
     except Exception as exc:  # noqa: BLE001 - any failure to build or run is the problem reported
