@@ -44,82 +44,12 @@ import tempfile
 import time
 
 import pandas as pd
-from bench_sweep_parity import BARE_IMAGES, bare_s_per_image
+from bench_sweep_parity import machine_floor, workload
 
 
 def cpu_model() -> str:
     with open("/proc/cpuinfo") as f:
         return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
-
-
-def workload(store, cache: str) -> dict[str, float]:
-    """Images trained and evaluated, and the latency protocol's seconds, of what ``store`` holds and the
-    baselines cached under ``cache`` (the per-epoch validation passes, each run's test pass, each baseline's
-    test pass; ShrinkBench-style test selection's extra passes where a run's finetuning selects so)."""
-    import json as json_module
-    from pathlib import Path
-
-    from shrinkviz.data import load_dataset
-    from shrinkviz.experiments.experiment import Experiment
-    from shrinkviz.experiments.planning import train_images
-    from shrinkviz.experiments.runner import load_data
-    from shrinkviz.experiments.sidebyside import TOGETHER, protocol
-
-    runs, history = store.runs(), store.history()
-    runs = runs[runs["status"] == "ok"]
-    epochs = history[history["stage"] != "pretrain"].groupby("run_id").size()
-    trained = evaluated = 0
-    latency_s = 0.0
-    timed_runs = runs["latency_ms_p50"].notna()
-    for run_id, config, timed in zip(runs["run_id"], runs["config_json"], timed_runs, strict=True):
-        exp = Experiment.from_json(config)
-        data, n_epochs = load_data(exp), int(epochs.get(run_id, 0))
-        trained += train_images(exp)
-        evaluated += n_epochs * len(data.val) + len(data.test)
-        if (
-            n_epochs
-            and exp.finetune.train_config().select == "shrinkbench_best_test"
-            and not data.val_is_test
-        ):
-            evaluated += (n_epochs + 1) * len(data.test)
-        if timed:
-            spec = protocol(exp.latency)
-            latency_s += len(exp.latency.runtimes) * spec["blocks"] * spec["block_s"] * (1 + 1 / TOGETHER)
-    for manifest in sorted(Path(cache, "checkpoints").glob("*.json")):
-        config = json_module.loads(manifest.read_text())["config"]
-        data = load_dataset(config["dataset"])
-        data = data.subset(*config["subset"]) if config.get("subset") else data
-        n_epochs = int(config["train_config"]["epochs"])
-        trained += n_epochs * len(data.train)
-        evaluated += n_epochs * len(data.val) + len(data.test)
-    return {"train_images": trained, "eval_images": evaluated, "latency_protocol_s": round(latency_s, 1)}
-
-
-FLOOR_REPEATS = 3
-"""Sittings of each bare loop; the floor takes the fastest (this shared machine's neighbours moved one
-sitting's figure by up to 50%)."""
-
-
-def machine_floor(work: dict[str, float], cores: int, precision: str = "fp32") -> dict[str, float]:
-    """The workload at the bare loops' speed on every core at once (training steps in ``precision``,
-    evaluation in float32; the fastest of :data:`FLOOR_REPEATS` sittings each), plus the latency protocol's
-    time."""
-    train = min(bare_s_per_image(cores, 1, precision) for _ in range(FLOOR_REPEATS))
-    evaluate = min(
-        bare_s_per_image(cores, 1, "fp32", images=4 * BARE_IMAGES, task="eval") for _ in range(FLOOR_REPEATS)
-    )
-    train_s, eval_s = work["train_images"] * train / cores, work["eval_images"] * evaluate / cores
-    floor_s = train_s + eval_s + work["latency_protocol_s"]
-    return {
-        **work,
-        "processes_at_once": cores,
-        "bare_train_ms_per_image": round(1e3 * train, 4),
-        "bare_eval_ms_per_image": round(1e3 * evaluate, 4),
-        "train_s": round(train_s, 1),
-        "eval_s": round(eval_s, 1),
-        "floor_s": round(floor_s, 1),
-        "floor_min": round(floor_s / 60, 1),
-    }
 
 
 def main() -> None:

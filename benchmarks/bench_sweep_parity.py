@@ -11,8 +11,13 @@ training, in one sitting, inside the wall time) and ``other`` (loading the data 
 scores, packing the artefact), medians and shares of the run; the finetuning epoch's training time against
 the bare loop (``bench_fit.bare_epoch``, channels-last, the same model, batch and optimizer, over 7,680
 images scaled to the epoch's) run after the sweep in as many processes at once as the sweep's workers, and
-alone; peak RSS of this process and of the largest worker; and the accuracies, so the figures can be put
-beside ShrinkBench's on the same machine.
+alone; peak RSS of this process and of the largest worker; the machine's floor for the protocol
+(``floor``: the images it trained and evaluated, counted from the store and the baseline's manifest, at the
+bare loops' fastest speed with every core working, plus the latency protocol's seconds; see
+:func:`machine_floor`) and ``wall_vs_floor``; and the accuracies, so the figures can be put beside
+ShrinkBench's on the same machine. Given ``--shrinkbench-json`` (``bench_shrinkbench_side.py``'s output from
+the same machine), it also prints ``wall_vs_shrinkbench`` and ``floor_vs_shrinkbench``: the second says
+what fraction of ShrinkBench's time this CPU allows at best.
 
 ``--preset default`` runs it the shrinkviz way (``shrinkbench`` finetuning preset, a held-out validation
 split, weights only, reported top-1 = the last epoch's model on the test split). ``--preset
@@ -58,7 +63,8 @@ gradients (ShrinkBench multiplies weights by masks in the forward, shrinkviz zer
 weights: the same trajectory without weight decay), no augmentation, shuffled batches with the last
 partial batch kept.
 
-    python benchmarks/bench_sweep_parity.py                 # the protocol (8-9 min on 2 shared cores)
+    python benchmarks/bench_sweep_parity.py                 # the protocol (5 min on a 2-core Xeon, 11 on a Zen 3)
+    python benchmarks/bench_sweep_parity.py --shrinkbench-json sb.json  # beside bench_shrinkbench_side's run
     python benchmarks/bench_sweep_parity.py --quick         # 2 strategies x 2 compressions on 3,000 images
     python benchmarks/bench_sweep_parity.py --precision bf16  # bfloat16 training steps (5-6 min)
     python benchmarks/bench_sweep_parity.py --preset shrinkbench_exact --strategies global_weight random \\
@@ -187,6 +193,93 @@ def bare_s_per_image(
     return per_image[len(per_image) // 2]
 
 
+def workload(store, cache: str) -> dict[str, float]:
+    """What a sweep's protocol itself had to do, counted from what ``store`` holds and the baselines cached
+    under ``cache``: the images trained (every finetuning epoch, every baseline's epochs) and evaluated (the
+    validation pass after each epoch, each run's and each baseline's test pass; ShrinkBench-style test
+    selection's extra passes where a run's finetuning selects so), and the seconds the latency protocol
+    times for (each timed model and its share of the baseline for ``min_time_s``)."""
+    import json as json_module
+    from pathlib import Path
+
+    from shrinkviz.data import load_dataset
+    from shrinkviz.experiments.experiment import Experiment
+    from shrinkviz.experiments.planning import train_images
+    from shrinkviz.experiments.sidebyside import TOGETHER
+    from shrinkviz.experiments.sidebyside import protocol as latency_protocol
+
+    runs, history = store.runs(), store.history()
+    runs = runs[runs["status"] == "ok"]
+    epochs = history[history["stage"] != "pretrain"].groupby("run_id").size()
+    trained = evaluated = 0
+    latency_s = 0.0
+    timed_runs = runs["latency_ms_p50"].notna()
+    for run_id, config, timed in zip(runs["run_id"], runs["config_json"], timed_runs, strict=True):
+        exp = Experiment.from_json(config)
+        data, n_epochs = load_data(exp), int(epochs.get(run_id, 0))
+        trained += train_images(exp)
+        evaluated += n_epochs * len(data.val) + len(data.test)
+        if (
+            n_epochs
+            and exp.finetune.train_config().select == "shrinkbench_best_test"
+            and not data.val_is_test
+        ):
+            evaluated += (n_epochs + 1) * len(data.test)
+        if timed:
+            spec = latency_protocol(exp.latency)
+            latency_s += len(exp.latency.runtimes) * spec["blocks"] * spec["block_s"] * (1 + 1 / TOGETHER)
+    for manifest in sorted(Path(cache, "checkpoints").glob("*.json")):
+        config = json_module.loads(manifest.read_text())["config"]
+        data = load_dataset(config["dataset"])
+        data = data.subset(*config["subset"]) if config.get("subset") else data
+        n_epochs = int(config["train_config"]["epochs"])
+        trained += n_epochs * len(data.train)
+        evaluated += n_epochs * len(data.val) + len(data.test)
+    return {"train_images": trained, "eval_images": evaluated, "latency_protocol_s": round(latency_s, 1)}
+
+
+FLOOR_REPEATS = 3
+"""Sittings of each bare loop; the floor takes the fastest (this shared machine's neighbours moved one
+sitting's figure by up to 50%)."""
+
+
+def machine_floor(work: dict[str, float], cores: int, precision: str = "fp32") -> dict[str, float]:
+    """The machine's floor for a :func:`workload`: its images at the bare loops' speed on every core at once
+    (``cores`` single-threaded processes; training steps in ``precision``, evaluation in float32; the
+    fastest of :data:`FLOOR_REPEATS` sittings each), plus the latency protocol's seconds. No schedule beats
+    it on this machine: it leaves out loading, scoring, counting, packing, starting workers and every
+    warm-up, and assumes every core busy all the time."""
+    train = min(bare_s_per_image(cores, 1, precision) for _ in range(FLOOR_REPEATS))
+    evaluate = min(
+        bare_s_per_image(cores, 1, "fp32", images=4 * BARE_IMAGES, task="eval") for _ in range(FLOOR_REPEATS)
+    )
+    train_s, eval_s = work["train_images"] * train / cores, work["eval_images"] * evaluate / cores
+    floor_s = train_s + eval_s + work["latency_protocol_s"]
+    return {
+        **work,
+        "processes_at_once": cores,
+        "bare_train_ms_per_image": round(1e3 * train, 4),
+        "bare_eval_ms_per_image": round(1e3 * evaluate, 4),
+        "train_s": round(train_s, 1),
+        "eval_s": round(eval_s, 1),
+        "floor_s": round(floor_s, 1),
+        "floor_min": round(floor_s / 60, 1),
+    }
+
+
+def read_shrinkbench(parser: argparse.ArgumentParser, path: str) -> dict:
+    """bench_shrinkbench_side.py's JSON, checked before any work (argparse's error otherwise)."""
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+        float(doc["total_wall_s"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.error(
+            f"--shrinkbench-json {path}: not bench_shrinkbench_side.py's JSON ({exc!r}); run that first"
+        )
+    return doc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -200,7 +293,13 @@ def main() -> None:
         help="training steps of baseline and finetuning (bf16: autocast, evaluation stays float32)",
     )
     parser.add_argument("--store", default=None, help="store folder (default: a fresh temporary one)")
+    parser.add_argument(
+        "--shrinkbench-json",
+        default=None,
+        help="bench_shrinkbench_side.py's JSON from this machine: adds the ratios to ShrinkBench's wall time",
+    )
     args = parser.parse_args()
+    shrinkbench = read_shrinkbench(parser, args.shrinkbench_json) if args.shrinkbench_json else None
     root = args.store or tempfile.mkdtemp(prefix="shrinkviz-parity-")
     os.environ["SHRINKVIZ_CACHE"] = os.path.join(root, "cache")  # baselines trained in this sitting
     base = protocol(args.preset, args.quick, args.precision)
@@ -224,6 +323,17 @@ def main() -> None:
     )
     train_epoch = float((history["epoch_s"] - history["eval_s"]).median())
     n_test = base.data.test or 10_000
+    floor = machine_floor(
+        workload(result.store, os.environ["SHRINKVIZ_CACHE"]), os.cpu_count() or 1, args.precision
+    )
+    beside = {}
+    if shrinkbench is not None:
+        beside = {
+            "shrinkbench_wall_s": shrinkbench["total_wall_s"],
+            "shrinkbench_cpu": shrinkbench.get("cpu_model"),
+            "wall_vs_shrinkbench": wall / shrinkbench["total_wall_s"],
+            "floor_vs_shrinkbench": floor["floor_s"] / shrinkbench["total_wall_s"],
+        }
     print(json.dumps({
         "cpu": cpu_model(), "cores": os.cpu_count(), "quick": args.quick, "preset": args.preset,
         "precision": args.precision, "cpu_isa": ",".join(cpu_isa()),
@@ -243,6 +353,9 @@ def main() -> None:
         "epoch_train_vs_bare_side_by_side": train_epoch / bare_side,
         "peak_rss_mib_self": rss_self,
         "peak_rss_mib_largest_child": rss_child,
+        "floor": floor,
+        "wall_vs_floor": wall / floor["floor_s"],
+        **beside,
         "baseline_top1": float(runs["baseline_top1"].iloc[0]),
         "top1": {f"{r.strategy} x{r.compression:g}": round(float(r.top1), 4) for r in runs.itertuples()},
         "top1_as_shrinkbench_logs_it": {
