@@ -46,10 +46,7 @@ import time
 import pandas as pd
 from bench_sweep_parity import machine_floor, workload
 
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+from shrinkviz.core.machine import cpu_isa, cpu_model
 
 
 def main() -> None:
@@ -96,7 +93,8 @@ def main() -> None:
         ),
     }
     out: dict[str, object] = {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "precision": args.precision, "grids": {}
+        "cpu": cpu_model(), "cpu_isa": ",".join(cpu_isa()), "cores": os.cpu_count(),
+        "precision": args.precision, "grids": {}
     }  # fmt: skip
     splits = []
     started = time.perf_counter()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 from collections.abc import Callable
 
@@ -30,6 +29,7 @@ from torch import nn
 from torch.utils.benchmark import Timer
 
 import shrinkviz
+from shrinkviz.core.machine import cpu_model
 from shrinkviz.metrics.counts import count_parameters, layer_table
 from shrinkviz.models import create_model
 from shrinkviz.techniques.prune import (
@@ -40,17 +40,6 @@ from shrinkviz.techniques.prune import (
     prune_channels,
     remove_masks,
 )
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def interleaved_ms(

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from shrinkviz.core.compat import import_torchvision
+from shrinkviz.core.machine import cpu_isa, cpu_model
 from shrinkviz.data.sources import resolve
 
 STRATEGIES = ("GlobalMagWeight", "LayerMagWeight", "GlobalMagGrad", "RandomPruning")
@@ -74,13 +75,7 @@ def status_mib(field: str) -> float:
 
 
 def cpu_info() -> dict:
-    text = Path("/proc/cpuinfo").read_text()
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?"
-    )
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
-    return {"cpu_model": model, "cpu_isa": isa, "cpu_count": os.cpu_count()}
+    return {"cpu_model": cpu_model(), "cpu_isa": list(cpu_isa()), "cpu_count": os.cpu_count()}
 
 
 def import_path(given: Path, scratch: Path) -> tuple[Path, Path]:
